@@ -1,0 +1,1 @@
+"""Packaged configuration files, read with ``pkgutil.get_data("configs", ...)``."""

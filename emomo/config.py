@@ -1,0 +1,371 @@
+"""Typed configuration: the packaged YAML, a user's file over it, the environment.
+
+``load_config`` is the only place that reads the config file and the
+environment variables of the seed. It fails at start with a ConfigError whose
+message names the key and the fix, so a bad config never runs ten minutes
+before it breaks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emomo import registry
+from emomo.errors import ConfigError
+
+PACKAGED = "packaged configs/config.yaml"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    driver: str = "sqlite"
+    path: str = "./data/emomo.db"
+    url: str = field(default="", repr=False)  # DATABASE_URL; may hold a password
+
+
+@dataclass(frozen=True)
+class QdrantConfig:
+    path: str = ""  # set: local mode in this folder
+    url: str = ""
+    host: str = ""
+    port: int = 6333
+    grpc_port: int = 6334
+    prefer_grpc: bool = False
+    https: bool = False
+    api_key: str = field(default="", repr=False)
+    collection: str = "emomo"  # used by an embedding that names no collection
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    type: str = "local"
+    path: str = "./data/objects"
+    endpoint: str = ""
+    use_ssl: bool = True
+    bucket: str = "emomo"
+    region: str = ""
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    public_url: str = ""
+    create_bucket: bool = False
+
+
+@dataclass(frozen=True)
+class VLMConfig:
+    provider: str = "local"
+    model: str = "rapidocr-v1"
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    max_tokens: int = 300
+    timeout: float = 60.0
+    max_in_flight: int = 16
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    name: str
+    provider: str
+    model: str
+    dimensions: int
+    collection: str = ""
+    api_key: str = field(default="", repr=False)
+    api_key_env: str = ""
+    base_url: str = ""
+    base_url_env: str = ""
+    is_default: bool = False
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    ocr_min_score: float = 0.5
+    ocr_threads: int = 1
+    workers: int = 8
+    batch_size: int = 100
+    retry_count: int = 3
+
+
+@dataclass(frozen=True)
+class ChineseBQBSourceConfig:
+    enabled: bool = True
+    repo_path: str = "./data/ChineseBQB"
+
+
+@dataclass(frozen=True)
+class StagingSourceConfig:
+    path: str = "./data/staging"
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    chinesebqb: ChineseBQBSourceConfig = ChineseBQBSourceConfig()
+    staging: StagingSourceConfig = StagingSourceConfig()
+
+
+@dataclass(frozen=True)
+class EmomoConfig:
+    database: DatabaseConfig
+    qdrant: QdrantConfig
+    storage: StorageConfig
+    vlm: VLMConfig
+    embeddings: tuple[EmbeddingConfig, ...]
+    ingest: IngestConfig
+    sources: SourcesConfig
+    #: where the user's file came from, for error messages
+    origin: str = PACKAGED
+
+    def embedding(self, name: str | None = None) -> EmbeddingConfig:
+        """The named embedding, or the default one; its API key is checked here
+        because only the embedding a crawl uses needs one."""
+        if name:
+            found = [e for e in self.embeddings if e.name == name]
+            if not found:
+                known = ", ".join(e.name for e in self.embeddings)
+                raise ConfigError(
+                    f"unknown embedding {name!r} (known: {known}); "
+                    f"pass -a embedding=NAME with one of them or add it to embeddings in {self.origin}"
+                )
+            emb = found[0]
+        else:
+            emb = next(e for e in self.embeddings if e.is_default)
+        backend = registry.EMBEDDERS[emb.provider]
+        if backend.key_env and not emb.api_key:
+            var = emb.api_key_env or backend.key_env
+            raise ConfigError(
+                f"embeddings[{emb.name}].api_key is empty: set the {var} environment variable "
+                f"(or api_key / api_key_env for {emb.name!r} in {self.origin})"
+            )
+        return emb
+
+
+def _resolve_path(value: str, base_dir: Path) -> str:
+    if not value:
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """A frozen dataclass from a mapping, refusing unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, not {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        ftype = fields[key].type
+        kwargs[key] = _coerce(ftype, value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"{where}: missing key {missing[0] if missing else exc}") from None
+
+
+_SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _coerce(ftype: Any, value: Any, where: str) -> Any:
+    name = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    nested = {
+        "ChineseBQBSourceConfig": ChineseBQBSourceConfig,
+        "StagingSourceConfig": StagingSourceConfig,
+    }
+    if name in nested:
+        return _build(nested[name], value, where)
+    expected = _SCALARS.get(name)
+    if expected is None:
+        return value
+    if value is None:
+        return expected()
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {name}, got {value!r}")
+    return value
+
+
+def _read_yaml(text: bytes | str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    return data
+
+
+def packaged_defaults() -> dict[str, Any]:
+    raw = pkgutil.get_data("configs", "config.yaml")
+    assert raw is not None
+    return _read_yaml(raw, PACKAGED)
+
+
+SECTIONS = ("database", "qdrant", "storage", "vlm", "embeddings", "ingest", "sources")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> EmomoConfig:
+    """Load the packaged defaults, then ``path`` (or $EMOMO_CONFIG) over them.
+
+    A section the user's file leaves out keeps the packaged one; a key a
+    section leaves out keeps its default; ``embeddings`` is replaced whole.
+    """
+    env = os.environ if env is None else env
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    data = packaged_defaults()
+    origin = PACKAGED
+    path = path or env.get("EMOMO_CONFIG") or None
+    if path:
+        origin = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the config file {path} ({exc.strerror}); fix EMOMO_CONFIG"
+            ) from None
+        user = _read_yaml(text, origin)
+        unknown = sorted(set(user) - set(SECTIONS) - {"server"})
+        if unknown:
+            raise ConfigError(f"{origin}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+        for section in SECTIONS:
+            if section in user:
+                data[section] = _merge_section(section, data.get(section), user[section])
+    try:
+        cfg = _from_dict(data, env, base, origin)
+    except ConfigError as exc:
+        if origin != PACKAGED and not str(exc).startswith(origin):
+            raise ConfigError(f"{origin}: {exc}") from None
+        raise
+    return cfg
+
+
+def _merge_section(section: str, default: Any, user: Any) -> Any:
+    if section == "embeddings" or not isinstance(user, Mapping) or not isinstance(default, Mapping):
+        return user
+    if section == "sources":
+        out = {k: dict(v or {}) for k, v in default.items()}
+        for k, v in user.items():
+            out[k] = {**out.get(k, {}), **v} if isinstance(v, Mapping) else v
+        return out
+    if _switched_backend(section, default, user):
+        # The embedded defaults (a local folder, say) mean nothing to another backend.
+        return dict(user)
+    return {**default, **user}
+
+
+_BACKEND_KEY = {"database": "driver", "storage": "type", "vlm": "provider"}
+
+
+def _switched_backend(section: str, default: Mapping[str, Any], user: Mapping[str, Any]) -> bool:
+    if section == "qdrant":
+        return bool(user.get("url") or user.get("host")) and "path" not in user
+    key = _BACKEND_KEY.get(section)
+    return bool(key and key in user and user[key] != default.get(key))
+
+
+def _from_dict(data: Mapping[str, Any], env: Mapping[str, str], base: Path, origin: str) -> EmomoConfig:
+    database = _build(DatabaseConfig, data.get("database"), "database")
+    qdrant = _build(QdrantConfig, data.get("qdrant"), "qdrant")
+    storage = _build(StorageConfig, data.get("storage"), "storage")
+    vlm = _build(VLMConfig, data.get("vlm"), "vlm")
+    ingest = _build(IngestConfig, data.get("ingest"), "ingest")
+    sources = _build(SourcesConfig, data.get("sources"), "sources")
+
+    raw_embs = data.get("embeddings")
+    if not isinstance(raw_embs, list) or not raw_embs:
+        raise ConfigError("embeddings must be a non-empty list of embedding configurations")
+    embeddings = tuple(_build(EmbeddingConfig, e, f"embeddings[{i}]") for i, e in enumerate(raw_embs))
+
+    # The seed's environment variables: each fills its key where the file is silent.
+    database = dataclasses.replace(database, url=database.url or env.get("DATABASE_URL", ""))
+    qdrant = dataclasses.replace(
+        qdrant,
+        host=qdrant.host or ("" if qdrant.path or qdrant.url else env.get("QDRANT_HOST", "")),
+        api_key=qdrant.api_key or env.get("QDRANT_API_KEY", ""),
+    )
+    storage = dataclasses.replace(
+        storage,
+        endpoint=storage.endpoint or env.get("STORAGE_ENDPOINT", ""),
+        access_key=storage.access_key or env.get("STORAGE_ACCESS_KEY", ""),
+        secret_key=storage.secret_key or env.get("STORAGE_SECRET_KEY", ""),
+        public_url=(storage.public_url or env.get("STORAGE_PUBLIC_URL", "")).rstrip("/"),
+    )
+    vlm = dataclasses.replace(
+        vlm,
+        model=env.get("VLM_MODEL") or vlm.model,
+        base_url=vlm.base_url or env.get("OPENAI_BASE_URL", ""),
+        api_key=vlm.api_key or env.get("OPENAI_API_KEY", ""),
+    )
+
+    _check_choice("database.driver", database.driver, registry.DATABASES)
+    _check_choice("storage.type", storage.type, registry.OBJECT_STORES)
+    _check_choice("vlm.provider", vlm.provider, registry.DESCRIBERS)
+    if not (qdrant.path or qdrant.url or qdrant.host):
+        raise ConfigError("qdrant: set path (local mode), url, or host / QDRANT_HOST")
+
+    resolved = []
+    names: set[str] = set()
+    for i, emb in enumerate(embeddings):
+        where = f"embeddings[{emb.name or i}]"
+        if emb.name in names:
+            raise ConfigError(f"{where}: the name {emb.name!r} is used twice; embedding names must be unique")
+        names.add(emb.name)
+        _check_choice(f"{where}.provider", emb.provider, registry.EMBEDDERS)
+        if emb.dimensions <= 0:
+            raise ConfigError(f"{where}.dimensions must be a positive integer, got {emb.dimensions}")
+        backend = registry.EMBEDDERS[emb.provider]
+        key_env = emb.api_key_env or backend.key_env or ""
+        url_env = emb.base_url_env or backend.base_url_env or ""
+        resolved.append(dataclasses.replace(
+            emb,
+            api_key=emb.api_key or (env.get(key_env, "") if key_env else ""),
+            base_url=emb.base_url or (env.get(url_env, "") if url_env else ""),
+            collection=emb.collection or qdrant.collection,
+        ))
+    collections = [e.collection for e in resolved]
+    dup = next((c for c in collections if collections.count(c) > 1), None)
+    if dup:
+        raise ConfigError(f"embeddings: collection {dup!r} is used by two embeddings; give each its own collection")
+    defaults = [e.name for e in resolved if e.is_default]
+    if not defaults:
+        raise ConfigError("embeddings: no embedding has is_default: true; mark exactly one as the default")
+    if len(defaults) > 1:
+        raise ConfigError(
+            f"embeddings: {len(defaults)} embeddings have is_default: true ({', '.join(defaults)}); mark exactly one"
+        )
+
+    database = dataclasses.replace(database, path=_resolve_path(database.path, base))
+    qdrant = dataclasses.replace(qdrant, path=_resolve_path(qdrant.path, base))
+    storage = dataclasses.replace(storage, path=_resolve_path(storage.path, base))
+    sources = SourcesConfig(
+        chinesebqb=dataclasses.replace(
+            sources.chinesebqb, repo_path=_resolve_path(sources.chinesebqb.repo_path, base)),
+        staging=dataclasses.replace(sources.staging, path=_resolve_path(sources.staging.path, base)),
+    )
+    return EmomoConfig(database, qdrant, storage, vlm, tuple(resolved), ingest, sources, origin)
+
+
+def _check_choice(key: str, value: str, choices: Mapping[str, Any]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: unknown value {value!r} (known: {', '.join(sorted(choices))})")

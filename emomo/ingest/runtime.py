@@ -1,0 +1,144 @@
+"""Per-crawl ingest runtime: the clients every stage shares and the items in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from scrapy.settings import BaseSettings
+
+from emomo import clients, defaults
+from emomo.config import EmbeddingConfig, EmomoConfig, load_config
+from emomo.providers import Describer, Embedder
+from emomo.repositories import MemeRecord, MemeRepository
+from emomo.repositories.qdrant import QdrantRepository
+from emomo.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+
+def config_from_settings(settings: BaseSettings) -> EmomoConfig:
+    return load_config(settings.get("EMOMO_CONFIG", defaults.EMOMO_CONFIG) or None)
+
+
+@dataclass
+class ItemState:
+    """What the stages know about one item in flight and how to undo its writes."""
+
+    md5: str
+    source: str
+    started: float = field(default_factory=time.monotonic)
+    meme: MemeRecord | None = None
+    had_vector: bool = False
+    undo: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+
+
+class IngestRuntime:
+    """Clients for one crawl, built from the config when the crawl starts.
+
+    ``open`` connects and checks what can only be checked against the backends
+    (a locked local folder, a collection of another dimension), so a crawl with
+    a bad setup stops before its first item.
+    """
+
+    def __init__(self, config: EmomoConfig, embedding: EmbeddingConfig, force: bool = False) -> None:
+        self.config = config
+        self.embedding = embedding
+        self.collection = embedding.collection
+        self.force = force
+        self.repo: MemeRepository = clients.build_repository(config)
+        self.index: QdrantRepository = clients.build_index(config)
+        self.store: ObjectStore = clients.build_store(config)
+        self.describer: Describer = clients.build_describer(config)
+        self.embedder: Embedder = clients.build_embedder(embedding)
+        self._states: dict[int, ItemState] = {}
+        self._claims: dict[str, str] = {}
+        self._opened = False
+        self._closed = False
+        self._open_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> IngestRuntime:
+        config = config_from_settings(settings)
+        embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
+        return cls(config, embedding, force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE))
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._opened:
+                return
+            await self.index.open()
+            await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
+            await self.repo.open()
+            self._opened = True
+            logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
+                        self.collection, self.embedding.name, self.embedding.model,
+                        self.embedding.dimensions, self.config.database.driver, self.config.storage.type)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for closer in (self.describer.close, self.embedder.close, self.store.close,
+                       self.repo.close, self.index.close):
+            try:
+                await closer()
+            except Exception:
+                logger.exception("Error while closing %r", closer)
+
+    # --- items in flight ---------------------------------------------------
+
+    def start(self, item: Any, md5: str, source: str) -> ItemState:
+        state = ItemState(md5=md5, source=source)
+        self._states[id(item)] = state
+        return state
+
+    def state(self, item: Any) -> ItemState:
+        return self._states[id(item)]
+
+    def claim(self, state: ItemState) -> str | None:
+        """Claim the item's md5 for this crawl; the source already holding it, if any."""
+        holder = self._claims.get(state.md5)
+        if holder is None:
+            self._claims[state.md5] = state.source
+        return holder
+
+    def finish(self, item: Any) -> ItemState | None:
+        state = self._states.pop(id(item), None)
+        if state is not None and self._claims.get(state.md5) == state.source:
+            del self._claims[state.md5]
+        return state
+
+    async def rollback(self, item: Any) -> list[str]:
+        """Undo what the stages wrote for ``item``, newest first; what could not be undone."""
+        state = self.finish(item)
+        leftovers: list[str] = []
+        if state is None:
+            return leftovers
+        for what, undo in reversed(state.undo):
+            try:
+                await undo()
+            except Exception as exc:
+                leftovers.append(f"{what}: {exc}")
+        return leftovers
+
+
+_RUNTIMES: WeakKeyDictionary[Crawler, IngestRuntime] = WeakKeyDictionary()
+
+
+def runtime_for(crawler: Crawler) -> IngestRuntime:
+    """The crawl's one runtime, built by the first stage that asks."""
+    runtime = _RUNTIMES.get(crawler)
+    if runtime is None:
+        runtime = IngestRuntime.from_settings(crawler.settings)
+        _RUNTIMES[crawler] = runtime
+    return runtime

@@ -1,0 +1,95 @@
+"""The base of every ingest pipeline stage: shared runtime, outcomes, failure and undo.
+
+A stage subclass names itself and implements ``run``; this class turns any
+exception from ``run`` into: undo what earlier stages wrote for the item, one
+log line with the item's source and the cause, ``emomo/<stage>/failed`` and
+``emomo/ingest/failed`` in stats, and a StageFailed drop so the crawl goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from itemadapter import ItemAdapter
+from scrapy.exceptions import NotConfigured
+
+from emomo import defaults
+from emomo.errors import IngestDrop, StageFailed
+from emomo.ingest.runtime import IngestRuntime, ItemState, runtime_for
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from typing_extensions import Self
+
+logger = logging.getLogger("emomo.ingest")
+
+
+def item_source(adapter: ItemAdapter) -> str:
+    """How a log line names the item: its file, else its URL, else its source id."""
+    return str(adapter.get("path") or adapter.get("url") or
+               f"{adapter.get('source_type')}:{adapter.get('source_id')}")
+
+
+class Stage:
+    #: the <stage> in ``emomo/<stage>/<outcome>`` stats keys
+    name: ClassVar[str]
+
+    def __init__(self, crawler: Crawler, runtime: IngestRuntime) -> None:
+        self.crawler = crawler
+        self.runtime = runtime
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not crawler.settings.getbool("EMOMO_ENABLED", defaults.EMOMO_ENABLED):
+            raise NotConfigured("EMOMO_ENABLED is off")
+        return cls(crawler, runtime_for(crawler))
+
+    async def open_spider(self) -> None:
+        await self.runtime.open()
+
+    async def close_spider(self) -> None:
+        await self.runtime.close()
+
+    def count(self, outcome: str) -> None:
+        self.stats.inc_value(f"emomo/{self.name}/{outcome}")
+
+    def conclude(self, outcome: str) -> None:
+        """Count an item's final outcome: for this stage and in the crawl's ingest summary."""
+        self.count(outcome)
+        self.stats.inc_value(f"emomo/ingest/{outcome}")
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        logger.log(level, msg, *args, extra={"spider": self.crawler.spider})
+
+    async def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        started = time.perf_counter()
+        try:
+            await self.run(item, adapter)
+        except IngestDrop:
+            await self.runtime.rollback(item)
+            raise
+        except Exception as exc:
+            source = item_source(adapter)
+            leftovers = await self.runtime.rollback(item)
+            self.conclude("failed")
+            self.log(logging.ERROR, "%s failed for %s: %s: %s", self.name, source, type(exc).__name__, exc)
+            for leftover in leftovers:
+                self.count("undo_failed")
+                self.log(logging.ERROR, "could not undo %s for %s", leftover, source)
+            raise StageFailed(f"{self.name} failed for {source}: {exc}") from exc
+        finally:
+            # Wall time per stage, summed: the ingest summary divides it by the items.
+            self.stats.inc_value(f"emomo/{self.name}/seconds", time.perf_counter() - started, start=0.0)
+            self.stats.inc_value(f"emomo/{self.name}/items")
+        return item
+
+    async def run(self, item: Any, adapter: ItemAdapter) -> None:
+        raise NotImplementedError
+
+    def state(self, item: Any) -> ItemState:
+        return self.runtime.state(item)

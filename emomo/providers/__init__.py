@@ -1,0 +1,57 @@
+"""Describers (image -> text) and embedders (text -> vector): Protocols.
+
+Implementations are listed by name in emomo.registry; each takes its config
+section in ``__init__`` and keeps its client for the whole crawl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class DescribeContext:
+    """What the source says about the meme, for describers that use it."""
+
+    source: str
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+class Describer(Protocol):
+    #: the key of this describer's rows in meme_descriptions
+    model: str
+
+    async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    model: str
+    dimensions: int
+
+    async def embed_passages(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for memes' descriptions (document side)."""
+
+    async def embed_query(self, text: str) -> list[float]:
+        """The vector of a search query (query side)."""
+
+    async def close(self) -> None: ...
+
+
+class EmbeddingError(RuntimeError):
+    """The embedder answered with the wrong number or size of vectors."""
+
+
+def check_vectors(vectors: list[list[float]], expected: int, dimensions: int, name: str) -> list[list[float]]:
+    if len(vectors) != expected:
+        raise EmbeddingError(f"embedding {name!r} returned {len(vectors)} vectors for {expected} inputs")
+    for v in vectors:
+        if len(v) != dimensions:
+            raise EmbeddingError(
+                f"embedding {name!r} returned {len(v)}-dimensional vectors but "
+                f"embeddings[{name}].dimensions is {dimensions}"
+            )
+    return vectors

@@ -1,0 +1,81 @@
+"""Metadata rows (memes, meme_vectors, meme_descriptions) and the vector index.
+
+The SQL side is a Protocol with one implementation per driver (see
+emomo.registry.DATABASES); every method is a coroutine so that a driver with
+an async client awaits it directly and a blocking one runs in a thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+STATUSES = ("pending", "active", "failed")
+
+
+@dataclass
+class MemeRecord:
+    id: str
+    source_type: str
+    source_id: str
+    md5_hash: str
+    storage_key: str
+    format: str
+    width: int
+    height: int
+    is_animated: bool
+    file_size: int
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
+    source_url: str | None = None
+    vlm_description: str | None = None
+    vlm_model: str | None = None
+    status: str = "pending"
+
+
+@dataclass
+class VectorRecord:
+    id: str
+    meme_id: str
+    md5_hash: str
+    collection: str
+    embedding_model: str
+    qdrant_point_id: str
+    status: str = "active"
+
+
+class MemeRepository(Protocol):
+    async def open(self) -> None:
+        """Connect and apply the schema migrations."""
+
+    async def close(self) -> None: ...
+
+    async def vector_exists(self, md5: str, collection: str) -> bool: ...
+
+    async def get_meme_by_md5(self, md5: str) -> MemeRecord | None: ...
+
+    async def get_memes(self, ids: list[str]) -> dict[str, MemeRecord]: ...
+
+    async def get_description(self, md5: str, model: str) -> str | None: ...
+
+    async def insert_meme(self, meme: MemeRecord) -> None:
+        """Insert the meme row and its description (when it has one) in one transaction."""
+
+    async def delete_meme(self, meme_id: str) -> None:
+        """Delete the meme row with its vectors and descriptions."""
+
+    async def record_vector(self, vector: VectorRecord) -> bool:
+        """Insert or replace the (md5, collection) vector row and mark the meme active,
+        in one transaction. True when the row is new."""
+
+    async def delete_vector(self, md5: str, collection: str) -> None: ...
+
+    async def count_memes(self) -> dict[str, int]:
+        """Memes by status; every status present, zero when none."""
+
+    async def count_vectors(self) -> dict[str, int]:
+        """meme_vectors rows by collection."""
+
+    async def vector_point_ids(self, collection: str) -> set[str]: ...
+
+    async def all_memes(self) -> list[MemeRecord]: ...

@@ -1,0 +1,60 @@
+"""Versioned schema migrations: (version, statements), applied in order once each.
+
+Table and column names follow the seed and the original system.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """
+        CREATE TABLE IF NOT EXISTS memes (
+            id TEXT PRIMARY KEY,
+            source_type TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            md5_hash TEXT NOT NULL UNIQUE,
+            storage_key TEXT NOT NULL,
+            format TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            is_animated BOOLEAN NOT NULL DEFAULT FALSE,
+            file_size INTEGER NOT NULL,
+            category TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            source_url TEXT,
+            vlm_description TEXT,
+            vlm_model TEXT,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'active', 'failed')),
+            created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            UNIQUE (source_type, source_id)
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS idx_memes_status ON memes (status)",
+        "CREATE INDEX IF NOT EXISTS idx_memes_category ON memes (category)",
+        """
+        CREATE TABLE IF NOT EXISTS meme_vectors (
+            id TEXT PRIMARY KEY,
+            meme_id TEXT NOT NULL REFERENCES memes (id) ON DELETE CASCADE,
+            md5_hash TEXT NOT NULL,
+            collection TEXT NOT NULL,
+            embedding_model TEXT NOT NULL,
+            qdrant_point_id TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'active',
+            created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            UNIQUE (md5_hash, collection)
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS idx_meme_vectors_meme ON meme_vectors (meme_id)",
+        """
+        CREATE TABLE IF NOT EXISTS meme_descriptions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            md5_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            UNIQUE (md5_hash, model)
+        )
+        """,
+    ]),
+]

@@ -1,0 +1,75 @@
+"""The base of every meme spider: the arguments they share and how they reach the pipelines."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import scrapy
+from scrapy.exceptions import UsageError
+
+from emomo.config import EmomoConfig
+from emomo.ingest.runtime import config_from_settings
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from typing_extensions import Self
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise UsageError(f"-a {name}={value}: expected 1 or 0")
+
+
+def positive_int(name: str, value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0:
+        raise UsageError(f"-a {name}={value}: expected a positive whole number")
+    return number
+
+
+class MemeSpider(scrapy.Spider):
+    """Arguments: ``embedding=NAME`` (which embedding configuration to write),
+    ``limit=N`` (at most N items), ``force=1`` (embed again what is indexed)."""
+
+    config: EmomoConfig
+
+    def __init__(self, *args: Any, embedding: str = "", limit: Any = None, force: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.embedding = embedding or ""
+        self.limit = positive_int("limit", limit)
+        self.force = flag("force", force)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        # Spider arguments reach the pipelines as settings: they are still
+        # writable here, before the crawler freezes them.
+        if spider.embedding:
+            crawler.settings.set("EMOMO_EMBEDDING", spider.embedding, priority="spider")
+        if spider.force:
+            crawler.settings.set("EMOMO_FORCE", True, priority="spider")
+        spider.config = config_from_settings(crawler.settings)
+        # Fail in the first second on an unknown embedding or a missing key.
+        spider.config.embedding(crawler.settings.get("EMOMO_EMBEDDING") or None)
+        spider.setup()
+        return spider
+
+    def setup(self) -> None:
+        """Check the spider's own arguments against the config; raise UsageError to refuse."""
+
+    def count(self, outcome: str) -> None:
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(f"emomo/{self.name}/{outcome}")

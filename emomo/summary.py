@@ -1,0 +1,47 @@
+"""Logs the ingest summary when a crawl ends, like the seed's IngestStats."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from scrapy import Spider, signals
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.statscollectors import StatsCollector
+    from typing_extensions import Self
+
+logger = logging.getLogger("emomo.ingest")
+
+OUTCOMES = ("processed", "duplicate", "invalid", "failed")
+TIMED_STAGES = ("read", "describe", "store", "record", "embed", "index")
+
+
+class IngestSummary:
+    def __init__(self, stats: StatsCollector) -> None:
+        self.stats = stats
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        assert crawler.stats is not None
+        ext = cls(crawler.stats)
+        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        return ext
+
+    def spider_closed(self, spider: Spider, reason: str) -> None:
+        counts = {o: int(self.stats.get_value(f"emomo/ingest/{o}", 0)) for o in OUTCOMES}
+        total = sum(counts.values())
+        self.stats.set_value("emomo/ingest/total", total)
+        timings = []
+        for stage in TIMED_STAGES:
+            seconds = float(self.stats.get_value(f"emomo/{stage}/seconds", 0.0))
+            n = int(self.stats.get_value(f"emomo/{stage}/items", 0))
+            if n:
+                timings.append(f"{stage} {1000 * seconds / n:.0f} ms")
+        logger.info(
+            "Ingest summary: %d processed, %d skipped as duplicate, %d invalid, %d failed (%d items; %s)%s",
+            counts["processed"], counts["duplicate"], counts["invalid"], counts["failed"], total, reason,
+            f"; per item: {', '.join(timings)}" if timings else "",
+            extra={"spider": spider},
+        )

@@ -1,0 +1,36 @@
+"""Stage 6: record the meme row (status pending until its vector is indexed) with its description."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any
+
+from itemadapter import ItemAdapter
+
+from emomo.ingest.stage import Stage
+from emomo.repositories import MemeRecord
+
+
+class RecordPipeline(Stage):
+    name = "record"
+
+    async def run(self, item: Any, adapter: ItemAdapter) -> None:
+        if adapter.get("reused"):
+            self.count("reused")
+            return
+        state = self.state(item)
+        meme = MemeRecord(
+            id=str(uuid.uuid4()), source_type=adapter["source_type"], source_id=adapter["source_id"],
+            md5_hash=state.md5, storage_key=adapter["storage_key"], format=adapter["format"],
+            width=adapter["width"], height=adapter["height"], is_animated=bool(adapter["is_animated"]),
+            file_size=adapter["file_size"], category=adapter.get("category") or "",
+            tags=list(adapter.get("tags") or []), source_url=adapter.get("url"),
+            vlm_description=adapter["description"], vlm_model=adapter.get("description_model"),
+            status="pending",
+        )
+        await self.runtime.repo.insert_meme(meme)
+        state.undo.append((f"meme row {meme.id}", partial(self.runtime.repo.delete_meme, meme.id)))
+        state.meme = meme
+        adapter["meme_id"] = meme.id
+        self.count("created")

@@ -1,0 +1,1 @@
+"""Meme spiders: they parse their source and yield MemeItems; the pipelines do the rest."""

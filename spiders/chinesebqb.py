@@ -1,0 +1,40 @@
+"""``scrapy crawl chinesebqb [-a repo_path=DIR] [-a embedding=NAME] [-a limit=N] [-a force=1]``"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from scrapy.exceptions import UsageError
+
+from emomo.items import MemeItem
+from emomo.sources.chinesebqb import walk
+from emomo.spider import MemeSpider
+
+
+class ChineseBQBSpider(MemeSpider):
+    """Walks a local clone of ChineseBQB; ``repo_path`` defaults to sources.chinesebqb.repo_path."""
+
+    name = "chinesebqb"
+
+    def __init__(self, *args: Any, repo_path: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.repo_path = repo_path
+
+    def setup(self) -> None:
+        self.repo_path = os.path.abspath(self.repo_path or self.config.sources.chinesebqb.repo_path)
+        if not os.path.isdir(self.repo_path):
+            raise UsageError(
+                f"ChineseBQB clone not found at {self.repo_path}: pass -a repo_path=DIR "
+                "or set sources.chinesebqb.repo_path"
+            )
+
+    async def start(self) -> AsyncIterator[Any]:
+        files = await asyncio.to_thread(lambda: list(walk(self.repo_path)))
+        self.logger.info("Found %d image files under %s", len(files), self.repo_path)
+        for f in files[: self.limit]:
+            self.count("yielded")
+            yield MemeItem(source_type="chinesebqb", source_id=f.rel_path, path=f.path,
+                           category=f.category, tags=f.tags)

@@ -1,0 +1,53 @@
+"""``scrapy crawl staging -a source=ID [-a staging_path=DIR] [-a embedding=NAME] [-a limit=N]``"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from scrapy.exceptions import UsageError
+
+from emomo.items import MemeItem
+from emomo.sources.staging import MANIFEST, StagingProblem, read_manifest
+from emomo.spider import MemeSpider
+
+
+class StagingSpider(MemeSpider):
+    """Reads ``<staging_path>/<source>/manifest.jsonl`` and ``images/`` (the seed's crawler output)."""
+
+    name = "staging"
+
+    def __init__(self, *args: Any, source: str = "", staging_path: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.source = source
+        self.staging_path = staging_path
+
+    def setup(self) -> None:
+        if not self.source or "/" in self.source or self.source.startswith("."):
+            raise UsageError("pass -a source=ID: the staging folder's name, e.g. -a source=fabiaoqing")
+        base = self.staging_path or self.config.sources.staging.path
+        self.folder = os.path.join(os.path.abspath(base), self.source)
+        if not os.path.isfile(os.path.join(self.folder, MANIFEST)):
+            raise UsageError(f"no {MANIFEST} in {self.folder}: check -a source / -a staging_path "
+                             "or sources.staging.path")
+
+    async def start(self) -> AsyncIterator[Any]:
+        entries = await asyncio.to_thread(lambda: list(read_manifest(self.folder)))
+        manifest = os.path.join(self.folder, MANIFEST)
+        yielded = 0
+        for entry in entries:
+            if isinstance(entry, StagingProblem):
+                self.count(entry.kind)
+                self.logger.warning("%s %s; skipped", manifest, entry.message)
+                continue
+            if self.limit is not None and yielded >= self.limit:
+                break
+            yielded += 1
+            self.count("yielded")
+            yield MemeItem(
+                source_type=f"staging:{self.source}", source_id=f"{self.source}_{entry.id}", url=entry.source_url,
+                path=entry.path, category=entry.category, tags=entry.tags,
+                is_animated=entry.is_animated, format=entry.format,
+            )
