@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import scrapy
+from scrapy.settings import BaseSettings
 from scrapy.exceptions import UsageError
 
 from emomo.config import EmomoConfig
@@ -61,11 +62,20 @@ class MemeSpider(scrapy.Spider):
             crawler.settings.set("EMOMO_EMBEDDING", spider.embedding, priority="spider")
         if spider.force:
             crawler.settings.set("EMOMO_FORCE", True, priority="spider")
-        spider.config = config_from_settings(crawler.settings)
-        # Fail in the first second on an unknown embedding or a missing key.
-        spider.config.embedding(crawler.settings.get("EMOMO_EMBEDDING") or None)
-        spider.setup()
+        spider.configure(crawler.settings)
         return spider
+
+    def configure(self, settings: BaseSettings) -> None:
+        """Load the config and check the arguments against it: an unknown
+        embedding, a missing key or a missing folder fails in the first second."""
+        self.config = config_from_settings(settings)
+        self.config.embedding(self.embedding or settings.get("EMOMO_EMBEDDING") or None)
+        self.setup()
+
+    @classmethod
+    def preflight(cls, settings: BaseSettings, arguments: dict[str, Any]) -> None:
+        """What ``configure`` checks, before any crawler exists (used by ``scrapy crawl``)."""
+        cls(**arguments).configure(settings)
 
     def setup(self) -> None:
         """Check the spider's own arguments against the config; raise UsageError to refuse."""

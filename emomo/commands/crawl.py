@@ -1,0 +1,32 @@
+"""``scrapy crawl``, with the meme spiders' arguments and config checked before the crawl starts.
+
+Scrapy's own command would report a bad ``-a embedding`` as a traceback from
+inside the crawler; this one prints the one-line cause and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.exceptions import UsageError
+from scrapy.spiderloader import get_spider_loader
+
+from emomo.errors import ConfigError
+from emomo.spider import MemeSpider
+
+
+class Command(ScrapyCrawlCommand):
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if len(args) == 1:
+            assert self.settings is not None
+            try:
+                spidercls = get_spider_loader(self.settings).load(args[0])
+            except KeyError:
+                raise UsageError(f"Spider not found: {args[0]}", print_help=False) from None
+            if issubclass(spidercls, MemeSpider):
+                try:
+                    spidercls.preflight(self.settings, dict(opts.spargs))
+                except ConfigError as exc:
+                    raise UsageError(str(exc), print_help=False) from None
+        super().run(args, opts)

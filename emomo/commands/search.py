@@ -1,0 +1,43 @@
+"""``scrapy search "QUERY" [--embedding NAME] [--top K] [--json]``"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scrapy.exceptions import UsageError
+
+from emomo import query as queries
+from emomo.cli import EmomoCommand
+
+
+class Command(EmomoCommand):
+    def syntax(self) -> str:
+        return '"QUERY" [--embedding NAME] [--top K] [--json]'
+
+    def short_desc(self) -> str:
+        return "Search the meme index by meaning"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--embedding", default="", metavar="NAME",
+                            help="embedding configuration to search (default: the is_default one)")
+        parser.add_argument("--top", type=int, default=10, metavar="K", help="number of hits (default 10)")
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        text = " ".join(args).strip()
+        if not text:
+            raise UsageError("give a query: scrapy search \"我太难了\"")
+        if opts.top <= 0:
+            raise UsageError("--top must be a positive number")
+        hits = self.call(queries.search(self.config(), text, opts.embedding or None, opts.top))
+        if opts.json:
+            print(json.dumps(hits, ensure_ascii=False))
+            return
+        if not hits:
+            print("no memes found (is the index empty? run scrapy crawl chinesebqb first)")
+        for rank, hit in enumerate(hits, start=1):
+            tags = "、".join(hit["tags"])
+            print(f"{rank:2d}. {hit['score']:.3f}  {hit['description']}")
+            print(f"    {hit['source_type']}:{hit['source_id']}  [{tags}]")
+            print(f"    {hit['storage_url']}")
