@@ -138,8 +138,8 @@ class EmomoConfig:
             emb = found[0]
         else:
             emb = next(e for e in self.embeddings if e.is_default)
-        backend = registry.EMBEDDERS[emb.provider]
-        if backend.key_env and not emb.api_key:
+        backend = registry.backend(registry.EMBEDDERS, emb.provider)
+        if backend and backend.key_env and not emb.api_key:
             var = emb.api_key_env or backend.key_env
             raise ConfigError(
                 f"embeddings[{emb.name}].api_key is empty: set the {var} environment variable "
@@ -334,7 +334,8 @@ def _from_dict(data: Mapping[str, Any], env: Mapping[str, str], base: Path, orig
         _check_choice(f"{where}.provider", emb.provider, registry.EMBEDDERS)
         if emb.dimensions <= 0:
             raise ConfigError(f"{where}.dimensions must be a positive integer, got {emb.dimensions}")
-        backend = registry.EMBEDDERS[emb.provider]
+        backend = registry.backend(registry.EMBEDDERS, emb.provider)
+        assert backend is not None
         key_env = emb.api_key_env or backend.key_env or ""
         url_env = emb.base_url_env or backend.base_url_env or ""
         resolved.append(dataclasses.replace(
@@ -366,6 +367,7 @@ def _from_dict(data: Mapping[str, Any], env: Mapping[str, str], base: Path, orig
     return EmomoConfig(database, qdrant, storage, vlm, tuple(resolved), ingest, sources, origin)
 
 
-def _check_choice(key: str, value: str, choices: Mapping[str, Any]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: unknown value {value!r} (known: {', '.join(sorted(choices))})")
+def _check_choice(key: str, value: str, choices: dict[str, registry.Backend]) -> None:
+    if registry.backend(choices, value) is None:
+        raise ConfigError(
+            f"{key}: unknown value {value!r} (known: {', '.join(sorted(choices))}, or a class's dotted path)")

@@ -2,7 +2,9 @@
 
 Each registry maps a name used in the config file to a dotted path, loaded
 only when a component is built: validating a config never imports an SDK.
-Adding a backend is one module and one line here.
+Adding a backend is one module and one line here; a config may also name a
+class by its dotted path (``provider: mypackage.MyDescriber``), as Scrapy
+settings name components.
 """
 
 from __future__ import annotations
@@ -37,8 +39,22 @@ DESCRIBERS: dict[str, Backend] = {
 
 EMBEDDERS: dict[str, Backend] = {
     "local": Backend("emomo.providers.local_embedder.LocalEmbedder"),
+    "jina": Backend("emomo.providers.jina.JinaEmbedder", key_env="JINA_API_KEY"),
 }
 
 
+def backend(registry: dict[str, Backend], name: str) -> Backend | None:
+    """The registered backend, or one named by its dotted path (a class of the
+    user's own, taking the same config section); None when neither."""
+    if name in registry:
+        return registry[name]
+    if "." in name:
+        return Backend(name)
+    return None
+
+
 def load_backend(registry: dict[str, Backend], name: str) -> Any:
-    return load_object(registry[name].path)
+    found = backend(registry, name)
+    if found is None:
+        raise KeyError(name)
+    return load_object(found.path)

@@ -1,0 +1,59 @@
+"""Jina embeddings API: ``POST {base_url}/embeddings`` with a task per side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from emomo.config import EmbeddingConfig
+from emomo.providers import EmbeddingError, check_vectors
+
+DEFAULT_BASE_URL = "https://api.jina.ai/v1"
+
+
+class JinaEmbedder:
+    """Memes are embedded as ``retrieval.passage``, searches as ``retrieval.query``."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        self.name = config.name
+        self.model = config.model
+        self.dimensions = config.dimensions
+        self.batch_size = max(1, config.batch_size)
+        self.url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/embeddings"
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=10.0),
+            headers={"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"},
+        )
+
+    async def _batch(self, texts: list[str], task: str) -> list[list[float]]:
+        body: dict[str, Any] = {"model": self.model, "input": texts, "task": task, "dimensions": self.dimensions}
+        try:
+            response = await self._client.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise EmbeddingError(f"embedding {self.name!r}: cannot reach {self.url}: {exc}") from None
+        if response.status_code != 200:
+            # The body names the problem (bad key, bad model); it never echoes our key.
+            raise EmbeddingError(
+                f"embedding {self.name!r}: {self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            data = sorted(response.json()["data"], key=lambda d: d["index"])
+            return [list(map(float, d["embedding"])) for d in data]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbeddingError(f"embedding {self.name!r}: unexpected answer from {self.url}: {exc}") from None
+
+    async def _embed(self, texts: list[str], task: str) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start:start + self.batch_size]
+            vectors.extend(check_vectors(await self._batch(chunk, task), len(chunk), self.dimensions, self.name))
+        return vectors
+
+    async def embed_passages(self, texts: list[str]) -> list[list[float]]:
+        return await self._embed(texts, "retrieval.passage")
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self._embed([text], "retrieval.query"))[0]
+
+    async def close(self) -> None:
+        await self._client.aclose()
