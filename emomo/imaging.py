@@ -80,8 +80,8 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
                 width, height = im.size
                 if width * height > max_pixels:
                     raise ImageError(
-                        f"image of {width}x{height} pixels is over ingest.max_pixels={max_pixels} "
-                        "(decompression-bomb guard)"
+                        f"refused by the decompression-bomb guard: {width}x{height} pixels is over "
+                        f"ingest.max_pixels={max_pixels}"
                     )
                 im.load()
                 animated = bool(getattr(im, "is_animated", False))
@@ -93,7 +93,7 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from None
+        raise ImageError(f"refused by the decompression-bomb guard: {exc}") from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"not an image (starts with {data[:8]!r})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

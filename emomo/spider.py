@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import scrapy
@@ -9,7 +11,7 @@ from scrapy.settings import BaseSettings
 from scrapy.exceptions import UsageError
 
 from emomo.config import EmomoConfig
-from emomo.ingest.runtime import config_from_settings
+from emomo.ingest.runtime import check_index, config_from_settings
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -74,8 +76,15 @@ class MemeSpider(scrapy.Spider):
 
     @classmethod
     def preflight(cls, settings: BaseSettings, arguments: dict[str, Any]) -> None:
-        """What ``configure`` checks, before any crawler exists (used by ``scrapy crawl``)."""
-        cls(**arguments).configure(settings)
+        """What ``configure`` checks, then what only the backends can tell (a locked
+        local folder, a collection of another dimension), before any crawler exists.
+        ``scrapy crawl`` calls it so that these errors print one line."""
+        spider = cls(**arguments)
+        spider.configure(settings)
+        embedding = spider.config.embedding(spider.embedding or settings.get("EMOMO_EMBEDDING") or None)
+        # The reactor's loop does not exist yet: check on a loop of our own, in a thread.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, check_index(spider.config, embedding)).result()
 
     def setup(self) -> None:
         """Check the spider's own arguments against the config; raise UsageError to refuse."""

@@ -30,6 +30,16 @@ def config_from_settings(settings: BaseSettings) -> EmomoConfig:
     return load_config(settings.get("EMOMO_CONFIG", defaults.EMOMO_CONFIG) or None)
 
 
+async def check_index(config: EmomoConfig, embedding: EmbeddingConfig) -> None:
+    """Open the index and create or check the embedding's collection, then let go."""
+    index = clients.build_index(config)
+    try:
+        await index.open()
+        await index.ensure_collection(embedding.collection, embedding.dimensions, embedding.name)
+    finally:
+        await index.close()
+
+
 @dataclass
 class ItemState:
     """What the stages know about one item in flight and how to undo its writes."""
@@ -63,6 +73,7 @@ class IngestRuntime:
         self._states: dict[int, ItemState] = {}
         self._claims: dict[str, str] = {}
         self._opened = False
+        self._open_error: Exception | None = None
         self._closed = False
         self._open_lock = asyncio.Lock()
 
@@ -76,13 +87,22 @@ class IngestRuntime:
         async with self._open_lock:
             if self._opened:
                 return
-            await self.index.open()
-            await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
-            await self.repo.open()
+            if self._open_error is not None:
+                raise self._open_error
+            try:
+                await self._open()
+            except Exception as exc:
+                self._open_error = exc
+                raise
             self._opened = True
-            logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
-                        self.collection, self.embedding.name, self.embedding.model,
-                        self.embedding.dimensions, self.config.database.driver, self.config.storage.type)
+
+    async def _open(self) -> None:
+        await self.index.open()
+        await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
+        await self.repo.open()
+        logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
+                    self.collection, self.embedding.name, self.embedding.model,
+                    self.embedding.dimensions, self.config.database.driver, self.config.storage.type)
 
     async def close(self) -> None:
         if self._closed:

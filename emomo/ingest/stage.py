@@ -16,7 +16,7 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import NotConfigured
 
 from emomo import defaults
-from emomo.errors import IngestDrop, StageFailed
+from emomo.errors import ConfigError, IngestDrop, StageFailed
 from emomo.ingest.runtime import IngestRuntime, ItemState, runtime_for
 
 if TYPE_CHECKING:
@@ -49,7 +49,11 @@ class Stage:
         return cls(crawler, runtime_for(crawler))
 
     async def open_spider(self) -> None:
-        await self.runtime.open()
+        try:
+            await self.runtime.open()
+        except ConfigError as exc:
+            self.log(logging.ERROR, "Cannot start the ingest: %s", exc)
+            raise
 
     async def close_spider(self) -> None:
         await self.runtime.close()

@@ -1,0 +1,186 @@
+"""Shared test helpers: run the real ``scrapy`` CLI in a folder of its own and read what it left.
+
+Crawls run as subprocesses exactly as a user runs them (one reactor per
+process); the state they leave is read straight from the SQLite file, the
+Qdrant local folder and the object folder, not through our code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+sys.path.insert(0, str(TESTS))
+
+
+def scrapy_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMOMO_", "SCRAPY_"))}
+    env["SCRAPY_SETTINGS_MODULE"] = "emomo.settings"
+    # tests/ on the path: test configs name stand-in providers by dotted path.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH", "")]))
+    env.update(extra or {})
+    return env
+
+
+_STAT = re.compile(r"^\s*'([^']+)': (-?[0-9][0-9.e+-]*),?$")
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def log(self) -> str:
+        return self.stderr
+
+    def stat(self, key: str) -> float:
+        return self.stats.get(key, 0)
+
+    def summary(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if "Ingest summary:" in line]
+        assert lines, f"no ingest summary in the log:\n{self.stderr[-3000:]}"
+        return lines[-1]
+
+
+def _parse_stats(log: str) -> dict[str, float]:
+    stats: dict[str, float] = {}
+    in_dump = False
+    for line in log.splitlines():
+        if "Dumping Scrapy stats" in line:
+            in_dump = True
+            continue
+        if in_dump:
+            m = _STAT.match(line)
+            if m:
+                stats[m.group(1)] = float(m.group(2))
+            elif line.startswith("20"):  # the next log line
+                in_dump = False
+    return stats
+
+
+def scrapy(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scrapy", *args], cwd=cwd, env=scrapy_env(env),
+        capture_output=True, text=True, timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr, _parse_stats(proc.stderr))
+
+
+def crawl(cwd: Path, spider: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    run = scrapy(cwd, "crawl", spider, *args, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
+def start_crawl(cwd: Path, spider: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scrapy", "crawl", spider, *args], cwd=cwd, env=scrapy_env(env),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+# --- reading the state a crawl left ------------------------------------------
+
+@dataclass
+class State:
+    memes: list[dict[str, Any]]
+    vectors: list[dict[str, Any]]
+    descriptions: list[dict[str, Any]]
+    points: dict[str, dict[str, dict[str, Any]]]  # collection -> point id -> payload
+    objects: list[str]
+
+    def active_md5s(self) -> set[str]:
+        return {m["md5_hash"] for m in self.memes if m["status"] == "active"}
+
+    def comparable(self) -> dict[str, Any]:
+        """What two runs over the same input must agree on (ids are random, content is not)."""
+        return {
+            "memes": sorted((m["md5_hash"], m["source_type"], m["source_id"], m["status"], m["storage_key"],
+                             m["format"], m["width"], m["height"], m["is_animated"], m["vlm_description"])
+                            for m in self.memes),
+            "vectors": sorted((v["md5_hash"], v["collection"], v["qdrant_point_id"], v["status"])
+                              for v in self.vectors),
+            "points": {c: sorted(p) for c, p in self.points.items()},
+            "objects": self.objects,
+        }
+
+
+def read_state(cwd: Path) -> State:
+    db = cwd / "data" / "emomo.db"
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        memes = [dict(r) for r in conn.execute("SELECT * FROM memes ORDER BY md5_hash")]
+        vectors = [dict(r) for r in conn.execute("SELECT * FROM meme_vectors ORDER BY md5_hash")]
+        descriptions = [dict(r) for r in conn.execute("SELECT * FROM meme_descriptions ORDER BY md5_hash")]
+    finally:
+        conn.close()
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(cwd / "data" / "qdrant"))
+    try:
+        points: dict[str, dict[str, dict[str, Any]]] = {}
+        for c in client.get_collections().collections:
+            got, _ = client.scroll(c.name, limit=100_000, with_payload=True, with_vectors=False)
+            points[c.name] = {str(p.id): dict(p.payload or {}) for p in got}
+    finally:
+        client.close()
+    store = cwd / "data" / "objects"
+    objects = sorted(p.relative_to(store).as_posix() for p in store.rglob("*")
+                     if p.is_file() and p.relative_to(store).parts[0] != ".tmp") if store.exists() else []
+    return State(memes, vectors, descriptions, points, objects)
+
+
+def assert_consistent(state: State, collection: str) -> None:
+    """No orphans: every object, point and row has its counterparts."""
+    assert all(m["status"] == "active" for m in state.memes), [m for m in state.memes if m["status"] != "active"]
+    assert state.objects == sorted(m["storage_key"] for m in state.memes)
+    vec_points = {v["qdrant_point_id"] for v in state.vectors if v["collection"] == collection}
+    assert set(state.points.get(collection, {})) == vec_points
+    assert {v["md5_hash"] for v in state.vectors} == {m["md5_hash"] for m in state.memes}
+    for key in state.objects:
+        md5 = key.split("/")[1].split(".")[0]
+        assert key.startswith(md5[:2] + "/")
+
+
+@pytest.fixture(scope="session")
+def cjk_font() -> str:
+    from memegen import font_path
+
+    return font_path()
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
