@@ -1,0 +1,24 @@
+"""Stand-ins for an unreliable external provider, named in test configs by dotted path.
+
+They wrap the real local embedder and fail for some inputs, the way a paid
+API fails for some calls; the pipelines, undo and stats under test are ours.
+"""
+
+from __future__ import annotations
+
+from emomo.config import EmbeddingConfig
+from emomo.providers.local_embedder import LocalEmbedder
+
+#: captions whose embedding requests fail
+FAILING = ("这个锅我不背", "重启试试", "在我电脑上是好的")
+
+
+class FlakyEmbedder(LocalEmbedder):
+    def __init__(self, config: EmbeddingConfig) -> None:
+        super().__init__(config)
+
+    async def embed_passages(self, texts: list[str]) -> list[list[float]]:
+        for text in texts:
+            if any(caption in text for caption in FAILING):
+                raise ConnectionError("embedding service unavailable (503)")
+        return await super().embed_passages(texts)

@@ -1,0 +1,115 @@
+"""The config fails at start with a message that names the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import crawl, scrapy
+
+from emomo.config import load_config
+from emomo.errors import ConfigError
+
+TWO = """
+embeddings:
+  - {name: local, provider: local, model: multilingual-e5-small, dimensions: 384,
+     collection: emomo-e5-small, is_default: true}
+  - {name: jina, provider: jina, model: jina-embeddings-v3, api_key_env: JINA_API_KEY,
+     dimensions: 1024, collection: emomo}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_packaged_default_is_the_embedded_one(tmp_path: Path) -> None:
+    cfg = load_config(env={}, base_dir=tmp_path)
+    assert cfg.database.driver == "sqlite"
+    assert cfg.database.path == str(tmp_path / "data" / "emomo.db")
+    assert cfg.qdrant.path == str(tmp_path / "data" / "qdrant")
+    assert cfg.storage.type == "local" and cfg.storage.path == str(tmp_path / "data" / "objects")
+    assert cfg.vlm.provider == "local"
+    emb = cfg.embedding()
+    assert (emb.name, emb.provider, emb.dimensions, emb.collection, emb.is_default) == (
+        "local", "local", 384, "emomo-e5-small", True)
+
+
+def test_sections_left_out_keep_the_defaults_and_env_selects_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "storage:\n  path: ./elsewhere\nsources:\n  staging:\n    path: /srv/staging\n")
+    cfg = load_config(env={"EMOMO_CONFIG": str(path)}, base_dir=tmp_path)
+    assert cfg.origin == str(path)
+    assert cfg.storage.path == str(tmp_path / "elsewhere")
+    assert cfg.storage.type == "local"
+    assert cfg.database.path == str(tmp_path / "data" / "emomo.db")
+    assert cfg.sources.staging.path == "/srv/staging"
+    assert cfg.sources.chinesebqb.repo_path == str(tmp_path / "data" / "ChineseBQB")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (TWO.replace("is_default: true", "is_default: false"),
+     "no embedding has is_default: true; mark exactly one"),
+    (TWO.replace("collection: emomo}", "collection: emomo, is_default: true}"),
+     "2 embeddings have is_default: true (local, jina); mark exactly one"),
+    (TWO.replace("provider: jina", "provider: jinaa"),
+     "embeddings[jina].provider: unknown value 'jinaa' (known: jina, local"),
+    ("vlm:\n  provider: gpt\n", "vlm.provider: unknown value 'gpt' (known: local"),
+    ("storage:\n  type: ftp\n", "storage.type: unknown value 'ftp'"),
+    ("storage:\n  bukket: x\n", "unknown key storage.bukket"),
+    ("ingest:\n  max_pixels: many\n", "ingest.max_pixels must be int, got 'many'"),
+    ("qdrant: [1, 2]\n", "qdrant must be a mapping"),
+    ("embeddings: {name: x}\n", "embeddings must be a non-empty list"),
+])
+def test_invalid_configs_name_the_key_and_the_fix(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={}, base_dir=tmp_path)
+    assert str(err.value).startswith(str(path))
+    assert message in str(err.value)
+
+
+def test_unknown_embedding_lists_the_known_ones(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, TWO), env={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown embedding 'qwen3' \(known: local, jina\)"):
+        cfg.embedding("qwen3")
+
+
+def test_missing_api_key_names_the_variable_and_never_prints_a_key(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, TWO), env={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="embeddings\\[jina\\].api_key is empty: set the JINA_API_KEY"):
+        cfg.embedding("jina")
+    cfg = load_config(write(tmp_path, TWO), env={"JINA_API_KEY": "jina_secret_123"}, base_dir=tmp_path)
+    emb = cfg.embedding("jina")
+    assert emb.api_key == "jina_secret_123"
+    assert "jina_secret_123" not in repr(emb) and "jina_secret_123" not in repr(cfg)
+
+
+def test_unreadable_config_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file .*nope.yaml .*fix EMOMO_CONFIG"):
+        load_config(tmp_path / "nope.yaml", env={}, base_dir=tmp_path)
+
+
+def test_crawl_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    for args, message in [
+        (["-a", "embedding=qwen3"], "unknown embedding 'qwen3' (known: local)"),
+        (["-a", "limit=-3"], "-a limit=-3: expected a positive whole number"),
+        (["-a", "force=maybe"], "-a force=maybe: expected 1 or 0"),
+        ([], f"ChineseBQB clone not found at {tmp_path / 'data' / 'ChineseBQB'}"),
+    ]:
+        run = scrapy(tmp_path, "crawl", "chinesebqb", *args)
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_dimension_that_differs_from_the_collection_stops_the_crawl(tmp_path: Path, cjk_font: str) -> None:
+    repo = Path(__file__).resolve().parent.parent / "samples" / "ChineseBQB"
+    crawl(tmp_path, "chinesebqb", "-a", f"repo_path={repo}", "-a", "limit=2")
+    write(tmp_path, "embeddings:\n  - {name: local, provider: local, model: multilingual-e5-small,\n"
+                    "     dimensions: 512, collection: emomo-e5-small, is_default: true}\n")
+    run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", f"repo_path={repo}", "-s", "EMOMO_CONFIG=config.yaml")
+    assert run.returncode == 2
+    assert ("embeddings[local].dimensions is 512 but the Qdrant collection 'emomo-e5-small' "
+            "holds 384-dimensional vectors") in run.stderr

@@ -1,0 +1,71 @@
+"""``scrapy crawl staging -a source=ID``: a crawl output folder in the seed's manifest format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import assert_consistent, crawl, read_state, scrapy
+from memegen import meme_bytes
+
+COLLECTION = "emomo-e5-small"
+
+
+def test_staging_folder_ingests_good_lines_and_reports_bad_ones_by_line(tmp_path: Path, cjk_font: str) -> None:
+    folder = tmp_path / "staging" / "fabiaoqing"
+    images = folder / "images"
+    images.mkdir(parents=True)
+    good = {}
+    lines = []
+    for i, (caption, fmt) in enumerate([("好小子", "jpg"), ("我看不懂但我大受震撼", "gif"),
+                                         ("你是懂表情包的", "png"), ("我先溜了", "webp")]):
+        item_id = f"{i:016x}"
+        data = meme_bytes(caption, 100 + i, fmt)
+        (images / f"{item_id}.{fmt}").write_bytes(data)
+        good[item_id] = caption
+        lines.append(json.dumps({
+            "id": item_id, "filename": f"{item_id}.{fmt}", "category": "表情", "tags": [caption, "小子表情"],
+            "source_url": f"https://img.example/bmiddle/{item_id}.{fmt}", "is_animated": fmt == "gif",
+            "format": fmt, "crawled_at": "2026-11-01T00:00:00Z"}, ensure_ascii=False))
+    (tmp_path / "secret.png").write_bytes(meme_bytes("不该读到", 9, "png"))
+    lines[1:1] = ['{"id": "broken", "filename": ']  # line 2: not JSON
+    lines.append(json.dumps({"id": "gone", "filename": "gone.jpg", "tags": []}))  # line 6: no such file
+    lines.append(json.dumps({"id": "escape", "filename": "../../secret.png", "tags": []}))  # line 7
+    lines.append(json.dumps({"id": "notags", "filename": "0000000000000000.jpg", "tags": "x"}))  # line 8
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    run = crawl(tmp_path, "staging", "-a", "source=fabiaoqing", "-a", f"staging_path={tmp_path / 'staging'}")
+    state = read_state(tmp_path)
+    assert len(state.memes) == 4
+    assert_consistent(state, COLLECTION)
+    by_source = {m["source_id"]: m for m in state.memes}
+    assert set(by_source) == {f"fabiaoqing_{i}" for i in good}
+    for item_id, caption in good.items():
+        meme = by_source[f"fabiaoqing_{item_id}"]
+        assert meme["source_type"] == "staging:fabiaoqing"
+        assert meme["source_url"].endswith(item_id + "." + meme["format"])
+        assert caption in meme["vlm_description"]
+        assert json.loads(meme["tags"]) == [caption, "小子表情"]
+    manifest = str(folder / "manifest.jsonl")
+    warnings = [line for line in run.log.splitlines() if "WARNING" in line and manifest in line]
+    assert any("line 2: invalid JSON" in w for w in warnings)
+    assert any("line 6: file" in w and "gone.jpg does not exist" in w for w in warnings)
+    assert any("line 7: filename '../../secret.png' escapes" in w for w in warnings)
+    assert any("line 8: field 'tags' must be a list" in w for w in warnings)
+    assert run.stat("emomo/staging/invalid_line") == 2
+    assert run.stat("emomo/staging/missing_file") == 1
+    assert run.stat("emomo/staging/unsafe_filename") == 1
+    assert run.stat("emomo/ingest/processed") == 4
+
+    hits = json.loads(scrapy(tmp_path, "search", "我看不懂但我大受震撼", "--json", "--top", "1").stdout)
+    assert hits[0]["source_id"] == "fabiaoqing_" + next(k for k, v in good.items() if v == "我看不懂但我大受震撼")
+    assert hits[0]["is_animated"] is True and hits[0]["format"] == "gif"
+
+
+def test_staging_needs_a_source_with_a_manifest(tmp_path: Path) -> None:
+    run = scrapy(tmp_path, "crawl", "staging")
+    assert run.returncode == 2
+    assert "pass -a source=ID" in run.stderr
+    run = scrapy(tmp_path, "crawl", "staging", "-a", "source=nothing", "-a", f"staging_path={tmp_path}")
+    assert run.returncode == 2
+    assert f"no manifest.jsonl in {tmp_path / 'nothing'}" in run.stderr
