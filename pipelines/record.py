@@ -14,11 +14,9 @@ from emomo.repositories import MemeRecord
 
 class RecordPipeline(Stage):
     name = "record"
+    skips_reused = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
-        if adapter.get("reused"):
-            self.count("reused")
-            return
         state = self.state(item)
         meme = MemeRecord(
             id=str(uuid.uuid4()), source_type=adapter["source_type"], source_id=adapter["source_id"],

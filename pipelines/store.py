@@ -14,11 +14,9 @@ from emomo.storage import storage_key
 
 class StorePipeline(Stage):
     name = "store"
+    skips_reused = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
-        if adapter.get("reused"):
-            self.count("reused")
-            return
         state = self.state(item)
         store = self.runtime.store
         key = storage_key(state.md5, adapter["format"])

@@ -35,6 +35,8 @@ def item_source(adapter: ItemAdapter) -> str:
 class Stage:
     #: the <stage> in ``emomo/<stage>/<outcome>`` stats keys
     name: ClassVar[str]
+    #: a stage that creates what a reused meme already has passes it by
+    skips_reused: ClassVar[bool] = False
 
     def __init__(self, crawler: Crawler, runtime: IngestRuntime) -> None:
         self.crawler = crawler
@@ -71,6 +73,9 @@ class Stage:
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
+        if self.skips_reused and adapter.get("reused"):
+            self.count("reused")
+            return item
         started = time.perf_counter()
         try:
             await self.run(item, adapter)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from emomo.blocking import DedicatedThread
 from emomo.config import EmbeddingConfig
 from emomo.providers import check_vectors
 
@@ -18,7 +17,7 @@ class LocalEmbedder:
         self.model = config.model
         self.dimensions = config.dimensions
         # One thread owns the C engine: its buffers are not shared between calls.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emomo-e5")
+        self._thread = DedicatedThread("emomo-e5")
         self._engine: Any = None
 
     def _encode(self, texts: list[str], is_query: bool) -> list[list[float]]:
@@ -30,8 +29,7 @@ class LocalEmbedder:
         return [row.tolist() for row in out.reshape(len(texts), -1)]
 
     async def _run(self, texts: list[str], is_query: bool) -> list[list[float]]:
-        loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self._encode, texts, is_query)
+        vectors = await self._thread.run(self._encode, texts, is_query)
         return check_vectors(vectors, len(texts), self.dimensions, self.name)
 
     async def embed_passages(self, texts: list[str]) -> list[list[float]]:
@@ -41,4 +39,4 @@ class LocalEmbedder:
         return (await self._run([text], True))[0]
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._thread.shutdown()

@@ -7,13 +7,12 @@ client; its calls run on one dedicated thread, which local mode needs anyway
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
 from emomo.errors import BackendUnavailable, ConfigError
 
@@ -37,7 +36,7 @@ class Hit:
 class QdrantRepository:
     def __init__(self, config: QdrantConfig) -> None:
         self.config = config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emomo-qdrant")
+        self._thread = DedicatedThread("emomo-qdrant")
         self._client: Any = None
 
     @property
@@ -46,8 +45,7 @@ class QdrantRepository:
         return f"local folder {c.path}" if c.path else (c.url or f"{c.host}:{c.port}")
 
     async def _run(self, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._client))
+        return await self._thread.run(lambda: fn(self._client))
 
     def _connect(self) -> None:
         from qdrant_client import QdrantClient
@@ -71,14 +69,13 @@ class QdrantRepository:
             )
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._connect)
+        await self._thread.run(self._connect)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._run(lambda client: client.close())
             self._client = None
-        self._executor.shutdown(wait=True)
+        self._thread.shutdown()
 
     async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
         """Create the collection (cosine) or check that its dimension matches the embedding's."""

@@ -7,14 +7,13 @@ connection serve the whole crawl.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from emomo.blocking import DedicatedThread
 from emomo.config import DatabaseConfig
 from emomo.repositories import STATUSES, MemeRecord, VectorRecord
 from emomo.repositories.schema import MIGRATIONS
@@ -41,12 +40,11 @@ def _row_to_meme(row: sqlite3.Row) -> MemeRecord:
 class SQLiteMemeRepository:
     def __init__(self, config: DatabaseConfig) -> None:
         self.path = Path(config.path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emomo-sqlite")
+        self._thread = DedicatedThread("emomo-sqlite")
         self._conn: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        return await self._thread.run(self._call, fn)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._conn is not None, "SQLiteMemeRepository.open() was not awaited"
@@ -82,14 +80,13 @@ class SQLiteMemeRepository:
             raise
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._connect)
+        await self._thread.run(self._connect)
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._run(lambda c: c.close())
             self._conn = None
-        self._executor.shutdown(wait=True)
+        self._thread.shutdown()
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
