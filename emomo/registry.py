@@ -27,19 +27,28 @@ class Backend:
 
 DATABASES: dict[str, Backend] = {
     "sqlite": Backend("emomo.repositories.sqlite.SQLiteMemeRepository"),
+    "postgres": Backend("emomo.repositories.postgres.PostgresMemeRepository"),
 }
 
 OBJECT_STORES: dict[str, Backend] = {
     "local": Backend("emomo.storage.local.LocalObjectStore"),
+    "s3": Backend("emomo.storage.s3.S3ObjectStore"),
+    "r2": Backend("emomo.storage.s3.S3ObjectStore"),
 }
 
 DESCRIBERS: dict[str, Backend] = {
     "local": Backend("emomo.providers.ocr_describer.OCRDescriber"),
+    "openai": Backend("emomo.providers.openai_vlm.OpenAIDescriber", key_env="OPENAI_API_KEY",
+                      base_url_env="OPENAI_BASE_URL"),
 }
 
 EMBEDDERS: dict[str, Backend] = {
     "local": Backend("emomo.providers.local_embedder.LocalEmbedder"),
     "jina": Backend("emomo.providers.jina.JinaEmbedder", key_env="JINA_API_KEY"),
+    "openai": Backend("emomo.providers.openai_embedder.OpenAIEmbedder", key_env="OPENAI_API_KEY",
+                      base_url_env="OPENAI_BASE_URL"),
+    "modelscope": Backend("emomo.providers.openai_embedder.OpenAIEmbedder", key_env="MODELSCOPE_API_KEY",
+                          base_url_env="MODELSCOPE_BASE_URL"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import scrapy
@@ -11,7 +12,7 @@ from scrapy.settings import BaseSettings
 from scrapy.exceptions import UsageError
 
 from emomo.config import EmomoConfig
-from emomo.ingest.runtime import check_index, config_from_settings
+from emomo.ingest.runtime import check_backends, config_from_settings, runtime_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -84,10 +85,23 @@ class MemeSpider(scrapy.Spider):
         embedding = spider.config.embedding(spider.embedding or settings.get("EMOMO_EMBEDDING") or None)
         # The reactor's loop does not exist yet: check on a loop of our own, in a thread.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, check_index(spider.config, embedding)).result()
+            pool.submit(asyncio.run, check_backends(spider.config, embedding)).result()
 
     def setup(self) -> None:
         """Check the spider's own arguments against the config; raise UsageError to refuse."""
+
+    def items(self) -> AsyncIterator[Any]:
+        """The source's items, in order (file-based spiders implement this, not ``start``)."""
+        raise NotImplementedError
+
+    async def start(self) -> AsyncIterator[Any]:
+        runtime = runtime_for(self.crawler)
+        async for item in self.items():
+            # Each item waits for room in the pipelines: memory stays flat on a big source.
+            if not await runtime.admit(item):
+                self.logger.warning("Not reading further: %s", runtime.stop_cause)
+                break
+            yield item
 
     def count(self, outcome: str) -> None:
         assert self.crawler.stats is not None

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("emomo.ingest")
 
-OUTCOMES = ("processed", "duplicate", "invalid", "failed")
+OUTCOMES = ("processed", "pending", "duplicate", "invalid", "failed")
 TIMED_STAGES = ("read", "describe", "store", "record", "embed", "index")
 
 
@@ -40,8 +40,13 @@ class IngestSummary:
             if n:
                 timings.append(f"{stage} {1000 * seconds / n:.0f} ms")
         logger.info(
-            "Ingest summary: %d processed, %d skipped as duplicate, %d invalid, %d failed (%d items; %s)%s",
-            counts["processed"], counts["duplicate"], counts["invalid"], counts["failed"], total, reason,
+            "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed "
+            "(%d items; %s)%s",
+            counts["processed"], counts["pending"], counts["duplicate"], counts["invalid"], counts["failed"],
+            total, reason,
             f"; per item: {', '.join(timings)}" if timings else "",
             extra={"spider": spider},
         )
+        stopped = self.stats.get_value("emomo/ingest/stopped")
+        if stopped:
+            logger.error("The crawl stopped early: %s", stopped, extra={"spider": spider})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -21,9 +22,21 @@ class DescribePipeline(Stage):
         describer = self.runtime.describer
         context = DescribeContext(source=state.source, category=adapter.get("category") or "",
                                   tags=list(adapter.get("tags") or []))
-        description = (await describer.describe(adapter["body"], adapter["format"], context)).strip()
-        if not description:
-            raise ValueError(f"describer {describer.model} returned an empty description")
+        try:
+            description = (await describer.describe(adapter["body"], adapter["format"], context)).strip()
+            if not description:
+                raise ValueError(f"describer {describer.model} returned an empty description")
+        except Exception as exc:
+            # A describer failure parks the meme: its object and row are still
+            # written (as pending, or failed when retrying cannot help) and
+            # `scrapy crawl pending` or a re-run describes it later.
+            self.runtime.park(state, exc)
+            self.count("failed")
+            self.log(logging.WARNING, "describe failed for %s: %s; the meme is recorded as %s",
+                     state.source, exc, state.park_status)
+            if getattr(exc, "fatal", False):
+                self.stop(f"describe failed: {exc}")
+            return
         adapter["description"] = description
         adapter["description_model"] = describer.model
         self.count("described")

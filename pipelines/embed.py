@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -13,6 +14,24 @@ class EmbedPipeline(Stage):
     name = "embed"
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
-        [vector] = await self.runtime.embedder.embed_passages([adapter["description"]])
+        state = self.state(item)
+        if state.deferred:
+            return
+        try:
+            [vector] = await self.runtime.embedder.embed_passages([adapter["description"]])
+        except Exception as exc:
+            meme = state.meme
+            if meme is None or meme.status == "active":
+                # An active meme gaining a vector in another collection: nothing
+                # to park; the item fails and a re-run tries again.
+                raise
+            # A new or pending meme keeps its object and row, as pending.
+            self.runtime.park(state, exc)
+            self.count("failed")
+            self.log(logging.WARNING, "embed failed for %s: %s; the meme is recorded as pending",
+                     state.source, exc)
+            if getattr(exc, "fatal", False):
+                self.stop(f"embed failed: {exc}")
+            return
         adapter["vector"] = vector
         self.count("ok")

@@ -22,6 +22,12 @@ class IndexPipeline(Stage):
         meme = state.meme
         assert meme is not None, "the record or reuse stage sets the meme"
         runtime = self.runtime
+        if state.deferred:
+            # Parked by the describer or the embedder: the row and object stay for a later run.
+            runtime.finish(item)
+            adapter.update({"status": state.park_status, "body": None, "vector": None})
+            self.conclude("pending" if state.park_status == "pending" else "failed")
+            return
         pid = point_id(runtime.collection, state.md5)
         payload = {
             "meme_id": meme.id, "source_type": meme.source_type, "category": meme.category,

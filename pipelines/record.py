@@ -1,4 +1,7 @@
-"""Stage 6: record the meme row (status pending until its vector is indexed) with its description."""
+"""Stage 6: record the meme row (status pending until its vector is indexed) with its description.
+
+A reused meme that was pending without a description gets the one just made.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +17,34 @@ from emomo.repositories import MemeRecord
 
 class RecordPipeline(Stage):
     name = "record"
-    skips_reused = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         state = self.state(item)
+        repo = self.runtime.repo
+        if adapter.get("reused"):
+            meme = state.meme
+            assert meme is not None
+            if adapter.get("description") and not meme.vlm_description:
+                await repo.set_description(meme, adapter["description"], adapter["description_model"])
+                meme.vlm_description = adapter["description"]
+                self.count("described")
+            elif state.deferred and state.park_status != meme.status:
+                await repo.set_status(meme.id, state.park_status)
+                self.count(state.park_status)
+            else:
+                self.count("reused")
+            return
         meme = MemeRecord(
             id=str(uuid.uuid4()), source_type=adapter["source_type"], source_id=adapter["source_id"],
             md5_hash=state.md5, storage_key=adapter["storage_key"], format=adapter["format"],
             width=adapter["width"], height=adapter["height"], is_animated=bool(adapter["is_animated"]),
             file_size=adapter["file_size"], category=adapter.get("category") or "",
             tags=list(adapter.get("tags") or []), source_url=adapter.get("url"),
-            vlm_description=adapter["description"], vlm_model=adapter.get("description_model"),
-            status="pending",
+            vlm_description=adapter.get("description"), vlm_model=adapter.get("description_model"),
+            status=state.park_status if state.deferred else "pending",
         )
-        await self.runtime.repo.insert_meme(meme)
-        state.undo.append((f"meme row {meme.id}", partial(self.runtime.repo.delete_meme, meme.id)))
+        await repo.insert_meme(meme)
+        state.undo.append((f"meme row {meme.id}", partial(repo.delete_meme, meme.id)))
         state.meme = meme
         adapter["meme_id"] = meme.id
         self.count("created")

@@ -20,7 +20,8 @@ class ReusePipeline(Stage):
             self.count("new")
             return
         state.meme = meme
-        description = meme.vlm_description or await repo.get_description(state.md5, self.runtime.describer.model)
+        # This describer's own description first (several VLMs may have described it).
+        description = await repo.get_description(state.md5, self.runtime.describer.model) or meme.vlm_description
         adapter.update({
             "reused": True, "meme_id": meme.id, "storage_key": meme.storage_key,
             "storage_url": self.runtime.store.url(meme.storage_key),

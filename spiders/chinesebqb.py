@@ -31,7 +31,7 @@ class ChineseBQBSpider(MemeSpider):
                 "or set sources.chinesebqb.repo_path"
             )
 
-    async def start(self) -> AsyncIterator[Any]:
+    async def items(self) -> AsyncIterator[Any]:
         files = await asyncio.to_thread(lambda: list(walk(self.repo_path)))
         self.logger.info("Found %d image files under %s", len(files), self.repo_path)
         for f in files[: self.limit]:

@@ -33,7 +33,7 @@ class StagingSpider(MemeSpider):
             raise UsageError(f"no {MANIFEST} in {self.folder}: check -a source / -a staging_path "
                              "or sources.staging.path")
 
-    async def start(self) -> AsyncIterator[Any]:
+    async def items(self) -> AsyncIterator[Any]:
         entries = await asyncio.to_thread(lambda: list(read_manifest(self.folder)))
         manifest = os.path.join(self.folder, MANIFEST)
         yielded = 0

@@ -22,3 +22,14 @@ class FlakyEmbedder(LocalEmbedder):
             if any(caption in text for caption in FAILING):
                 raise ConnectionError("embedding service unavailable (503)")
         return await super().embed_passages(texts)
+
+
+class PaddedEmbedder(LocalEmbedder):
+    """A stand-in for another model with more dimensions: e5's vectors padded with zeros."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        super().__init__(config)
+        self.width = config.dimensions
+
+    def _encode(self, texts: list[str], is_query: bool) -> list[list[float]]:
+        return [v + [0.0] * (self.width - len(v)) for v in super()._encode(texts, is_query)]

@@ -209,7 +209,7 @@ def test_second_crawl_changes_nothing_and_counts_duplicates(tree: Tree, first: t
     assert run.stat("emomo/ingest/duplicate") == 151
     assert run.stat("emomo/ingest/processed") == 0
     assert run.stat("emomo/describe/items") == 0  # nothing was described again
-    assert "0 processed, 151 skipped as duplicate, 4 invalid, 0 failed" in run.summary()
+    assert "0 processed, 0 pending, 151 skipped as duplicate, 4 invalid, 0 failed" in run.summary()
 
 
 def test_force_embeds_again_without_describing_or_storing_again(tree: Tree, first: tuple[Run, State],

@@ -107,7 +107,8 @@ def test_crawl_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
 def test_dimension_that_differs_from_the_collection_stops_the_crawl(tmp_path: Path, cjk_font: str) -> None:
     repo = Path(__file__).resolve().parent.parent / "samples" / "ChineseBQB"
     crawl(tmp_path, "chinesebqb", "-a", f"repo_path={repo}", "-a", "limit=2")
-    write(tmp_path, "embeddings:\n  - {name: local, provider: local, model: multilingual-e5-small,\n"
+    # Another model (512-d) pointed at the collection the first crawl filled with 384-d vectors.
+    write(tmp_path, "embeddings:\n  - {name: local, provider: flaky_providers.PaddedEmbedder, model: wider,\n"
                     "     dimensions: 512, collection: emomo-e5-small, is_default: true}\n")
     run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", f"repo_path={repo}", "-s", "EMOMO_CONFIG=config.yaml")
     assert run.returncode == 2

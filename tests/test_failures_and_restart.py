@@ -3,10 +3,11 @@ and run again ends as one clean run did."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import assert_consistent, crawl, kill, read_state, start_crawl, wait_for
+from conftest import assert_consistent, crawl, kill, read_state, scrapy, start_crawl, wait_for
 from flaky_providers import FAILING
 from memegen import CAPTIONS, CATEGORIES, build_tree
 
@@ -20,8 +21,8 @@ def small_tree(tmp_path_factory: pytest.TempPathFactory, cjk_font: str) -> tuple
     return root, planted
 
 
-def test_a_failing_stage_undoes_its_item_and_the_crawl_goes_on(small_tree: tuple[Path, list],
-                                                               tmp_path: Path) -> None:
+def test_a_failing_embedder_leaves_pending_memes_that_a_rerun_completes(small_tree: tuple[Path, list],
+                                                                        tmp_path: Path) -> None:
     root, planted = small_tree
     (tmp_path / "flaky.yaml").write_text(
         "embeddings:\n"
@@ -29,31 +30,59 @@ def test_a_failing_stage_undoes_its_item_and_the_crawl_goes_on(small_tree: tuple
         f"     dimensions: 384, collection: {COLLECTION}, is_default: true}}\n",
         encoding="utf-8")
     run = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", "-s", "EMOMO_CONFIG=flaky.yaml")
-    failing = [p for p in planted if p.caption in FAILING]
+    failing = {p.md5: p for p in planted if p.caption in FAILING}
     assert len(failing) == 3
     state = read_state(tmp_path)
-    # The failed items were stored and recorded before the embed stage failed: all undone.
-    assert state.active_md5s() == {p.md5 for p in planted} - {p.md5 for p in failing}
-    assert_consistent(state, COLLECTION)
-    assert not any(p.md5 in key for p in failing for key in state.objects)
-    assert not [d for d in state.descriptions if d["md5_hash"] in {p.md5 for p in failing}]
+    # Parked, not undone: the object and the described row stay, as pending, with no vector.
+    assert state.active_md5s() == {p.md5 for p in planted} - set(failing)
+    pending = {m["md5_hash"]: m for m in state.memes if m["status"] == "pending"}
+    assert set(pending) == set(failing)
+    for md5, meme in pending.items():
+        assert failing[md5].caption in meme["vlm_description"]
+    assert state.objects == sorted(m["storage_key"] for m in state.memes)
+    assert not {v["md5_hash"] for v in state.vectors} & set(failing)
+    assert len(state.points[COLLECTION]) == 45
     assert run.stat("emomo/embed/failed") == 3
-    assert run.stat("emomo/ingest/failed") == 3
+    assert run.stat("emomo/ingest/pending") == 3
     assert run.stat("emomo/ingest/processed") == 45
-    assert run.stat("item_dropped_reasons_count/StageFailed") == 3
-    errors = [line for line in run.log.splitlines() if " ERROR: embed failed for " in line]
-    assert len(errors) == 3
-    for p in failing:
-        assert any(str(root / p.rel_path) in e and "embedding service unavailable" in e for e in errors)
-    assert "45 processed, 0 skipped as duplicate, 0 invalid, 3 failed" in run.summary()
+    warnings = [line for line in run.log.splitlines() if "embed failed for " in line]
+    assert len(warnings) == 3
+    for p in failing.values():
+        assert any(str(root / p.rel_path) in w and "embedding service unavailable" in w for w in warnings)
+    assert "45 processed, 3 pending, 0 skipped as duplicate, 0 invalid, 0 failed" in run.summary()
 
-    # Once the provider is healthy (the default config), a re-run completes just those three.
+    # Once the provider is healthy (the default config), a re-run completes just those three,
+    # reusing their descriptions and objects.
     again = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}")
     assert again.stat("emomo/ingest/processed") == 3
     assert again.stat("emomo/ingest/duplicate") == 45
+    assert again.stat("emomo/describe/reused") == 3 and again.stat("emomo/describe/described") == 0
     final = read_state(tmp_path)
     assert final.active_md5s() == {p.md5 for p in planted}
     assert_consistent(final, COLLECTION)
+
+
+def test_a_failing_write_undoes_the_items_object_row_and_point(small_tree: tuple[Path, list],
+                                                               tmp_path: Path) -> None:
+    root, planted = small_tree
+    assert scrapy(tmp_path, "stats").returncode == 0  # creates the database
+    doomed = [p.md5 for p in planted[5:8]]
+    conn = sqlite3.connect(tmp_path / "data" / "emomo.db")
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON meme_vectors WHEN NEW.md5_hash IN "
+        f"({', '.join(repr(m) for m in doomed)}) BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    conn.commit()
+    conn.close()
+    run = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}")
+    state = read_state(tmp_path)
+    assert state.active_md5s() == {p.md5 for p in planted} - set(doomed)
+    assert_consistent(state, COLLECTION)  # objects, rows and points of the doomed three are gone
+    assert not {p.get("md5") for p in state.points[COLLECTION].values()} & set(doomed)
+    assert run.stat("emomo/index/failed") == 3
+    assert run.stat("emomo/ingest/failed") == 3
+    assert run.stat("item_dropped_reasons_count/StageFailed") == 3
+    errors = [line for line in run.log.splitlines() if " ERROR: index failed for " in line]
+    assert len(errors) == 3 and all("database or disk is full" in e for e in errors)
 
 
 def test_killed_crawl_run_again_ends_like_one_clean_run(small_tree: tuple[Path, list], tmp_path: Path) -> None:
@@ -64,8 +93,6 @@ def test_killed_crawl_run_again_ends_like_one_clean_run(small_tree: tuple[Path, 
     crawl(clean_dir, "chinesebqb", "-a", f"repo_path={root}")
     clean = read_state(clean_dir)
     assert len(clean.memes) == len(planted)
-
-    import sqlite3
 
     def active() -> int:
         db = killed_dir / "data" / "emomo.db"

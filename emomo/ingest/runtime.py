@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
+from scrapy import signals
 from scrapy.settings import BaseSettings
 
 from emomo import clients, defaults
 from emomo.config import EmbeddingConfig, EmomoConfig, load_config
+from emomo.errors import BackendUnavailable
 from emomo.providers import Describer, Embedder
+from emomo.providers.retry import ProviderError
 from emomo.repositories import MemeRecord, MemeRepository
 from emomo.repositories.qdrant import QdrantRepository
 from emomo.storage import ObjectStore
@@ -30,14 +33,32 @@ def config_from_settings(settings: BaseSettings) -> EmomoConfig:
     return load_config(settings.get("EMOMO_CONFIG", defaults.EMOMO_CONFIG) or None)
 
 
-async def check_index(config: EmomoConfig, embedding: EmbeddingConfig) -> None:
-    """Open the index and create or check the embedding's collection, then let go."""
+async def check_backends(config: EmomoConfig, embedding: EmbeddingConfig) -> None:
+    """Open the index, the database and the store, create or check the
+    embedding's collection, then let go: what a crawl's start would find."""
     index = clients.build_index(config)
+    repo = clients.build_repository(config)
+    store = clients.build_store(config)
+    embedder = clients.build_embedder(embedding)
     try:
+        # The embedder first: a collection is never created with a dimension it would not fill.
+        await probe_embedder(embedder, embedding)
         await index.open()
         await index.ensure_collection(embedding.collection, embedding.dimensions, embedding.name)
+        await repo.open()
+        await store.open()
     finally:
-        await index.close()
+        for closer in (embedder.close, store.close, repo.close, index.close):
+            await closer()
+
+
+async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None:
+    """One tiny embedding: a refused key, an unreachable endpoint or a wrong
+    dimension shows at start, not on the first meme."""
+    try:
+        await embedder.embed_passages(["表情包"])
+    except Exception as exc:
+        raise BackendUnavailable(f"embeddings[{embedding.name}]: {exc}") from None
 
 
 @dataclass
@@ -49,6 +70,10 @@ class ItemState:
     started: float = field(default_factory=time.monotonic)
     meme: MemeRecord | None = None
     had_vector: bool = False
+    #: why the describer or the embedder failed: the meme is parked, not undone
+    deferred: str | None = None
+    #: the status a parked meme is recorded with: pending (retry later) or failed
+    park_status: str = "pending"
     undo: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 
 
@@ -60,7 +85,8 @@ class IngestRuntime:
     a bad setup stops before its first item.
     """
 
-    def __init__(self, config: EmomoConfig, embedding: EmbeddingConfig, force: bool = False) -> None:
+    def __init__(self, config: EmomoConfig, embedding: EmbeddingConfig, force: bool = False,
+                 max_in_flight: int = 32) -> None:
         self.config = config
         self.embedding = embedding
         self.collection = embedding.collection
@@ -76,12 +102,50 @@ class IngestRuntime:
         self._open_error: Exception | None = None
         self._closed = False
         self._open_lock = asyncio.Lock()
+        self.stop_cause: str | None = None
+        self.max_in_flight = max_in_flight
+        self._slots: asyncio.Semaphore | None = None
+        self._admitted: set[int] = set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_cause is not None
+
+    def stop(self, cause: str) -> None:
+        """Admit no more items: those in flight finish, then the crawl ends."""
+        if self.stop_cause is None:
+            self.stop_cause = cause
+
+    async def admit(self, item: Any) -> bool:
+        """Wait for room in the pipelines (backpressure on the spider); False once stopping.
+
+        Scrapy pulls items from ``start()`` without limit; without this a
+        file-based spider would read every image of a source into memory at once.
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_in_flight)
+        if self.stopping:
+            return False
+        await self._slots.acquire()
+        if self.stopping:
+            self._slots.release()
+            return False
+        self._admitted.add(id(item))
+        return True
+
+    def item_done(self, item: Any, **_: Any) -> None:
+        """Signal handler (item scraped, dropped or failed): its room goes to the next item."""
+        if id(item) in self._admitted:
+            self._admitted.discard(id(item))
+            assert self._slots is not None
+            self._slots.release()
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> IngestRuntime:
         config = config_from_settings(settings)
         embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
-        return cls(config, embedding, force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE))
+        return cls(config, embedding, force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE),
+                   max_in_flight=settings.getint("CONCURRENT_ITEMS"))
 
     async def open(self) -> None:
         async with self._open_lock:
@@ -97,9 +161,11 @@ class IngestRuntime:
             self._opened = True
 
     async def _open(self) -> None:
+        await probe_embedder(self.embedder, self.embedding)
         await self.index.open()
         await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
         await self.repo.open()
+        await self.store.open()
         logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
                     self.collection, self.embedding.name, self.embedding.model,
                     self.embedding.dimensions, self.config.database.driver, self.config.storage.type)
@@ -132,6 +198,13 @@ class IngestRuntime:
             self._claims[state.md5] = state.source
         return holder
 
+    @staticmethod
+    def park(state: ItemState, exc: Exception) -> None:
+        """Mark the item's meme to be recorded and left for a later run."""
+        state.deferred = str(exc)
+        if isinstance(exc, ProviderError) and exc.item_fault:
+            state.park_status = "failed"
+
     def finish(self, item: Any) -> ItemState | None:
         state = self._states.pop(id(item), None)
         if state is not None and self._claims.get(state.md5) == state.source:
@@ -160,5 +233,7 @@ def runtime_for(crawler: Crawler) -> IngestRuntime:
     runtime = _RUNTIMES.get(crawler)
     if runtime is None:
         runtime = IngestRuntime.from_settings(crawler.settings)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(runtime.item_done, signal=signal)
         _RUNTIMES[crawler] = runtime
     return runtime

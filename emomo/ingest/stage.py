@@ -100,5 +100,16 @@ class Stage:
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         raise NotImplementedError
 
+    def stop(self, cause: str) -> None:
+        """End the crawl: no later item can succeed (a refused key, say).
+
+        The spider stops yielding and the items in flight finish; closing the
+        engine from here instead would wait for this very item.
+        """
+        if not self.runtime.stopping:
+            self.runtime.stop(cause)
+            self.stats.set_value("emomo/ingest/stopped", cause)
+            self.log(logging.ERROR, "Stopping the crawl: %s", cause)
+
     def state(self, item: Any) -> ItemState:
         return self.runtime.state(item)

@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 
 from emomo.config import EmbeddingConfig
-from emomo.providers import EmbeddingError, check_vectors
+from emomo.providers import check_vectors
+from emomo.providers.retry import ProviderError, RetryPolicy, status_error, with_retries
 
 DEFAULT_BASE_URL = "https://api.jina.ai/v1"
 
@@ -21,32 +22,37 @@ class JinaEmbedder:
         self.dimensions = config.dimensions
         self.batch_size = max(1, config.batch_size)
         self.url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/embeddings"
+        self.key_setting = config.api_key_env or "JINA_API_KEY"
+        self.policy = RetryPolicy(attempts=config.retries + 1)
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, connect=10.0),
+            timeout=httpx.Timeout(config.timeout, connect=10.0),
             headers={"Authorization": f"Bearer {config.api_key}", "Accept": "application/json"},
         )
 
     async def _batch(self, texts: list[str], task: str) -> list[list[float]]:
         body: dict[str, Any] = {"model": self.model, "input": texts, "task": task, "dimensions": self.dimensions}
+        what = f"embedding {self.name!r} at {self.url}"
         try:
             response = await self._client.post(self.url, json=body)
+        except httpx.TimeoutException:
+            raise ProviderError(f"{what}: timed out", retryable=True) from None
         except httpx.HTTPError as exc:
-            raise EmbeddingError(f"embedding {self.name!r}: cannot reach {self.url}: {exc}") from None
+            raise ProviderError(f"{what}: cannot connect ({exc})", retryable=True) from None
         if response.status_code != 200:
-            # The body names the problem (bad key, bad model); it never echoes our key.
-            raise EmbeddingError(
-                f"embedding {self.name!r}: {self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+            raise status_error(what, response.status_code, response.text, response.headers.get("retry-after"),
+                               self.key_setting)
         try:
             data = sorted(response.json()["data"], key=lambda d: d["index"])
             return [list(map(float, d["embedding"])) for d in data]
         except (ValueError, KeyError, TypeError) as exc:
-            raise EmbeddingError(f"embedding {self.name!r}: unexpected answer from {self.url}: {exc}") from None
+            raise ProviderError(f"{what}: unexpected answer: {exc}", retryable=False) from None
 
     async def _embed(self, texts: list[str], task: str) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start:start + self.batch_size]
-            vectors.extend(check_vectors(await self._batch(chunk, task), len(chunk), self.dimensions, self.name))
+            got = await with_retries(lambda: self._batch(chunk, task), self.policy, f"embedding {self.name}")
+            vectors.extend(check_vectors(got, len(chunk), self.dimensions, self.name))
         return vectors
 
     async def embed_passages(self, texts: list[str]) -> list[list[float]]:

@@ -65,8 +65,16 @@ class QdrantRepository:
         else:
             self._client = QdrantClient(
                 url=c.url or None, host=None if c.url else c.host, port=c.port, grpc_port=c.grpc_port,
-                prefer_grpc=c.prefer_grpc, https=c.https or None, api_key=c.api_key or None,
+                prefer_grpc=c.prefer_grpc, https=c.https or None, api_key=c.api_key or None, timeout=30,
             )
+            try:
+                self._client.get_collections()
+            except Exception as exc:
+                # The client's messages name the address, never the API key.
+                cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise BackendUnavailable(
+                    f"qdrant.url / QDRANT_HOST: cannot use the Qdrant server at {self.where}: {cause}"
+                ) from None
 
     async def open(self) -> None:
         await self._thread.run(self._connect)

@@ -1,6 +1,8 @@
 """Versioned schema migrations: (version, statements), applied in order once each.
 
-Table and column names follow the seed and the original system.
+Table and column names follow the seed and the original system. The SQL is
+common to SQLite and PostgreSQL; ``{serial}`` is each dialect's
+auto-incrementing key.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX IF NOT EXISTS idx_meme_vectors_meme ON meme_vectors (meme_id)",
         """
         CREATE TABLE IF NOT EXISTS meme_descriptions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {serial},
             md5_hash TEXT NOT NULL,
             model TEXT NOT NULL,
             description TEXT NOT NULL,

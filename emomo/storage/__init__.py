@@ -12,7 +12,10 @@ def storage_key(md5: str, fmt: str) -> str:
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """Where meme images live. Every method may block: callers run them off the reactor."""
+    """Where meme images live."""
+
+    async def open(self) -> None:
+        """Connect and check the bucket (or folder) is there; raise BackendUnavailable if not."""
 
     async def put(self, key: str, data: bytes, content_type: str) -> bool:
         """Store ``data`` under ``key``; False when an object was already there (nothing written)."""

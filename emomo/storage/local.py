@@ -87,5 +87,8 @@ class LocalObjectStore:
             return f"{self.public_url}/{key}"
         return (self.root / key).resolve().as_uri()
 
+    async def open(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

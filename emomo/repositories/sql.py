@@ -1,0 +1,190 @@
+"""The SQL of the metadata store, written once for every driver.
+
+A driver supplies transactions (``session``) and its dialect; the queries
+here are written with ``?`` placeholders, which a driver rewrites if its
+paramstyle differs.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from emomo.repositories import STATUSES, MemeRecord, VectorRecord
+from emomo.repositories.schema import MIGRATIONS
+
+_MEME_COLUMNS = (
+    "id, source_type, source_id, md5_hash, storage_key, format, width, height, is_animated, "
+    "file_size, category, tags, source_url, vlm_description, vlm_model, status"
+)
+
+
+class Session(Protocol):
+    """One transaction: committed when its ``async with`` block ends without error."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+
+def _meme(row: dict[str, Any]) -> MemeRecord:
+    return MemeRecord(
+        id=str(row["id"]), source_type=row["source_type"], source_id=row["source_id"],
+        md5_hash=row["md5_hash"], storage_key=row["storage_key"], format=row["format"],
+        width=row["width"], height=row["height"], is_animated=bool(row["is_animated"]),
+        file_size=row["file_size"], category=row["category"] or "",
+        tags=json.loads(row["tags"] or "[]"), source_url=row["source_url"],
+        vlm_description=row["vlm_description"], vlm_model=row["vlm_model"], status=row["status"],
+    )
+
+
+_UPSERT_DESCRIPTION = (
+    "INSERT INTO meme_descriptions (md5_hash, model, description) VALUES (?, ?, ?) "
+    "ON CONFLICT (md5_hash, model) DO UPDATE SET description = excluded.description"
+)
+
+
+class SQLMemeRepository(ABC):
+    #: the type of an auto-incrementing integer key in this dialect
+    serial_type: str
+
+    @abstractmethod
+    def session(self) -> AbstractAsyncContextManager[Session]: ...
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def _lock_migrations(self, s: Session) -> None:
+        """Hold a lock for the rest of the transaction so concurrent starts migrate once."""
+
+    async def migrate(self) -> None:
+        async with self.session() as s:
+            await self._lock_migrations(s)
+            await s.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            done = {r["version"] for r in await s.fetchall("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for stmt in statements:
+                    await s.execute(stmt.replace("{serial}", self.serial_type))
+                await s.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+
+    async def vector_exists(self, md5: str, collection: str) -> bool:
+        async with self.session() as s:
+            return await s.fetchone(
+                "SELECT 1 AS x FROM meme_vectors WHERE md5_hash = ? AND collection = ?", (md5, collection)
+            ) is not None
+
+    async def get_meme_by_md5(self, md5: str) -> MemeRecord | None:
+        async with self.session() as s:
+            row = await s.fetchone(f"SELECT {_MEME_COLUMNS} FROM memes WHERE md5_hash = ?", (md5,))
+        return _meme(row) if row else None
+
+    async def get_memes(self, ids: list[str]) -> dict[str, MemeRecord]:
+        if not ids:
+            return {}
+        async with self.session() as s:
+            rows = await s.fetchall(
+                f"SELECT {_MEME_COLUMNS} FROM memes WHERE id IN ({','.join('?' * len(ids))})", ids)
+        return {str(r["id"]): _meme(r) for r in rows}
+
+    async def all_memes(self) -> list[MemeRecord]:
+        async with self.session() as s:
+            return [_meme(r) for r in await s.fetchall(f"SELECT {_MEME_COLUMNS} FROM memes ORDER BY md5_hash")]
+
+    async def list_memes(self, status: str, limit: int | None = None) -> list[MemeRecord]:
+        """Memes with ``status``, oldest first (what ``scrapy crawl pending`` retries)."""
+        sql = f"SELECT {_MEME_COLUMNS} FROM memes WHERE status = ? ORDER BY created_at, md5_hash"
+        params: list[Any] = [status]
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        async with self.session() as s:
+            return [_meme(r) for r in await s.fetchall(sql, params)]
+
+    async def get_description(self, md5: str, model: str) -> str | None:
+        async with self.session() as s:
+            row = await s.fetchone(
+                "SELECT description FROM meme_descriptions WHERE md5_hash = ? AND model = ?", (md5, model))
+        return row["description"] if row else None
+
+    async def insert_meme(self, meme: MemeRecord) -> None:
+        async with self.session() as s:
+            await s.execute(
+                f"INSERT INTO memes ({_MEME_COLUMNS}) VALUES ({','.join('?' * 16)})",
+                (meme.id, meme.source_type, meme.source_id, meme.md5_hash, meme.storage_key,
+                 meme.format, meme.width, meme.height, meme.is_animated, meme.file_size,
+                 meme.category, json.dumps(meme.tags, ensure_ascii=False), meme.source_url,
+                 meme.vlm_description, meme.vlm_model, meme.status),
+            )
+            if meme.vlm_description and meme.vlm_model:
+                await s.execute(_UPSERT_DESCRIPTION, (meme.md5_hash, meme.vlm_model, meme.vlm_description))
+
+    async def set_description(self, meme: MemeRecord, description: str, model: str) -> None:
+        async with self.session() as s:
+            await s.execute(
+                "UPDATE memes SET vlm_description = ?, vlm_model = ?, updated_at = CURRENT_TIMESTAMP "
+                "WHERE id = ?", (description, model, meme.id))
+            await s.execute(_UPSERT_DESCRIPTION, (meme.md5_hash, model, description))
+
+    async def set_status(self, meme_id: str, status: str) -> None:
+        async with self.session() as s:
+            await s.execute("UPDATE memes SET status = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+                            (status, meme_id))
+
+    async def delete_meme(self, meme_id: str) -> None:
+        async with self.session() as s:
+            row = await s.fetchone("SELECT md5_hash FROM memes WHERE id = ?", (meme_id,))
+            if row is None:
+                return
+            await s.execute("DELETE FROM meme_vectors WHERE meme_id = ?", (meme_id,))
+            await s.execute("DELETE FROM meme_descriptions WHERE md5_hash = ?", (row["md5_hash"],))
+            await s.execute("DELETE FROM memes WHERE id = ?", (meme_id,))
+
+    async def record_vector(self, vector: VectorRecord) -> bool:
+        async with self.session() as s:
+            existed = await s.fetchone(
+                "SELECT 1 AS x FROM meme_vectors WHERE md5_hash = ? AND collection = ?",
+                (vector.md5_hash, vector.collection)) is not None
+            await s.execute(
+                "INSERT INTO meme_vectors (id, meme_id, md5_hash, collection, embedding_model, "
+                "qdrant_point_id, status) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (md5_hash, collection) DO UPDATE SET embedding_model = excluded.embedding_model, "
+                "qdrant_point_id = excluded.qdrant_point_id, status = excluded.status",
+                (vector.id, vector.meme_id, vector.md5_hash, vector.collection, vector.embedding_model,
+                 vector.qdrant_point_id, vector.status),
+            )
+            await s.execute("UPDATE memes SET status = 'active', updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+                            (vector.meme_id,))
+        return not existed
+
+    async def delete_vector(self, md5: str, collection: str) -> None:
+        async with self.session() as s:
+            await s.execute("DELETE FROM meme_vectors WHERE md5_hash = ? AND collection = ?", (md5, collection))
+
+    async def count_memes(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        async with self.session() as s:
+            for r in await s.fetchall("SELECT status, COUNT(*) AS n FROM memes GROUP BY status"):
+                counts[r["status"]] = int(r["n"])
+        return counts
+
+    async def count_vectors(self) -> dict[str, int]:
+        async with self.session() as s:
+            rows = await s.fetchall(
+                "SELECT collection, COUNT(*) AS n FROM meme_vectors GROUP BY collection ORDER BY collection")
+        return {r["collection"]: int(r["n"]) for r in rows}
+
+    async def vector_point_ids(self, collection: str) -> set[str]:
+        async with self.session() as s:
+            rows = await s.fetchall("SELECT qdrant_point_id FROM meme_vectors WHERE collection = ?", (collection,))
+        return {r["qdrant_point_id"] for r in rows}

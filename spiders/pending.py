@@ -1,0 +1,34 @@
+"""``scrapy crawl pending [-a limit=N] [-a embedding=NAME] [-a failed=1]`` (the seed's RetryPending)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from emomo.ingest.runtime import runtime_for
+from emomo.items import MemeItem
+from emomo.sources.pending import pending_memes
+from emomo.spider import MemeSpider, flag
+
+
+class PendingSpider(MemeSpider):
+    """Completes memes whose description or embedding failed: their bytes come back
+    from the object store and go through the same pipelines. ``failed=1`` retries
+    the memes marked failed too."""
+
+    name = "pending"
+
+    def __init__(self, *args: Any, failed: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.statuses = ("pending", "failed") if flag("failed", failed) else ("pending",)
+
+    async def items(self) -> AsyncIterator[Any]:
+        async for found in pending_memes(runtime_for(self.crawler), self.statuses, self.limit):
+            meme = found.meme
+            if found.body is None:
+                self.count("missing_object")
+                self.logger.error("meme %s (%s:%s): %s", meme.id, meme.source_type, meme.source_id, found.error)
+                continue
+            self.count("yielded")
+            yield MemeItem(source_type=meme.source_type, source_id=meme.source_id, url=meme.source_url,
+                           body=found.body, category=meme.category, tags=meme.tags)

