@@ -6,6 +6,7 @@ section in ``__init__`` and keeps its client for the whole crawl.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,4 +55,14 @@ def check_vectors(vectors: list[list[float]], expected: int, dimensions: int, na
                 f"embedding {name!r} returned {len(v)}-dimensional vectors but "
                 f"embeddings[{name}].dimensions is {dimensions}"
             )
+    return vectors
+
+
+async def embed_in_batches(texts: list[str], batch_size: int, dimensions: int, name: str,
+                           embed_batch: Callable[[list[str]], Awaitable[list[list[float]]]]) -> list[list[float]]:
+    """Send ``texts`` in batches of ``batch_size``; check each answer's count and dimension."""
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        vectors.extend(check_vectors(await embed_batch(chunk), len(chunk), dimensions, name))
     return vectors

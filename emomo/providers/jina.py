@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from emomo.config import EmbeddingConfig
-from emomo.providers import check_vectors
+from emomo.providers import embed_in_batches
 from emomo.providers.retry import ProviderError, RetryPolicy, status_error, with_retries
 
 DEFAULT_BASE_URL = "https://api.jina.ai/v1"
@@ -48,12 +48,9 @@ class JinaEmbedder:
             raise ProviderError(f"{what}: unexpected answer: {exc}", retryable=False) from None
 
     async def _embed(self, texts: list[str], task: str) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
-            got = await with_retries(lambda: self._batch(chunk, task), self.policy, f"embedding {self.name}")
-            vectors.extend(check_vectors(got, len(chunk), self.dimensions, self.name))
-        return vectors
+        async def batch(chunk: list[str]) -> list[list[float]]:
+            return await with_retries(lambda: self._batch(chunk, task), self.policy, f"embedding {self.name}")
+        return await embed_in_batches(texts, self.batch_size, self.dimensions, self.name, batch)
 
     async def embed_passages(self, texts: list[str]) -> list[list[float]]:
         return await self._embed(texts, "retrieval.passage")

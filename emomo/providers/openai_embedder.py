@@ -8,7 +8,7 @@ config has ``query_prefix`` / ``passage_prefix`` and ``query_model`` for that.
 from __future__ import annotations
 
 from emomo.config import EmbeddingConfig
-from emomo.providers import check_vectors
+from emomo.providers import embed_in_batches
 from emomo.providers.openai_compat import async_client, provider_error
 from emomo.providers.retry import RetryPolicy, with_retries
 
@@ -42,12 +42,9 @@ class OpenAIEmbedder:
         return [list(map(float, d.embedding)) for d in data]
 
     async def _embed(self, texts: list[str], model: str, prefix: str) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = [prefix + t for t in texts[start:start + self.batch_size]]
-            got = await with_retries(lambda: self._batch(chunk, model), self.policy, f"embedding {self.name}")
-            vectors.extend(check_vectors(got, len(chunk), self.dimensions, self.name))
-        return vectors
+        async def batch(chunk: list[str]) -> list[list[float]]:
+            return await with_retries(lambda: self._batch(chunk, model), self.policy, f"embedding {self.name}")
+        return await embed_in_batches([prefix + t for t in texts], self.batch_size, self.dimensions, self.name, batch)
 
     async def embed_passages(self, texts: list[str]) -> list[list[float]]:
         return await self._embed(texts, self.model, self.passage_prefix)
