@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 class MemeItem:
     source_type: str
     source_id: str
-    #: where the image came from: the page or raw file URL (optional)
+    #: where the image came from: its URL (optional)
     url: str | None = None
+    #: the page that shows the meme (a detail page), when the source has one
+    page_url: str | None = None
     #: a local file to read; or else ``body`` holds the bytes
     path: str | None = None
     body: bytes | None = field(default=None, repr=False)

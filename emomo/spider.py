@@ -12,7 +12,7 @@ from scrapy.settings import BaseSettings
 from scrapy.exceptions import UsageError
 
 from emomo.config import EmomoConfig
-from emomo.ingest.runtime import check_backends, config_from_settings, runtime_for
+from emomo.ingest.runtime import IngestRuntime, check_backends, config_from_settings, runtime_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -82,6 +82,8 @@ class MemeSpider(scrapy.Spider):
         ``scrapy crawl`` calls it so that these errors print one line."""
         spider = cls(**arguments)
         spider.configure(settings)
+        if not spider.needs_backends():
+            return
         embedding = spider.config.embedding(spider.embedding or settings.get("EMOMO_EMBEDDING") or None)
         # The reactor's loop does not exist yet: check on a loop of our own, in a thread.
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -90,12 +92,19 @@ class MemeSpider(scrapy.Spider):
     def setup(self) -> None:
         """Check the spider's own arguments against the config; raise UsageError to refuse."""
 
+    def needs_backends(self) -> bool:
+        """False when this crawl writes no index (a spider writing a staging folder)."""
+        return True
+
+    def runtime(self) -> IngestRuntime:
+        return runtime_for(self.crawler)
+
     def items(self) -> AsyncIterator[Any]:
         """The source's items, in order (file-based spiders implement this, not ``start``)."""
         raise NotImplementedError
 
     async def start(self) -> AsyncIterator[Any]:
-        runtime = runtime_for(self.crawler)
+        runtime = self.runtime()
         async for item in self.items():
             # Each item waits for room in the pipelines: memory stays flat on a big source.
             if not await runtime.admit(item):

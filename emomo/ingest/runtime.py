@@ -22,7 +22,7 @@ from emomo.repositories.qdrant import QdrantRepository
 from emomo.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
     from scrapy.crawler import Crawler
 
@@ -106,6 +106,13 @@ class IngestRuntime:
         self.max_in_flight = max_in_flight
         self._slots: asyncio.Semaphore | None = None
         self._admitted: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` without awaiting it here; ``close`` waits for it before closing the clients."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def stopping(self) -> bool:
@@ -174,6 +181,9 @@ class IngestRuntime:
         if self._closed:
             return
         self._closed = True
+        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.error("A background write failed: %s", result)
         for closer in (self.describer.close, self.embedder.close, self.store.close,
                        self.repo.close, self.index.close):
             try:

@@ -59,4 +59,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         )
         """,
     ]),
+    (2, [
+        # Where a paged source's last crawl got to (fabiaoqing: the last list page done).
+        """
+        CREATE TABLE IF NOT EXISTS crawl_cursors (
+            source TEXT PRIMARY KEY,
+            cursor TEXT NOT NULL,
+            updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+        )
+        """,
+    ]),
 ]

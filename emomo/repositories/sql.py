@@ -188,3 +188,20 @@ class SQLMemeRepository(ABC):
         async with self.session() as s:
             rows = await s.fetchall("SELECT qdrant_point_id FROM meme_vectors WHERE collection = ?", (collection,))
         return {r["qdrant_point_id"] for r in rows}
+
+    async def source_ids(self, source_type: str) -> set[str]:
+        """Every source id recorded for ``source_type`` (a spider skips them before downloading)."""
+        async with self.session() as s:
+            rows = await s.fetchall("SELECT source_id FROM memes WHERE source_type = ?", (source_type,))
+        return {r["source_id"] for r in rows}
+
+    async def get_cursor(self, source: str) -> str | None:
+        async with self.session() as s:
+            row = await s.fetchone("SELECT cursor FROM crawl_cursors WHERE source = ?", (source,))
+        return row["cursor"] if row else None
+
+    async def set_cursor(self, source: str, cursor: str) -> None:
+        async with self.session() as s:
+            await s.execute(
+                "INSERT INTO crawl_cursors (source, cursor) VALUES (?, ?) ON CONFLICT (source) DO UPDATE "
+                "SET cursor = excluded.cursor, updated_at = CURRENT_TIMESTAMP", (source, cursor))

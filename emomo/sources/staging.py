@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 MANIFEST = "manifest.jsonl"
@@ -77,3 +80,76 @@ def read_manifest(folder: str | os.PathLike[str]) -> Iterator[StagingEntry | Sta
                 yield StagingProblem(line_no, "invalid_line", f"line {line_no}: invalid JSON ({exc.msg})")
                 continue
             yield _entry(line_no, record, images)
+
+
+def manifest_ids(folder: str | os.PathLike[str]) -> set[str]:
+    """The ids a manifest already holds (bad lines ignored): what a writer must not add again."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return set()
+    return {rec["id"] for rec in _raw_records(path) if isinstance(rec.get("id"), str)}
+
+
+def _raw_records(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+class StagingWriter:
+    """Appends to ``folder/manifest.jsonl`` and ``folder/images/``; an id already there is skipped.
+
+    The image is in place before its manifest line is appended, so a reader never
+    finds a line without its file.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        (self.folder / IMAGES).mkdir(parents=True, exist_ok=True)
+        self.ids = manifest_ids(self.folder)
+        self._lock = threading.Lock()
+
+    def write(self, item_id: str, data: bytes, fmt: str, category: str, tags: list[str],
+              source_url: str | None, is_animated: bool) -> bool:
+        with self._lock:
+            if item_id in self.ids:
+                return False
+            self.ids.add(item_id)
+        filename = f"{item_id}.{fmt}"
+        fd, tmp = tempfile.mkstemp(dir=self.folder / IMAGES, prefix=".part-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self.folder / IMAGES / filename)
+        line = json.dumps({
+            "id": item_id, "filename": filename, "category": category, "tags": tags,
+            "source_url": source_url, "is_animated": is_animated, "format": fmt,
+            "crawled_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }, ensure_ascii=False)
+        with self._lock, open(self.folder / MANIFEST, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        return True
+
+
+class CursorFile:
+    """A crawl's resume cursor kept beside the staging data it describes."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.path = Path(folder) / "cursor.json"
+
+    def get(self) -> str | None:
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8")).get("cursor")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(value) if value is not None else None
+
+    def set(self, cursor: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cursor": cursor}), encoding="utf-8")
+        os.replace(tmp, self.path)

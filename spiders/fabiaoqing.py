@@ -1,0 +1,183 @@
+"""``scrapy crawl fabiaoqing [-a start_page=N] [-a max_pages=N] [-a limit=N] [-a output=ingest|staging]
+[-a base_url=URL] [-a embedding=NAME] [-a resume=1]``"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import scrapy
+from scrapy import signals
+from scrapy.exceptions import DownloadCancelledError, UsageError
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
+
+from emomo.items import MemeItem
+from emomo.sources import fabiaoqing as site
+from emomo.spider import MemeSpider, flag, positive_int
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from typing_extensions import Self
+
+
+class FabiaoqingSpider(MemeSpider):
+    """Walks the list pages in order and downloads the images they list (with the site's
+    Referer), until a page lists nothing, ``max_pages`` pages or ``limit`` images. Images
+    whose source id is already ingested (or staged) are not downloaded again.
+
+    ``resume=1`` starts after the last page whose images were all handled, a cursor kept
+    with the data (the database, or the staging folder). JOBDIR works as for any spider.
+    """
+
+    name = "fabiaoqing"
+    # Polite by default, each overridable with -s: AutoThrottle never goes below
+    # DOWNLOAD_DELAY, so at most about 2 requests a second reach the site (and its CDN).
+    custom_settings = {
+        "ROBOTSTXT_OBEY": True,
+        "AUTOTHROTTLE_ENABLED": True,
+        "AUTOTHROTTLE_START_DELAY": 1.0,
+        "AUTOTHROTTLE_TARGET_CONCURRENCY": 1.0,
+        "DOWNLOAD_DELAY": 0.5,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": 2,
+        "DOWNLOAD_TIMEOUT": 30,
+        "DOWNLOAD_MAXSIZE": 10 * 1024 * 1024,
+        "RETRY_TIMES": 3,
+        # The site wants TLS 1.2 and accepts only older ciphers (the original crawler's finding).
+        "DOWNLOADER_CLIENT_TLS_METHOD": "TLSv1.2",
+        "DOWNLOADER_CLIENT_TLS_CIPHERS": "DEFAULT:@SECLEVEL=1",
+        "USER_AGENT": "Mozilla/5.0 (compatible; emomo-crawler/0.1)",
+    }
+
+    def __init__(self, *args: Any, start_page: Any = 1, max_pages: Any = None, output: str = "ingest",
+                 base_url: str = "", resume: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_page = positive_int("start_page", start_page) or 1
+        self.max_pages = positive_int("max_pages", max_pages)
+        if output not in ("ingest", "staging"):
+            raise UsageError(f"-a output={output}: expected ingest or staging")
+        self.output = output
+        self.base_url = (base_url or site.DEFAULT_BASE_URL).rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise UsageError(f"-a base_url={base_url}: expected an http(s) URL")
+        self.resume = flag("resume", resume)
+        self.known: set[str] = set()
+        self.requested = 0
+        self._item_pages: dict[int, int] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        output = kwargs.get("output", "ingest")
+        if output == "staging":
+            # Write a staging folder instead of ingesting (set before the settings freeze).
+            crawler.settings.set("ITEM_PIPELINES", {"pipelines.staging_writer.StagingWriterPipeline": 100},
+                                 priority="spider")
+            crawler.settings.set("EMOMO_STAGING_SOURCE", site.SOURCE, priority="spider")
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(spider._item_done, signal=signal)
+        return spider
+
+    def needs_backends(self) -> bool:
+        return self.output == "ingest"
+
+    # --- the cursor and the ids already handled -------------------------------
+
+    async def _load_state(self) -> str | None:
+        if self.output == "staging":
+            import os
+
+            from emomo.sources.staging import CursorFile, manifest_ids
+
+            folder = os.path.join(self.config.sources.staging.path, site.SOURCE)
+            self._cursor_file = CursorFile(folder)
+            self.known = await asyncio.to_thread(manifest_ids, folder)
+            return self._cursor_file.get()
+        runtime = self.runtime()
+        await runtime.open()
+        self.known = await runtime.repo.source_ids(site.SOURCE)
+        return await runtime.repo.get_cursor(site.SOURCE)
+
+    def _save_cursor(self, page: int) -> None:
+        self.logger.debug("List pages up to %d are done", page)
+        assert self.crawler.stats is not None
+        self.crawler.stats.set_value("emomo/fabiaoqing/cursor", page)
+        if self.output == "staging":
+            self._cursor_file.set(str(page))
+            return
+        self.runtime().background(self.runtime().repo.set_cursor(site.SOURCE, str(page)))
+
+    # --- requests -------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[Any]:
+        cursor = await self._load_state()
+        page = self.start_page
+        if self.resume and cursor:
+            page = int(cursor) + 1
+            self.logger.info("Resuming after list page %s", cursor)
+        self.first_page = page
+        self.tracker = site.PageTracker(page, self._save_cursor)
+        self.logger.info("%d fabiaoqing images already %s", len(self.known),
+                         "staged" if self.output == "staging" else "ingested")
+        yield self.list_request(page)
+
+    def list_request(self, page: int) -> scrapy.Request:
+        return scrapy.Request(site.list_url(self.base_url, page), callback=self.parse_list,
+                              cb_kwargs={"page": page})
+
+    def parse_list(self, response: Response, page: int) -> Iterator[scrapy.Request]:
+        entries = site.parse_list(response.text, response.url)
+        self.count("pages")
+        if not entries:
+            self.logger.info("List page %d lists no memes: the end of the list", page)
+            self.tracker.page_parsed(page, 0)
+            return
+        requests = []
+        for entry in entries:
+            if entry.source_id in self.known:
+                self.count("known")
+                continue
+            if self.limit is not None and self.requested >= self.limit:
+                break
+            self.known.add(entry.source_id)
+            self.requested += 1
+            requests.append(scrapy.Request(
+                entry.image_url, callback=self.parse_image, errback=self.image_failed,
+                headers={"Referer": site.referer(self.base_url)},
+                cb_kwargs={"page": page, "entry": {
+                    "source_id": entry.source_id, "text": entry.text, "tags": entry.tags,
+                    "page_url": entry.page_url}},
+            ))
+        self.tracker.page_parsed(page, len(requests))
+        yield from requests
+        more_pages = self.max_pages is None or page - self.first_page + 1 < self.max_pages
+        if more_pages and (self.limit is None or self.requested < self.limit):
+            yield self.list_request(page + 1)
+
+    def parse_image(self, response: Response, page: int, entry: dict[str, Any]) -> Iterator[MemeItem]:
+        self.count("images")
+        item = MemeItem(source_type=site.SOURCE, source_id=entry["source_id"], url=response.url,
+                        body=response.body, category=site.CATEGORY, tags=list(entry["tags"]),
+                        page_url=entry["page_url"])
+        self._item_pages[id(item)] = page
+        yield item
+
+    def image_failed(self, failure: Failure) -> None:
+        request = failure.request  # type: ignore[attr-defined]
+        if failure.check(HttpError):
+            status = failure.value.response.status
+            outcome, reason = f"image_http_{status}", f"HTTP {status}"
+        elif failure.check(DownloadCancelledError):
+            outcome, reason = "image_too_large", str(failure.value)
+        else:
+            outcome, reason = "image_error", f"{failure.type.__name__}: {failure.value}"
+        self.count(outcome)
+        self.logger.warning("Image %s not downloaded: %s", request.url, reason)
+        self.tracker.image_done(request.cb_kwargs["page"])
+
+    def _item_done(self, item: Any, **_: Any) -> None:
+        page = self._item_pages.pop(id(item), None)
+        if page is not None:
+            self.tracker.image_done(page)

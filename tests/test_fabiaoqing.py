@@ -1,0 +1,127 @@
+"""``scrapy crawl fabiaoqing`` against a mirror of the site on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import assert_consistent, crawl, read_state
+from fabiaoqing_site import Mirror, build_mirror, serve_mirror
+
+COLLECTION = "emomo-e5-small"
+FAST = ("-s", "DOWNLOAD_DELAY=0", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "DOWNLOAD_MAXSIZE=100000")
+
+
+@pytest.fixture
+def mirror(cjk_font: str) -> Iterator[Mirror]:
+    with serve_mirror(build_mirror()) as m:
+        yield m
+
+
+def fabiaoqing(workdir: Path, mirror: Mirror, *args: str) -> object:
+    return crawl(workdir, "fabiaoqing", "-a", f"base_url={mirror.site_url}", *FAST, *args)
+
+
+def image_requests(mirror: Mirror) -> list[str]:
+    return [path for path, _ in mirror.image_log if path != "/robots.txt"]
+
+
+def test_crawl_ingests_every_distinct_valid_image_with_its_title(tmp_path: Path, mirror: Mirror) -> None:
+    run = fabiaoqing(tmp_path, mirror)
+    state = read_state(tmp_path)
+    valid = mirror.valid()
+    assert len(valid) == 14
+    assert state.active_md5s() == {mirror.md5(e.name) for e in valid.values()}
+    assert_consistent(state, COLLECTION)
+    by_source = {m["source_id"]: m for m in state.memes}
+    from emomo.sources.fabiaoqing import source_id
+
+    for url, entry in valid.items():
+        meme = by_source[source_id(url)]
+        assert meme["source_type"] == "fabiaoqing"
+        assert meme["source_url"] == url
+        assert entry.caption in json.loads(meme["tags"]) or entry.caption in meme["vlm_description"]
+        assert entry.title.split("_")[1] in json.loads(meme["tags"])
+
+    # Only list pages and the images on them; never the placeholder, a detail page or a search page.
+    pages = [p for p in mirror.site_log if p != "/robots.txt"]
+    assert "/robots.txt" in mirror.site_log
+    assert all(p.startswith("/biaoqing/lists/page/") for p in pages), pages
+    assert pages.count("/biaoqing/lists/page/2.html") == 2  # a 500, then the retry
+    assert "/biaoqing/lists/page/4.html" in pages  # the empty page ends the list...
+    assert "/biaoqing/lists/page/5.html" not in pages  # ...and nothing after it is asked for
+    # Every image request carried the site's Referer; none was refused for hotlinking.
+    assert all(ref == mirror.site_url + "/" for path, ref in mirror.image_log if path != "/robots.txt")
+    assert len(image_requests(mirror)) == 17  # 18 listed, one listed twice
+
+    assert run.stat("emomo/fabiaoqing/image_http_404") == 1
+    assert run.stat("emomo/fabiaoqing/image_too_large") == 1
+    assert run.stat("emomo/read/invalid") == 1  # the HTML body
+    assert run.stat("emomo/ingest/processed") == 14
+    broken = {e.kind: f"{mirror.image_url}/bmiddle/{e.name}" for entries in mirror.pages.values()
+              for e in entries if e.kind != "ok"}
+    warnings = [line for line in run.log.splitlines() if "WARNING" in line]
+    assert any(broken["missing"] in w and "HTTP 404" in w for w in warnings)
+    assert any(broken["huge"] in w and "larger than download max size" in w for w in warnings)
+    assert any(broken["html"] in w and "not an image" in w for w in warnings)
+
+    # A second crawl downloads no ingested image again.
+    mirror.image_log.clear()
+    mirror.site_log.clear()
+    again = fabiaoqing(tmp_path, mirror)
+    assert not set(image_requests(mirror)) & {u.split(mirror.image_url, 1)[1] for u in valid}
+    assert again.stat("emomo/fabiaoqing/known") == 15  # 14 ingested, one of them listed twice
+    assert again.stat("emomo/ingest/processed") == 0
+    assert "/biaoqing/lists/page/5.html" not in mirror.site_log
+    assert read_state(tmp_path).comparable() == state.comparable()
+
+
+def test_staging_route_ends_in_the_same_memes(tmp_path: Path, mirror: Mirror) -> None:
+    direct, staged = tmp_path / "direct", tmp_path / "staged"
+    direct.mkdir()
+    staged.mkdir()
+    fabiaoqing(direct, mirror)
+    run = fabiaoqing(staged, mirror, "-a", "output=staging")
+    folder = staged / "data" / "staging" / "fabiaoqing"
+    lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 14
+    assert {tuple(sorted(line)) for line in lines} == {
+        ("category", "crawled_at", "filename", "format", "id", "is_animated", "source_url", "tags")}
+    for line in lines:
+        assert (folder / "images" / line["filename"]).is_file()
+        assert line["filename"] == f"{line['id']}.{line['format']}"
+    assert run.stat("emomo/staging_writer/written") == 14
+    assert not (staged / "data" / "emomo.db").exists()  # nothing was ingested
+
+    # Appending: a second staging crawl downloads nothing already staged and adds no line.
+    mirror.image_log.clear()
+    fabiaoqing(staged, mirror, "-a", "output=staging")
+    assert len((folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()) == 14
+    assert not set(image_requests(mirror)) & {u.split(mirror.image_url, 1)[1] for u in mirror.valid()}
+
+    crawl(staged, "staging", "-a", "source=fabiaoqing")
+    a, b = read_state(direct), read_state(staged)
+    assert a.active_md5s() == b.active_md5s() and len(b.memes) == 14
+    assert sorted(m["storage_key"] for m in a.memes) == sorted(m["storage_key"] for m in b.memes)
+    assert {m["source_id"] for m in b.memes} == {f"fabiaoqing_{m['source_id']}" for m in a.memes}
+    assert {m["source_type"] for m in b.memes} == {"staging:fabiaoqing"}
+
+
+def test_resume_continues_after_the_last_page_done(tmp_path: Path, mirror: Mirror) -> None:
+    first = fabiaoqing(tmp_path, mirror, "-a", "max_pages=2")
+    assert first.stat("emomo/fabiaoqing/cursor") == 2
+    pages = [p for p in mirror.site_log if p.startswith("/biaoqing")]
+    assert "/biaoqing/lists/page/3.html" not in pages
+    partial = read_state(tmp_path).active_md5s()
+
+    mirror.site_log.clear()
+    resumed = fabiaoqing(tmp_path, mirror, "-a", "resume=1")
+    pages = [p for p in mirror.site_log if p.startswith("/biaoqing")]
+    assert pages == ["/biaoqing/lists/page/3.html", "/biaoqing/lists/page/4.html"]
+    assert "Resuming after list page 2" in resumed.log
+    final = read_state(tmp_path)
+    assert partial < final.active_md5s()
+    assert final.active_md5s() == {mirror.md5(e.name) for e in mirror.valid().values()}
+    assert resumed.stat("emomo/fabiaoqing/cursor") == 4
