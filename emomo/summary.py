@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from scrapy import Spider, signals
+from scrapy import signals
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -19,6 +19,8 @@ TIMED_STAGES = ("read", "describe", "store", "record", "embed", "index")
 
 
 class IngestSummary:
+    crawler: Crawler
+
     def __init__(self, stats: StatsCollector) -> None:
         self.stats = stats
 
@@ -26,13 +28,17 @@ class IngestSummary:
     def from_crawler(cls, crawler: Crawler) -> Self:
         assert crawler.stats is not None
         ext = cls(crawler.stats)
-        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        ext.crawler = crawler
+        # After the spider has closed and the stats are dumped: the summary is what a
+        # job's log (scrapyd's, say) ends with.
+        crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         return ext
 
-    def spider_closed(self, spider: Spider, reason: str) -> None:
+    def engine_stopped(self) -> None:
+        spider = self.crawler.spider
+        reason = str(self.stats.get_value("finish_reason", "unknown"))
         counts = {o: int(self.stats.get_value(f"emomo/ingest/{o}", 0)) for o in OUTCOMES}
         total = sum(counts.values())
-        self.stats.set_value("emomo/ingest/total", total)
         timings = []
         for stage in TIMED_STAGES:
             seconds = float(self.stats.get_value(f"emomo/{stage}/seconds", 0.0))

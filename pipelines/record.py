@@ -43,7 +43,17 @@ class RecordPipeline(Stage):
             vlm_description=adapter.get("description"), vlm_model=adapter.get("description_model"),
             status=state.park_status if state.deferred else "pending",
         )
-        await repo.insert_meme(meme)
+        recorded = await repo.insert_meme(meme)
+        if recorded.id != meme.id:
+            # Another process (a second scrapyd job) recorded this image first: go on
+            # with its meme, which is not ours to undo.
+            if meme.vlm_description and not recorded.vlm_description:
+                await repo.set_description(recorded, meme.vlm_description, meme.vlm_model or "")
+                recorded.vlm_description = meme.vlm_description
+            state.meme = recorded
+            adapter.update({"meme_id": recorded.id, "reused": True})
+            self.count("raced")
+            return
         state.undo.append((f"meme row {meme.id}", partial(repo.delete_meme, meme.id)))
         state.meme = meme
         adapter["meme_id"] = meme.id

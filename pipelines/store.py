@@ -24,7 +24,13 @@ class StorePipeline(Stage):
         if created:
             # Keys are content addresses: an object we did not create belongs to
             # an earlier run of the same image and is left alone.
-            state.undo.append((f"object {key}", partial(store.delete, key)))
+            state.undo.append((f"object {key}", partial(self.undo_upload, key, state.md5)))
         adapter["storage_key"] = key
         adapter["storage_url"] = store.url(key)
         self.count("uploaded" if created else "present")
+
+    async def undo_upload(self, key: str, md5: str) -> None:
+        """Delete the object we uploaded, unless a meme uses it (another process's, recorded
+        meanwhile: our own row is undone before this runs)."""
+        if await self.runtime.repo.get_meme_by_md5(md5) is None:
+            await self.runtime.store.delete(key)

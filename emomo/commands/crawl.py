@@ -7,6 +7,7 @@ inside the crawler; this one prints the one-line cause and exits with 2.
 from __future__ import annotations
 
 import argparse
+import logging
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
@@ -14,6 +15,8 @@ from scrapy.spiderloader import get_spider_loader
 
 from emomo.errors import ConfigError
 from emomo.spider import MemeSpider
+
+logger = logging.getLogger("emomo.crawl")
 
 
 class Command(ScrapyCrawlCommand):
@@ -27,6 +30,8 @@ class Command(ScrapyCrawlCommand):
             if issubclass(spidercls, MemeSpider):
                 try:
                     spidercls.preflight(self.settings, dict(opts.spargs))
-                except ConfigError as exc:
+                except (ConfigError, UsageError) as exc:
+                    # In the log too: a scrapyd job's log is where its operator looks.
+                    logger.error("Cannot start the crawl: %s", exc)
                     raise UsageError(str(exc), print_help=False) from None
         super().run(args, opts)

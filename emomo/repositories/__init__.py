@@ -58,8 +58,9 @@ class MemeRepository(Protocol):
 
     async def get_description(self, md5: str, model: str) -> str | None: ...
 
-    async def insert_meme(self, meme: MemeRecord) -> None:
-        """Insert the meme row and its description (when it has one) in one transaction."""
+    async def insert_meme(self, meme: MemeRecord) -> MemeRecord:
+        """Insert the meme row and its description (when it has one) in one transaction;
+        the meme already recorded for its md5 (by another process) when there is one."""
 
     async def delete_meme(self, meme_id: str) -> None:
         """Delete the meme row with its vectors and descriptions."""

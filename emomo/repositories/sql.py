@@ -117,17 +117,25 @@ class SQLMemeRepository(ABC):
                 "SELECT description FROM meme_descriptions WHERE md5_hash = ? AND model = ?", (md5, model))
         return row["description"] if row else None
 
-    async def insert_meme(self, meme: MemeRecord) -> None:
+    async def insert_meme(self, meme: MemeRecord) -> MemeRecord:
+        """Insert the meme and its description; when another process recorded the same md5
+        first, insert nothing and return that meme (the unique constraint decides)."""
         async with self.session() as s:
-            await s.execute(
-                f"INSERT INTO memes ({_MEME_COLUMNS}) VALUES ({','.join('?' * 16)})",
+            inserted = await s.execute(
+                f"INSERT INTO memes ({_MEME_COLUMNS}) VALUES ({','.join('?' * 16)}) "
+                "ON CONFLICT (md5_hash) DO NOTHING",
                 (meme.id, meme.source_type, meme.source_id, meme.md5_hash, meme.storage_key,
                  meme.format, meme.width, meme.height, meme.is_animated, meme.file_size,
                  meme.category, json.dumps(meme.tags, ensure_ascii=False), meme.source_url,
                  meme.vlm_description, meme.vlm_model, meme.status),
             )
+            if not inserted:
+                row = await s.fetchone(f"SELECT {_MEME_COLUMNS} FROM memes WHERE md5_hash = ?", (meme.md5_hash,))
+                assert row is not None
+                return _meme(row)
             if meme.vlm_description and meme.vlm_model:
                 await s.execute(_UPSERT_DESCRIPTION, (meme.md5_hash, meme.vlm_model, meme.vlm_description))
+        return meme
 
     async def set_description(self, meme: MemeRecord, description: str, model: str) -> None:
         async with self.session() as s:

@@ -1,0 +1,5 @@
+"""Lets scrapyd-deploy build the egg; the project is described in pyproject.toml."""
+
+from setuptools import setup
+
+setup()
