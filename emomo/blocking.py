@@ -1,8 +1,10 @@
-"""One dedicated thread for a blocking client that must not be shared across threads.
+"""Threads of their own for blocking clients, off the reactor.
 
 SQLite's connection, Qdrant's local mode and the embedding engine each keep
-state that is not thread-safe; giving each its own thread keeps them off the
-reactor and serialises their calls without a lock.
+state that is not thread-safe: each gets one dedicated thread, which also
+serialises their calls without a lock. A blocking network client (boto3)
+gets a pool sized for its calls in flight, so that its waiting never takes
+the threads that reading and probing images use (asyncio's default pool).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ T = TypeVar("T")
 
 
 class DedicatedThread:
-    def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    def __init__(self, name: str, workers: int = 1) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

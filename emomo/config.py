@@ -58,6 +58,8 @@ class StorageConfig:
     secret_key: str = field(default="", repr=False)
     public_url: str = ""
     create_bucket: bool = False
+    #: uploads in flight (threads and pooled connections of the S3 client)
+    max_connections: int = 64
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,12 @@ class IngestConfig:
     max_pixels: int = 40_000_000
     ocr_min_score: float = 0.5
     ocr_threads: int = 1
+    #: micro-batching across items: the longest a piece waits for company (seconds). An
+    #: embedding call costs ~500 ms over an API, so waiting a little for a fuller batch is cheap.
+    embed_max_wait: float = 0.4
+    batch_max_wait: float = 0.05
+    #: Qdrant upserts and meme_vectors writes per batch
+    write_batch_size: int = 64
     workers: int = 8
     batch_size: int = 100
     retry_count: int = 3

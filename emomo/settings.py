@@ -27,8 +27,11 @@ EXTENSIONS = {
     "emomo.summary.IngestSummary": 500,
 }
 
-# Items wait on OCR, embedding and I/O in threads: keep many in flight.
-CONCURRENT_ITEMS = 32
+# Items wait on the VLM (~2 s), uploads, embeddings and writes: keep many in flight, so a slow
+# call never serialises the crawl. Spiders admit at most this many items at once (backpressure).
+CONCURRENT_ITEMS = 128
+# Responses waiting for the pipelines (fabiaoqing images): bounded, not unbounded.
+SCRAPER_SLOT_MAX_ACTIVE_SIZE = 50_000_000
 
 ROBOTSTXT_OBEY = True
 LOG_LEVEL = "INFO"

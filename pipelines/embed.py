@@ -18,7 +18,7 @@ class EmbedPipeline(Stage):
         if state.deferred:
             return
         try:
-            [vector] = await self.runtime.embedder.embed_passages([adapter["description"]])
+            vector = await self.runtime.embed_batcher.submit(adapter["description"])
         except Exception as exc:
             meme = state.meme
             if meme is None or meme.status == "active":

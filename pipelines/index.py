@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from functools import partial
 from typing import Any
@@ -35,15 +36,16 @@ class IndexPipeline(Stage):
             "vlm_description": adapter["description"], "storage_url": runtime.store.url(meme.storage_key),
             "md5": state.md5,
         }
-        await runtime.index.upsert(runtime.collection, pid, adapter["vector"], payload)
+        await runtime.upsert_batcher.submit((pid, adapter["vector"], payload))
         if not state.had_vector:
             # A forced re-run overwrote an existing point: deleting it would lose the old vector.
             state.undo.append((f"point {pid}", partial(runtime.index.delete, runtime.collection, pid)))
-        await runtime.repo.record_vector(VectorRecord(
+        await runtime.vector_batcher.submit(VectorRecord(
             id=str(uuid.uuid4()), meme_id=meme.id, md5_hash=state.md5, collection=runtime.collection,
             embedding_model=runtime.embedder.model, qdrant_point_id=pid,
         ))
         runtime.finish(item)
+        runtime.latencies.append(time.monotonic() - state.started)
         # The bytes and the vector are written; an exported feed needs neither.
         adapter.update({"point_id": pid, "status": "active", "body": None, "vector": None})
         self.conclude("processed")

@@ -15,15 +15,16 @@ from scrapy.settings import BaseSettings
 from emomo import clients, defaults
 from emomo.config import EmbeddingConfig, EmomoConfig, load_config
 from emomo.errors import BackendUnavailable
+from emomo.ingest.batcher import MicroBatcher, counted
 from emomo.providers import Describer, Embedder
 from emomo.providers.retry import ProviderError
 from emomo.repositories import MemeRecord, MemeRepository
 from emomo.repositories.qdrant import QdrantRepository
 from emomo.storage import ObjectStore
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 
+if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class IngestRuntime:
     """
 
     def __init__(self, config: EmomoConfig, embedding: EmbeddingConfig, force: bool = False,
-                 max_in_flight: int = 32) -> None:
+                 max_in_flight: int = 32, on_batch: Callable[[str, int], None] | None = None) -> None:
         self.config = config
         self.embedding = embedding
         self.collection = embedding.collection
@@ -96,7 +97,17 @@ class IngestRuntime:
         self.store: ObjectStore = clients.build_store(config)
         self.describer: Describer = clients.build_describer(config)
         self.embedder: Embedder = clients.build_embedder(embedding)
+        # Pieces of many items go out together; each item still gets its own outcome.
+        wait = config.ingest.batch_max_wait
+        writes = config.ingest.write_batch_size
+        self.embed_batcher = MicroBatcher(self.embedder.embed_passages, embedding.batch_size,
+                                          config.ingest.embed_max_wait, "embed", on_batch=on_batch)
+        self.upsert_batcher = MicroBatcher(self._upsert, writes, wait, "upsert", on_batch=on_batch)
+        self.vector_batcher = MicroBatcher(self.repo.record_vectors, writes, wait, "vectors", on_batch=on_batch)
         self._states: dict[int, ItemState] = {}
+        #: seconds from read to indexed, per processed item (for p50/p95 in stats)
+        self.latencies: list[float] = []
+        self.stats: Any = None
         self._claims: dict[str, str] = {}
         self._opened = False
         self._open_error: Exception | None = None
@@ -148,11 +159,16 @@ class IngestRuntime:
             self._slots.release()
 
     @classmethod
-    def from_settings(cls, settings: BaseSettings) -> IngestRuntime:
+    def from_settings(cls, settings: BaseSettings,
+                      on_batch: Callable[[str, int], None] | None = None) -> IngestRuntime:
         config = config_from_settings(settings)
         embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
         return cls(config, embedding, force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE),
-                   max_in_flight=settings.getint("CONCURRENT_ITEMS"))
+                   max_in_flight=settings.getint("CONCURRENT_ITEMS"), on_batch=on_batch)
+
+    async def _upsert(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> list[None]:
+        await self.index.upsert(self.collection, points)
+        return [None] * len(points)
 
     async def open(self) -> None:
         async with self._open_lock:
@@ -181,6 +197,13 @@ class IngestRuntime:
         if self._closed:
             return
         self._closed = True
+        if self.stats is not None and self.latencies:
+            ordered = sorted(self.latencies)
+            for name, q in (("p50", 0.50), ("p95", 0.95), ("max", 1.0)):
+                value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+                self.stats.set_value(f"emomo/ingest/latency_{name}_ms", round(value * 1000))
+        for batcher in (self.embed_batcher, self.upsert_batcher, self.vector_batcher):
+            await batcher.drain()
         for result in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 logger.error("A background write failed: %s", result)
@@ -242,7 +265,8 @@ def runtime_for(crawler: Crawler) -> IngestRuntime:
     """The crawl's one runtime, built by the first stage that asks."""
     runtime = _RUNTIMES.get(crawler)
     if runtime is None:
-        runtime = IngestRuntime.from_settings(crawler.settings)
+        runtime = IngestRuntime.from_settings(crawler.settings, on_batch=counted(crawler.stats))
+        runtime.stats = crawler.stats
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(runtime.item_done, signal=signal)
         _RUNTIMES[crawler] = runtime

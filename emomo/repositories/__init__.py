@@ -65,9 +65,9 @@ class MemeRepository(Protocol):
     async def delete_meme(self, meme_id: str) -> None:
         """Delete the meme row with its vectors and descriptions."""
 
-    async def record_vector(self, vector: VectorRecord) -> bool:
-        """Insert or replace the (md5, collection) vector row and mark the meme active,
-        in one transaction. True when the row is new."""
+    async def record_vectors(self, vectors: list[VectorRecord]) -> list[bool]:
+        """Insert or replace each (md5, collection) vector row and mark its meme active,
+        in one transaction; for each, True when its row is new."""
 
     async def delete_vector(self, md5: str, collection: str) -> None: ...
 

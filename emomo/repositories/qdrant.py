@@ -111,12 +111,13 @@ class QdrantRepository:
                     client.create_payload_index(collection, name, field_schema=schema)
         await self._run(ensure)
 
-    async def upsert(self, collection: str, pid: str, vector: list[float], payload: dict[str, Any]) -> None:
+    async def upsert(self, collection: str, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        """Upsert (point id, vector, payload) triples in one request."""
         def up(client: Any) -> None:
             from qdrant_client import models
 
-            client.upsert(collection, points=[models.PointStruct(id=pid, vector=vector, payload=payload)],
-                          wait=True)
+            client.upsert(collection, wait=True, points=[
+                models.PointStruct(id=pid, vector=vector, payload=payload) for pid, vector, payload in points])
         await self._run(up)
 
     async def delete(self, collection: str, pid: str) -> None:

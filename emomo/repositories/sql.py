@@ -158,22 +158,28 @@ class SQLMemeRepository(ABC):
             await s.execute("DELETE FROM meme_descriptions WHERE md5_hash = ?", (row["md5_hash"],))
             await s.execute("DELETE FROM memes WHERE id = ?", (meme_id,))
 
-    async def record_vector(self, vector: VectorRecord) -> bool:
+    async def record_vectors(self, vectors: list[VectorRecord]) -> list[bool]:
+        """Insert or replace each (md5, collection) vector row and mark its meme active, all in
+        one transaction; for each, True when its row is new."""
+        new: list[bool] = []
         async with self.session() as s:
-            existed = await s.fetchone(
-                "SELECT 1 AS x FROM meme_vectors WHERE md5_hash = ? AND collection = ?",
-                (vector.md5_hash, vector.collection)) is not None
-            await s.execute(
-                "INSERT INTO meme_vectors (id, meme_id, md5_hash, collection, embedding_model, "
-                "qdrant_point_id, status) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (md5_hash, collection) DO UPDATE SET embedding_model = excluded.embedding_model, "
-                "qdrant_point_id = excluded.qdrant_point_id, status = excluded.status",
-                (vector.id, vector.meme_id, vector.md5_hash, vector.collection, vector.embedding_model,
-                 vector.qdrant_point_id, vector.status),
-            )
-            await s.execute("UPDATE memes SET status = 'active', updated_at = CURRENT_TIMESTAMP WHERE id = ?",
-                            (vector.meme_id,))
-        return not existed
+            for vector in vectors:
+                existed = await s.fetchone(
+                    "SELECT 1 AS x FROM meme_vectors WHERE md5_hash = ? AND collection = ?",
+                    (vector.md5_hash, vector.collection)) is not None
+                await s.execute(
+                    "INSERT INTO meme_vectors (id, meme_id, md5_hash, collection, embedding_model, "
+                    "qdrant_point_id, status) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (md5_hash, collection) DO UPDATE SET embedding_model = excluded.embedding_model, "
+                    "qdrant_point_id = excluded.qdrant_point_id, status = excluded.status",
+                    (vector.id, vector.meme_id, vector.md5_hash, vector.collection, vector.embedding_model,
+                     vector.qdrant_point_id, vector.status),
+                )
+                await s.execute(
+                    "UPDATE memes SET status = 'active', updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+                    (vector.meme_id,))
+                new.append(not existed)
+        return new
 
     async def delete_vector(self, md5: str, collection: str) -> None:
         async with self.session() as s:

@@ -1,14 +1,16 @@
 """S3-compatible object storage through boto3: AWS S3, Cloudflare R2, MinIO, moto.
 
-boto3 blocks, so each call runs in a worker thread (boto3 clients are
-thread-safe); one client serves the crawl.
+boto3 blocks, so each call runs in a thread of the store's own pool (boto3
+clients are thread-safe); one client serves the crawl. The pool is sized for
+uploads in flight: at ~500 ms an upload, a handful of threads would cap the
+whole crawl.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from emomo.blocking import DedicatedThread
 from emomo.config import StorageConfig
 from emomo.errors import BackendUnavailable, ConfigError
 
@@ -35,6 +37,7 @@ class S3ObjectStore:
         self.public_url = config.public_url
         region = config.region or ("auto" if config.type == "r2" else "us-east-1")
         self.region = region
+        self._threads = DedicatedThread("emomo-s3", workers=config.max_connections)
         import boto3
         from botocore.config import Config
 
@@ -45,7 +48,7 @@ class S3ObjectStore:
             aws_access_key_id=config.access_key or None,
             aws_secret_access_key=config.secret_key or None,
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
-                          max_pool_connections=32),
+                          max_pool_connections=config.max_connections),
         )
 
     def _error_code(self, exc: Exception) -> str:
@@ -78,7 +81,7 @@ class S3ObjectStore:
         self._client.create_bucket(**kwargs)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        await self._threads.run(self._open)
 
     def _exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -100,19 +103,19 @@ class S3ObjectStore:
         return True
 
     async def put(self, key: str, data: bytes, content_type: str) -> bool:
-        return await asyncio.to_thread(self._put, key, data, content_type)
+        return await self._threads.run(self._put, key, data, content_type)
 
     async def get(self, key: str) -> bytes:
         def get() -> bytes:
             body: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             return body
-        return await asyncio.to_thread(get)
+        return await self._threads.run(get)
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._exists, key)
+        return await self._threads.run(self._exists, key)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
+        await self._threads.run(lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
 
     def _keys(self) -> list[str]:
         keys: list[str] = []
@@ -121,7 +124,7 @@ class S3ObjectStore:
         return sorted(keys)
 
     async def keys(self) -> list[str]:
-        return await asyncio.to_thread(self._keys)
+        return await self._threads.run(self._keys)
 
     def url(self, key: str) -> str:
         if self.public_url:
@@ -131,4 +134,5 @@ class S3ObjectStore:
         return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._client.close)
+        await self._threads.run(self._client.close)
+        self._threads.shutdown()
