@@ -104,7 +104,8 @@ class IngestConfig:
     max_image_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     ocr_min_score: float = 0.5
-    ocr_threads: int = 1
+    #: OCR threads, each with a single-threaded engine; 0: one per core
+    ocr_threads: int = 0
     #: micro-batching across items: the longest a piece waits for company (seconds). An
     #: embedding call costs ~500 ms over an API, so waiting a little for a fuller batch is cheap.
     embed_max_wait: float = 0.4

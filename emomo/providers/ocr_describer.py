@@ -8,6 +8,7 @@ models; nothing is downloaded.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,7 +37,9 @@ class OCRDescriber:
     def __init__(self, config: VLMConfig, ingest: IngestConfig) -> None:
         self.model = f"local-ocr/{config.model}"
         self.min_score = ingest.ocr_min_score
-        self.threads = max(1, ingest.ocr_threads)
+        # One engine per core beats one engine using every core: small memes leave
+        # onnxruntime's intra-op threads idle (3.6 vs 5.7 memes/s on 2 cores, bench/ingest.py).
+        self.threads = ingest.ocr_threads or os.cpu_count() or 1
         self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="emomo-ocr")
         # One engine per thread: onnxruntime sessions are shared-safe, but
         # RapidOCR keeps per-call state on the object.
