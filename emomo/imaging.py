@@ -87,7 +87,7 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
                 animated = bool(getattr(im, "is_animated", False))
                 if animated:
                     # Seeking decodes every frame: a truncated animation fails here.
-                    for frame in range(1, im.n_frames):
+                    for frame in range(1, getattr(im, "n_frames", 1)):
                         im.seek(frame)
                         im.load()
     except ImageError:

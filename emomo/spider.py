@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import scrapy
-from scrapy.settings import BaseSettings
 from scrapy.exceptions import UsageError
+from scrapy.settings import BaseSettings
 
 from emomo.config import EmomoConfig
 from emomo.ingest.runtime import IngestRuntime, check_backends, config_from_settings, runtime_for
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 from scrapy import signals
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.statscollectors import StatsCollector
-    from typing_extensions import Self
 
 logger = logging.getLogger("emomo.ingest")
 
@@ -41,10 +42,10 @@ class IngestSummary:
         total = sum(counts.values())
         timings = []
         for stage in TIMED_STAGES:
-            seconds = float(self.stats.get_value(f"emomo/{stage}/seconds", 0.0))
+            ms = int(self.stats.get_value(f"emomo/{stage}/ms", 0))
             n = int(self.stats.get_value(f"emomo/{stage}/items", 0))
             if n:
-                timings.append(f"{stage} {1000 * seconds / n:.0f} ms")
+                timings.append(f"{stage} {ms / n:.0f} ms")
         logger.info(
             "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed "
             "(%d items; %s)%s",

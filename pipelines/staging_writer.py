@@ -7,33 +7,28 @@ Switched on by a spider's ``-a output=staging`` (it replaces ITEM_PIPELINES with
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
 
-from emomo.errors import InvalidImage
-from emomo.imaging import ImageError, read_image
+from emomo.config import IngestConfig
 from emomo.ingest.runtime import config_from_settings
-from emomo.ingest.stage import item_source
+from emomo.ingest.stage import read_item_image
 from emomo.sources.staging import StagingWriter
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
-
-logger = logging.getLogger("emomo.staging")
-
 
 class StagingWriterPipeline:
     """Reads ``EMOMO_STAGING_SOURCE`` (the folder's name under sources.staging.path)."""
 
-    def __init__(self, crawler: Crawler, writer: StagingWriter, max_bytes: int, max_pixels: int) -> None:
+    def __init__(self, crawler: Crawler, writer: StagingWriter, limits: IngestConfig) -> None:
         self.crawler = crawler
         self.writer = writer
-        self.max_bytes = max_bytes
-        self.max_pixels = max_pixels
+        self.limits = limits
         assert crawler.stats is not None
         self.stats = crawler.stats
 
@@ -42,19 +37,11 @@ class StagingWriterPipeline:
         config = config_from_settings(crawler.settings)
         source = crawler.settings.get("EMOMO_STAGING_SOURCE")
         folder = os.path.join(config.sources.staging.path, source)
-        return cls(crawler, StagingWriter(folder), config.ingest.max_image_bytes, config.ingest.max_pixels)
+        return cls(crawler, StagingWriter(folder), config.ingest)
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        source = item_source(adapter)
-        try:
-            body, info = await asyncio.to_thread(
-                read_image, adapter.get("body"), adapter.get("path"), self.max_bytes, self.max_pixels)
-        except ImageError as exc:
-            self.stats.inc_value("emomo/staging_writer/invalid")
-            self.stats.inc_value("emomo/ingest/invalid")
-            logger.warning("Invalid image %s: %s", source, exc, extra={"spider": self.crawler.spider})
-            raise InvalidImage(f"{source}: {exc}") from None
+        body, info = await read_item_image(adapter, self.limits, self.stats, self.crawler.spider)
         item_id = str(adapter["source_id"])
         written = await asyncio.to_thread(
             self.writer.write, item_id, body, info.format, adapter.get("category") or "",

@@ -18,9 +18,10 @@ from emomo.sources import fabiaoqing as site
 from emomo.spider import MemeSpider, flag, positive_int
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from typing_extensions import Self
 
 
 class FabiaoqingSpider(MemeSpider):

@@ -97,18 +97,20 @@ def render_page(mirror: Mirror, page: int) -> str:
     )
 
 
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def _site_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
-    class Site(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return None
-
-        def send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Site(_Handler):
         def do_GET(self) -> None:
             with mirror.lock:
                 mirror.site_log.append(self.path)
@@ -132,17 +134,7 @@ def _site_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
 def _image_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
     kinds = {e.name: e.kind for entries in mirror.pages.values() for e in entries}
 
-    class Images(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return None
-
-        def send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Images(_Handler):
         def do_GET(self) -> None:
             referer = self.headers.get("Referer")
             with mirror.lock:

@@ -44,7 +44,7 @@ def make_tree(root: Path) -> Tree:
     # Files a real clone holds that are no memes: skipped without a word.
     skipped = {
         f"{cat}.zip": b"PK\x03\x04" + b"\x00" * 40,
-        "README.md": "# ChineseBQB".encode(),
+        "README.md": b"# ChineseBQB",
         "build.js": b"console.log(1)",
         ".DS_Store": b"\x00\x00\x00\x01Bud1",
         "README/readme-image.png": meme_bytes("说明图片", 1, "png"),

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import REPO, assert_consistent, read_state
 from memegen import CAPTIONS, CATEGORIES, build_tree, meme_bytes
-from servers import bin_path, free_port, process
+from servers import bin_path, free_port
 
 COLLECTION = "emomo-e5-small"
 
@@ -44,7 +43,7 @@ class Scrapyd:
     def wait(self, *jobs: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            listing = self.call(f"listjobs.json?project=emomo")
+            listing = self.call("listjobs.json?project=emomo")
             finished = {j["id"] for j in listing["finished"]}
             if set(jobs) <= finished:
                 return

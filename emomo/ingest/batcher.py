@@ -70,7 +70,7 @@ class MicroBatcher(Generic[T, R]):
             logger.debug("%s: a batch of %d failed (%s); sending each alone", self.name, len(batch), exc)
             await asyncio.gather(*(self._send([entry]) for entry in batch))
             return
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

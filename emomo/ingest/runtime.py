@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -21,8 +22,6 @@ from emomo.providers.retry import ProviderError
 from emomo.repositories import MemeRecord, MemeRepository
 from emomo.repositories.qdrant import QdrantRepository
 from emomo.storage import ObjectStore
-
-from collections.abc import Awaitable, Callable, Coroutine
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

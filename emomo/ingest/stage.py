@@ -8,6 +8,7 @@ log line with the item's source and the cause, ``emomo/<stage>/failed`` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,12 +17,16 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import NotConfigured
 
 from emomo import defaults
-from emomo.errors import ConfigError, IngestDrop, StageFailed
+from emomo.config import IngestConfig
+from emomo.errors import ConfigError, IngestDrop, InvalidImage, StageFailed
+from emomo.imaging import ImageError, ImageInfo, read_image
 from emomo.ingest.runtime import IngestRuntime, ItemState, runtime_for
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
+    from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger("emomo.ingest")
 
@@ -30,6 +35,21 @@ def item_source(adapter: ItemAdapter) -> str:
     """How a log line names the item: its file, else its URL, else its source id."""
     return str(adapter.get("path") or adapter.get("url") or
                f"{adapter.get('source_type')}:{adapter.get('source_id')}")
+
+
+async def read_item_image(adapter: ItemAdapter, limits: IngestConfig, stats: StatsCollector,
+                          spider: Any) -> tuple[bytes, ImageInfo]:
+    """The item's bytes and what they hold; a bad file is logged with its source,
+    counted (``emomo/read/invalid``) and dropped (InvalidImage)."""
+    try:
+        return await asyncio.to_thread(
+            read_image, adapter.get("body"), adapter.get("path"), limits.max_image_bytes, limits.max_pixels)
+    except ImageError as exc:
+        source = item_source(adapter)
+        stats.inc_value("emomo/read/invalid")
+        stats.inc_value("emomo/ingest/invalid")
+        logger.warning("Invalid image %s: %s", source, exc, extra={"spider": spider})
+        raise InvalidImage(f"{source}: {exc}") from None
 
 
 class Stage:
@@ -93,7 +113,7 @@ class Stage:
             raise StageFailed(f"{self.name} failed for {source}: {exc}") from exc
         finally:
             # Wall time per stage, summed: the ingest summary divides it by the items.
-            self.stats.inc_value(f"emomo/{self.name}/seconds", time.perf_counter() - started, start=0.0)
+            self.stats.inc_value(f"emomo/{self.name}/ms", round((time.perf_counter() - started) * 1000))
             self.stats.inc_value(f"emomo/{self.name}/items")
         return item
 

@@ -13,8 +13,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import datetime, timezone
 from typing import Any
 
 MANIFEST = "manifest.jsonl"
@@ -128,7 +128,7 @@ class StagingWriter:
         line = json.dumps({
             "id": item_id, "filename": filename, "category": category, "tags": tags,
             "source_url": source_url, "is_animated": is_animated, "format": fmt,
-            "crawled_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "crawled_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }, ensure_ascii=False)
         with self._lock, open(self.folder / MANIFEST, "a", encoding="utf-8") as f:
             f.write(line + "\n")
