@@ -349,7 +349,10 @@ def test_a_refused_vlm_key_stops_the_crawl_and_leaves_memes_pending(stack: Stack
                                                                      tree: tuple[Path, list[Planted]]) -> None:
     root, _ = tree
     use_jina_key(stack.api)  # the fake now accepts only the Jina key: the VLM's is refused
-    run = stack.crawl("chinesebqb", "-a", f"repo_path={root}", env=stack.env())
+    run = scrapy(stack.workdir, "crawl", "chinesebqb", "-a", f"repo_path={root}", "-s", stack.write_config(),
+                 env=stack.env())
+    assert run.returncode == 1  # stopped early
+    assert_no_keys(run.stdout + run.stderr)
     assert "Stopping the crawl: describe failed: vlm test/vision-model" in run.log
     assert "the API key was refused (HTTP 401); check OPENAI_API_KEY" in run.log
     assert run.stats.get("emomo/ingest/processed", 0) == 0
