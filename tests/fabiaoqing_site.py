@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class Mirror:
     lock: threading.Lock = field(default_factory=threading.Lock)
     site_url: str = ""
     image_url: str = ""
+    #: seconds the image host takes per image
+    delay: float = 0.0
 
     def valid(self) -> dict[str, Listed]:
         """Image URL -> entry, for the distinct images that should be ingested (those listed
@@ -147,6 +150,7 @@ def _image_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 return
             name = self.path.rsplit("/", 1)[-1]
             kind = kinds.get(name)
+            time.sleep(mirror.delay)
             if kind is None or kind == "missing":
                 self.send(404, b"<h1>404</h1>", "text/html")
             elif kind == "html":

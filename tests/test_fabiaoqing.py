@@ -125,3 +125,17 @@ def test_resume_continues_after_the_last_page_done(tmp_path: Path, mirror: Mirro
     assert partial < final.active_md5s()
     assert final.active_md5s() == {mirror.md5(e.name) for e in mirror.valid().values()}
     assert resumed.stat("emomo/fabiaoqing/cursor") == 4
+
+
+def test_jobdir_resumes_an_interrupted_crawl(tmp_path: Path, mirror: Mirror) -> None:
+    mirror.delay = 0.3
+    # Stopped after three items, one download at a time: requests wait in JOBDIR's queue.
+    first = fabiaoqing(tmp_path, mirror, "-s", "JOBDIR=job", "-s", "CLOSESPIDER_ITEMCOUNT=3",
+                       "-s", "CONCURRENT_REQUESTS=1")
+    assert first.stats.get("emomo/ingest/processed", 0) < 14
+    done = set(image_requests(mirror))
+    mirror.image_log.clear()
+    fabiaoqing(tmp_path, mirror, "-s", "JOBDIR=job")
+    again = image_requests(mirror)
+    assert again and not set(again) & done  # nothing downloaded twice
+    assert read_state(tmp_path).active_md5s() == {mirror.md5(e.name) for e in mirror.valid().values()}
