@@ -34,22 +34,12 @@ def config_from_settings(settings: BaseSettings) -> EmomoConfig:
 
 
 async def check_backends(config: EmomoConfig, embedding: EmbeddingConfig) -> None:
-    """Open the index, the database and the store, create or check the
-    embedding's collection, then let go: what a crawl's start would find."""
-    index = clients.build_index(config)
-    repo = clients.build_repository(config)
-    store = clients.build_store(config)
-    embedder = clients.build_embedder(embedding)
+    """Open what a crawl's start opens, then let go: the checks run before any crawler exists."""
+    runtime = IngestRuntime(config, embedding)
     try:
-        # The embedder first: a collection is never created with a dimension it would not fill.
-        await probe_embedder(embedder, embedding)
-        await index.open()
-        await index.ensure_collection(embedding.collection, embedding.dimensions, embedding.name)
-        await repo.open()
-        await store.open()
+        await runtime.open()
     finally:
-        for closer in (embedder.close, store.close, repo.close, index.close):
-            await closer()
+        await runtime.close()
 
 
 async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None:
@@ -183,6 +173,7 @@ class IngestRuntime:
             self._opened = True
 
     async def _open(self) -> None:
+        # The embedder first: a collection is never created with a dimension it would not fill.
         await probe_embedder(self.embedder, self.embedding)
         await self.index.open()
         await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)

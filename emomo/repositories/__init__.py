@@ -69,15 +69,11 @@ class MemeRepository(Protocol):
         """Insert or replace each (md5, collection) vector row and mark its meme active,
         in one transaction; for each, True when its row is new."""
 
-    async def delete_vector(self, md5: str, collection: str) -> None: ...
-
     async def count_memes(self) -> dict[str, int]:
         """Memes by status; every status present, zero when none."""
 
     async def count_vectors(self) -> dict[str, int]:
         """meme_vectors rows by collection."""
-
-    async def vector_point_ids(self, collection: str) -> set[str]: ...
 
     async def all_memes(self) -> list[MemeRecord]: ...
 

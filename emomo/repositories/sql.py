@@ -181,10 +181,6 @@ class SQLMemeRepository(ABC):
                 new.append(not existed)
         return new
 
-    async def delete_vector(self, md5: str, collection: str) -> None:
-        async with self.session() as s:
-            await s.execute("DELETE FROM meme_vectors WHERE md5_hash = ? AND collection = ?", (md5, collection))
-
     async def count_memes(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         async with self.session() as s:
@@ -197,11 +193,6 @@ class SQLMemeRepository(ABC):
             rows = await s.fetchall(
                 "SELECT collection, COUNT(*) AS n FROM meme_vectors GROUP BY collection ORDER BY collection")
         return {r["collection"]: int(r["n"]) for r in rows}
-
-    async def vector_point_ids(self, collection: str) -> set[str]:
-        async with self.session() as s:
-            rows = await s.fetchall("SELECT qdrant_point_id FROM meme_vectors WHERE collection = ?", (collection,))
-        return {r["qdrant_point_id"] for r in rows}
 
     async def source_ids(self, source_type: str) -> set[str]:
         """Every source id recorded for ``source_type`` (a spider skips them before downloading)."""

@@ -22,12 +22,7 @@ class ObjectStore(Protocol):
 
     async def get(self, key: str) -> bytes: ...
 
-    async def exists(self, key: str) -> bool: ...
-
     async def delete(self, key: str) -> None: ...
-
-    async def keys(self) -> list[str]:
-        """Every key in the store (for verification and tests; may be slow on big stores)."""
 
     def url(self, key: str) -> str:
         """The URL a user opens to see the object."""

@@ -66,21 +66,8 @@ class LocalObjectStore:
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self._path(key).read_bytes)
 
-    async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._path(key).exists)
-
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
-
-    def _keys(self) -> list[str]:
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
-            if p.is_file() and p.relative_to(self.root).parts[0] != _TMP_DIR
-        )
-
-    async def keys(self) -> list[str]:
-        return await asyncio.to_thread(self._keys)
 
     def url(self, key: str) -> str:
         if self.public_url:

@@ -111,20 +111,8 @@ class S3ObjectStore:
             return body
         return await self._threads.run(get)
 
-    async def exists(self, key: str) -> bool:
-        return await self._threads.run(self._exists, key)
-
     async def delete(self, key: str) -> None:
         await self._threads.run(lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
-
-    def _keys(self) -> list[str]:
-        keys: list[str] = []
-        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return sorted(keys)
-
-    async def keys(self) -> list[str]:
-        return await self._threads.run(self._keys)
 
     def url(self, key: str) -> str:
         if self.public_url:
