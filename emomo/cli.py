@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from scrapy.commands import ScrapyCommand
-from scrapy.exceptions import UsageError
 
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError
 from emomo.ingest.runtime import config_from_settings
+from emomo.logmask import SecretMask, printable
 
 T = TypeVar("T")
 
@@ -30,15 +31,25 @@ class EmomoCommand(ScrapyCommand):
         super().add_options(parser)
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    mask: SecretMask = SecretMask(())
+
     def config(self) -> EmomoConfig:
         assert self.settings is not None
         try:
-            return config_from_settings(self.settings)
+            config = config_from_settings(self.settings)
         except ConfigError as exc:
-            raise UsageError(str(exc), print_help=False) from None
+            self.refuse(str(exc))
+        self.mask = SecretMask(config.secrets()).install()
+        return config
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             return asyncio.run(coro)
         except ConfigError as exc:
-            raise UsageError(str(exc), print_help=False) from None
+            self.refuse(str(exc))
+
+    def refuse(self, message: str) -> NoReturn:
+        """Exit 2 with one line on stderr: the cause, naming the key and the fix (argparse's
+        ``parser.error`` would print a usage block before it), never a secret."""
+        sys.stderr.write(f"scrapy: error: {printable(self.mask.mask(message))}\n")
+        raise SystemExit(2)

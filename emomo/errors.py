@@ -17,6 +17,10 @@ class BackendUnavailable(ConfigError):
     """A backend could not be opened at start (locked folder, unreachable server)."""
 
 
+class SourceUnreadable(Exception):
+    """The source cannot be read at all (its folder or manifest): the crawl cannot go on."""
+
+
 class IngestDrop(DropItem):
     """Base of our drops. The stage has logged the cause on its own line already,
     so Scrapy's own "Dropped:" line (with the whole item) goes to DEBUG."""

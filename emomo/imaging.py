@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -35,9 +36,27 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 
 SNIFF_BYTES = 16
 
+#: image formats memes come in that we do not ingest: named when skipped, never silent
+UNSUPPORTED_SUFFIXES: dict[str, str] = {
+    ".svg": "SVG", ".svgz": "SVG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ico": "ICO",
+    ".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".psd": "PSD", ".jxl": "JPEG XL",
+}
+_UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"),
+    (b"<svg", "SVG"), (b"8BPS", "PSD"),
+)
+
 
 class ImageError(ValueError):
-    """The bytes are not an image we can ingest; the message says why."""
+    """The bytes are not an image we can ingest; the message says why.
+
+    ``kind`` is the stats outcome: ``invalid`` (the bytes), ``unreadable`` (the file
+    system refused) or ``not_regular`` (a FIFO, device or socket, never opened for reading).
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,11 @@ def sniff_format(head: bytes) -> str | None:
                 continue
             return fmt
     return None
+
+
+def sniff_unsupported(head: bytes) -> str | None:
+    """The name of an image format we do not ingest, if ``head`` starts one."""
+    return next((name for magic, name in _UNSUPPORTED_MAGIC if head.startswith(magic)), None)
 
 
 def probe(data: bytes, max_pixels: int) -> ImageInfo:
@@ -95,7 +119,8 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"refused by the decompression-bomb guard: {exc}") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(f"not an image (starts with {data[:8]!r})") from None
+        # Never the bytes themselves: the file may be a secret a link pointed at.
+        raise ImageError("not an image (no known image signature)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"broken or truncated image: {exc}") from None
     return ImageInfo(digest, fmt, width, height, animated, len(data))
@@ -111,19 +136,54 @@ def first_frame_rgb(data: bytes) -> Image.Image:
 
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+
+
+def read_file(path: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` of the regular file at ``path``.
+
+    Opened without blocking and checked on the open descriptor: a FIFO or a device is
+    refused before a single read (a FIFO would wait forever, /dev/zero never ends), and a
+    file that changed between the walk and now is judged by what was opened. The read is
+    bounded whatever ``stat`` says: /proc's files report 0 bytes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageError(f"cannot read the file: {exc.strerror or exc}", "unreadable") from None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ImageError(f"not a regular file ({file_kind(mode)}): refused", "not_regular")
+            os.set_blocking(fd, True)
+            chunks: list[bytes] = []
+            size = 0
+            while size <= max_bytes:
+                chunk = f.read(min(1 << 20, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise ImageError(f"cannot read the file: {exc.strerror or exc}", "unreadable") from None
+    if size > max_bytes:
+        raise ImageError(f"file of more than {max_bytes} bytes is over ingest.max_image_bytes={max_bytes}")
+    return b"".join(chunks)
+
+
 def read_image(body: bytes | None, path: str | None, max_bytes: int, max_pixels: int) -> tuple[bytes, ImageInfo]:
     """The item's bytes (``body``, else the file at ``path``) and what they hold."""
     if body is None:
         if not path:
             raise ImageError("the item has neither body nor path")
-        try:
-            size = os.stat(path).st_size
-            if size > max_bytes:
-                raise ImageError(f"file of {size} bytes is over ingest.max_image_bytes={max_bytes}")
-            with open(path, "rb") as f:
-                body = f.read()
-        except OSError as exc:
-            raise ImageError(f"cannot read the file: {exc.strerror or exc}") from None
+        body = read_file(path, max_bytes)
     elif len(body) > max_bytes:
         raise ImageError(f"body of {len(body)} bytes is over ingest.max_image_bytes={max_bytes}")
     return body, probe(body, max_pixels)

@@ -8,11 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import scrapy
-from scrapy.exceptions import UsageError
+from scrapy import signals
+from scrapy.exceptions import CloseSpider, UsageError
 from scrapy.settings import BaseSettings
 
 from emomo.config import EmomoConfig
+from emomo.errors import SourceUnreadable
 from emomo.ingest.runtime import IngestRuntime, check_backends, config_from_settings, runtime_for
+from emomo.logmask import SecretMask
 
 if TYPE_CHECKING:
     from typing import Self
@@ -44,11 +47,27 @@ def positive_int(name: str, value: Any) -> int | None:
     return number
 
 
+def positive_setting(settings: BaseSettings, name: str) -> int:
+    """A Scrapy setting that must be a positive whole number (0 would stall the crawl)."""
+    try:
+        value = settings.getint(name)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UsageError(f"{name} must be a positive whole number, got {settings.get(name)}")
+    return value
+
+
+#: the finish reason of a crawl whose source could not be read (exit code 2, as a refused start)
+SOURCE_UNREADABLE = "source_unreadable"
+
+
 class MemeSpider(scrapy.Spider):
     """Arguments: ``embedding=NAME`` (which embedding configuration to write),
     ``limit=N`` (at most N items), ``force=1`` (embed again what is indexed)."""
 
     config: EmomoConfig
+    mask: SecretMask
 
     def __init__(self, *args: Any, embedding: str = "", limit: Any = None, force: Any = None,
                  **kwargs: Any) -> None:
@@ -67,12 +86,17 @@ class MemeSpider(scrapy.Spider):
         if spider.force:
             crawler.settings.set("EMOMO_FORCE", True, priority="spider")
         spider.configure(crawler.settings)
+        # Scrapy installs its root log handler again after building the spider: mask that one.
+        crawler.signals.connect(spider.mask.install, signal=signals.engine_started)
         return spider
 
     def configure(self, settings: BaseSettings) -> None:
         """Load the config and check the arguments against it: an unknown
         embedding, a missing key or a missing folder fails in the first second."""
+        for name in ("CONCURRENT_ITEMS",):
+            positive_setting(settings, name)
         self.config = config_from_settings(settings)
+        self.mask = SecretMask(self.config.secrets()).install()
         self.config.embedding(self.embedding or settings.get("EMOMO_EMBEDDING") or None)
         self.setup()
 
@@ -106,13 +130,24 @@ class MemeSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[Any]:
         runtime = self.runtime()
-        async for item in self.items():
-            # Each item waits for room in the pipelines: memory stays flat on a big source.
-            if not await runtime.admit(item):
-                self.logger.warning("Not reading further: %s", runtime.stop_cause)
-                break
-            yield item
+        try:
+            async for item in self.items():
+                # Each item waits for room in the pipelines: memory stays flat on a big source.
+                if not await runtime.admit(item):
+                    self.logger.warning("Not reading further: %s", runtime.stop_cause)
+                    break
+                yield item
+        except SourceUnreadable as exc:
+            # The check before the crawl passed; the source went away since. Nothing more can be read.
+            self.logger.error("Cannot read the source: %s", exc)
+            raise CloseSpider(SOURCE_UNREADABLE) from None
 
     def count(self, outcome: str) -> None:
         assert self.crawler.stats is not None
         self.crawler.stats.inc_value(f"emomo/{self.name}/{outcome}")
+
+    def skip(self, kind: str, path: str, reason: str) -> None:
+        """A file or line of the source not taken: said once with its place, counted by kind
+        (``emomo/<spider>/skipped/<kind>``, named again in the ingest summary)."""
+        self.count(f"skipped/{kind}")
+        self.logger.warning("Skipped %s: %s", path, reason)

@@ -46,11 +46,16 @@ class IngestSummary:
             n = int(self.stats.get_value(f"emomo/{stage}/items", 0))
             if n:
                 timings.append(f"{stage} {ms / n:.0f} ms")
+        # What the spider itself did not take (links out, unreadable files, bad manifest lines).
+        prefix = f"emomo/{spider.name}/skipped/" if spider is not None else "emomo//skipped/"
+        skipped = sorted((key[len(prefix):], int(value)) for key, value in self.stats.get_stats().items()
+                         if key.startswith(prefix))
         logger.info(
             "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed "
-            "(%d items; %s)%s",
+            "(%d items; %s)%s%s",
             counts["processed"], counts["pending"], counts["duplicate"], counts["invalid"], counts["failed"],
             total, reason,
+            f"; skipped by the spider: {', '.join(f'{n} {kind}' for kind, n in skipped)}" if skipped else "",
             f"; per item: {', '.join(timings)}" if timings else "",
             extra={"spider": spider},
         )

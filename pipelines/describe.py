@@ -9,6 +9,7 @@ from itemadapter import ItemAdapter
 
 from emomo.ingest.stage import Stage
 from emomo.providers import DescribeContext
+from emomo.text import clean_text
 
 
 class DescribePipeline(Stage):
@@ -23,7 +24,11 @@ class DescribePipeline(Stage):
         context = DescribeContext(source=state.source, category=adapter.get("category") or "",
                                   tags=list(adapter.get("tags") or []))
         try:
-            description = (await describer.describe(adapter["body"], adapter["format"], context)).strip()
+            description, cut = clean_text(await describer.describe(adapter["body"], adapter["format"], context),
+                                          self.runtime.config.ingest.max_description_chars)
+            if cut:
+                # A description is embedded: its length is the embedder's time.
+                self.count("truncated")
             if not description:
                 raise ValueError(f"describer {describer.model} returned an empty description")
         except Exception as exc:

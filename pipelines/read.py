@@ -6,14 +6,14 @@ from typing import Any
 
 from itemadapter import ItemAdapter
 
-from emomo.ingest.stage import Stage, item_source, read_item_image
+from emomo.ingest.stage import Stage, item_source, read_item
 
 
 class ReadPipeline(Stage):
     name = "read"
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
-        body, info = await read_item_image(adapter, self.runtime.config.ingest, self.stats, self.crawler.spider)
+        body, info = await read_item(adapter, self.runtime.config.ingest, self.stats, self.crawler.spider)
         adapter.update({
             "body": body, "md5": info.md5, "format": info.format, "width": info.width,
             "height": info.height, "is_animated": info.is_animated, "file_size": info.file_size,

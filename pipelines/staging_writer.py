@@ -14,7 +14,7 @@ from itemadapter import ItemAdapter
 
 from emomo.config import IngestConfig
 from emomo.ingest.runtime import config_from_settings
-from emomo.ingest.stage import read_item_image
+from emomo.ingest.stage import read_item
 from emomo.sources.staging import StagingWriter
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class StagingWriterPipeline:
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        body, info = await read_item_image(adapter, self.limits, self.stats, self.crawler.spider)
+        body, info = await read_item(adapter, self.limits, self.stats, self.crawler.spider)
         item_id = str(adapter["source_id"])
         written = await asyncio.to_thread(
             self.writer.write, item_id, body, info.format, adapter.get("category") or "",

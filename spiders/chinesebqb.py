@@ -9,8 +9,9 @@ from typing import Any
 
 from scrapy.exceptions import UsageError
 
+from emomo.errors import SourceUnreadable
 from emomo.items import MemeItem
-from emomo.sources.chinesebqb import walk
+from emomo.sources.chinesebqb import BQBFile, walk
 from emomo.spider import MemeSpider
 
 
@@ -32,7 +33,14 @@ class ChineseBQBSpider(MemeSpider):
             )
 
     async def items(self) -> AsyncIterator[Any]:
-        files = await asyncio.to_thread(lambda: list(walk(self.repo_path)))
+        try:
+            found = await asyncio.to_thread(lambda: list(walk(self.repo_path)))
+        except OSError as exc:
+            raise SourceUnreadable(f"{self.repo_path}: {exc}") from None
+        files = [f for f in found if isinstance(f, BQBFile)]
+        for skipped in found:
+            if not isinstance(skipped, BQBFile):
+                self.skip(skipped.kind, skipped.path, skipped.reason)
         self.logger.info("Found %d image files under %s", len(files), self.repo_path)
         for f in files[: self.limit]:
             self.count("yielded")

@@ -169,13 +169,12 @@ class FabiaoqingSpider(MemeSpider):
         request = failure.request  # type: ignore[attr-defined]
         if failure.check(HttpError):
             status = failure.value.response.status
-            outcome, reason = f"image_http_{status}", f"HTTP {status}"
+            kind, reason = f"http_{status}", f"not downloaded: HTTP {status}"
         elif failure.check(DownloadCancelledError):
-            outcome, reason = "image_too_large", str(failure.value)
+            kind, reason = "too_large", f"not downloaded: {failure.value}"
         else:
-            outcome, reason = "image_error", f"{failure.type.__name__}: {failure.value}"
-        self.count(outcome)
-        self.logger.warning("Image %s not downloaded: %s", request.url, reason)
+            kind, reason = "download_error", f"not downloaded: {failure.type.__name__}: {failure.value}"
+        self.skip(kind, request.url, reason)
         self.tracker.image_done(request.cb_kwargs["page"])
 
     def _item_done(self, item: Any, **_: Any) -> None:

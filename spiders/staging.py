@@ -10,7 +10,7 @@ from typing import Any
 from scrapy.exceptions import UsageError
 
 from emomo.items import MemeItem
-from emomo.sources.staging import MANIFEST, StagingProblem, read_manifest
+from emomo.sources.staging import MANIFEST, ManifestUnreadable, StagingProblem, open_manifest, read_manifest
 from emomo.spider import MemeSpider
 
 
@@ -29,9 +29,13 @@ class StagingSpider(MemeSpider):
             raise UsageError("pass -a source=ID: the staging folder's name, e.g. -a source=fabiaoqing")
         base = self.staging_path or self.config.sources.staging.path
         self.folder = os.path.join(os.path.abspath(base), self.source)
-        if not os.path.isfile(os.path.join(self.folder, MANIFEST)):
+        if not os.path.lexists(os.path.join(self.folder, MANIFEST)):
             raise UsageError(f"no {MANIFEST} in {self.folder}: check -a source / -a staging_path "
                              "or sources.staging.path")
+        try:
+            open_manifest(self.folder).close()
+        except ManifestUnreadable as exc:
+            raise UsageError(str(exc)) from None
 
     async def items(self) -> AsyncIterator[Any]:
         entries = await asyncio.to_thread(lambda: list(read_manifest(self.folder)))
@@ -39,8 +43,7 @@ class StagingSpider(MemeSpider):
         yielded = 0
         for entry in entries:
             if isinstance(entry, StagingProblem):
-                self.count(entry.kind)
-                self.logger.warning("%s %s; skipped", manifest, entry.message)
+                self.skip(entry.kind, manifest, entry.message)
                 continue
             if self.limit is not None and yielded >= self.limit:
                 break

@@ -109,6 +109,8 @@ class Faults:
     throttle_first: bool = False
     retry_after: str = "0.2"
     delay: float = 0.0
+    #: answer 400 with a long body that echoes the request's Authorization header (as some proxies do)
+    echo: bool = False
 
 
 @dataclass
@@ -193,6 +195,10 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                                      "system": body["messages"][0]["content"]})
             if faults.delay:
                 time.sleep(faults.delay)
+            if faults.echo:
+                self.reply(400, {"error": {"message": f"bad request from {self.headers.get('Authorization')}",
+                                           "padding": "x" * 5000}})
+                return
             if faults.throttle_first and first:
                 self.reply(429, {"error": {"message": "rate limited"}}, {"Retry-After": faults.retry_after})
                 return

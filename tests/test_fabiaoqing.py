@@ -56,8 +56,8 @@ def test_crawl_ingests_every_distinct_valid_image_with_its_title(tmp_path: Path,
     assert all(ref == mirror.site_url + "/" for path, ref in mirror.image_log if path != "/robots.txt")
     assert len(image_requests(mirror)) == 17  # 18 listed, one listed twice
 
-    assert run.stat("emomo/fabiaoqing/image_http_404") == 1
-    assert run.stat("emomo/fabiaoqing/image_too_large") == 1
+    assert run.stat("emomo/fabiaoqing/skipped/http_404") == 1
+    assert run.stat("emomo/fabiaoqing/skipped/too_large") == 1
     assert run.stat("emomo/read/invalid") == 1  # the HTML body
     assert run.stat("emomo/ingest/processed") == 14
     broken = {e.kind: f"{mirror.image_url}/bmiddle/{e.name}" for entries in mirror.pages.values()

@@ -52,9 +52,9 @@ def test_staging_folder_ingests_good_lines_and_reports_bad_ones_by_line(tmp_path
     assert any("line 6: file" in w and "gone.jpg does not exist" in w for w in warnings)
     assert any("line 7: filename '../../secret.png' escapes" in w for w in warnings)
     assert any("line 8: field 'tags' must be a list" in w for w in warnings)
-    assert run.stat("emomo/staging/invalid_line") == 2
-    assert run.stat("emomo/staging/missing_file") == 1
-    assert run.stat("emomo/staging/unsafe_filename") == 1
+    assert run.stat("emomo/staging/skipped/invalid_line") == 2
+    assert run.stat("emomo/staging/skipped/missing_file") == 1
+    assert run.stat("emomo/staging/skipped/unsafe_filename") == 1
     assert run.stat("emomo/ingest/processed") == 4
 
     hits = json.loads(scrapy(tmp_path, "search", "我看不懂但我大受震撼", "--json", "--top", "1").stdout)

@@ -1,8 +1,8 @@
 """``scrapy crawl``, with the meme spiders' arguments, config and backends checked before the crawl.
 
 Scrapy's own command would report a bad ``-a embedding`` as a traceback from
-inside the crawler; this one prints the one-line cause and exits with 2. A
-crawl that stopped early (a refused API key) exits with 1.
+inside the crawler, and a usage block after it; this one logs the one-line
+cause and exits with 2. How the crawl ended sets the exit code (``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
 from emomo.errors import ConfigError
-from emomo.spider import MemeSpider
+from emomo.spider import SOURCE_UNREADABLE, MemeSpider
 
 logger = logging.getLogger("emomo.crawl")
+
+#: finish reasons that are no success, and the exit code of each (any other reason: 0)
+EXIT_CODES = {
+    # Spider.start() raised: some of the source may never have been read.
+    "start_error": 1,
+    # The source went away between the checks and the crawl: as a refused start.
+    SOURCE_UNREADABLE: 2,
+}
 
 
 class Command(ScrapyCrawlCommand):
@@ -34,13 +42,21 @@ class Command(ScrapyCrawlCommand):
             try:
                 spidercls.preflight(self.settings, dict(opts.spargs))
             except (ConfigError, UsageError) as exc:
-                # In the log too: a scrapyd job's log is where its operator looks.
+                # One line, in the log: a scrapyd job's log is where its operator looks.
                 logger.error("Cannot start the crawl: %s", exc)
-                raise UsageError(str(exc), print_help=False) from None
+                self.exitcode = 2
+                return
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
-        elif crawler.stats is not None and crawler.stats.get_value("emomo/ingest/stopped"):
+            return
+        stats = crawler.stats
+        if stats is None:
+            return
+        reason = str(stats.get_value("finish_reason", ""))
+        if reason in EXIT_CODES:
+            self.exitcode = EXIT_CODES[reason]
+        elif stats.get_value("emomo/ingest/stopped"):
             self.exitcode = 1

@@ -21,6 +21,7 @@ from emomo.config import IngestConfig
 from emomo.errors import ConfigError, IngestDrop, InvalidImage, StageFailed
 from emomo.imaging import ImageError, ImageInfo, read_image
 from emomo.ingest.runtime import IngestRuntime, ItemState, runtime_for
+from emomo.text import clean_list, clean_text, escape_name
 
 if TYPE_CHECKING:
     from typing import Self
@@ -32,24 +33,40 @@ logger = logging.getLogger("emomo.ingest")
 
 
 def item_source(adapter: ItemAdapter) -> str:
-    """How a log line names the item: its file, else its URL, else its source id."""
-    return str(adapter.get("path") or adapter.get("url") or
-               f"{adapter.get('source_type')}:{adapter.get('source_id')}")
+    """How a log line names the item: its file, else its URL, else its source id (printable:
+    a file name that is not UTF-8 shows its bytes escaped)."""
+    return escape_name(str(adapter.get("path") or adapter.get("url") or
+                           f"{adapter.get('source_type')}:{adapter.get('source_id')}"))
 
 
-async def read_item_image(adapter: ItemAdapter, limits: IngestConfig, stats: StatsCollector,
-                          spider: Any) -> tuple[bytes, ImageInfo]:
-    """The item's bytes and what they hold; a bad file is logged with its source,
-    counted (``emomo/read/invalid``) and dropped (InvalidImage)."""
+def clean_item_text(adapter: ItemAdapter, limits: IngestConfig) -> bool:
+    """Bound and clean what the source says (category, tags) before it costs anything:
+    control characters out, lengths cut (ingest.max_*), the same for every backend.
+    True when something had to be cut."""
+    category, cut_category = clean_text(str(adapter.get("category") or ""), limits.max_category_chars)
+    tags, cut_tags = clean_list(list(adapter.get("tags") or []), limits.max_tags, limits.max_tag_chars)
+    adapter.update({"category": category, "tags": tags})
+    return cut_category or cut_tags
+
+
+async def read_item(adapter: ItemAdapter, limits: IngestConfig, stats: StatsCollector,
+                    spider: Any) -> tuple[bytes, ImageInfo]:
+    """The item's bytes and what they hold, its text cleaned. A bad file is logged with its
+    source, counted (``emomo/read/<kind>``: invalid, unreadable, not_regular) and dropped
+    (InvalidImage); text that had to be cut is counted (``emomo/read/truncated``)."""
     try:
-        return await asyncio.to_thread(
+        found = await asyncio.to_thread(
             read_image, adapter.get("body"), adapter.get("path"), limits.max_image_bytes, limits.max_pixels)
     except ImageError as exc:
         source = item_source(adapter)
-        stats.inc_value("emomo/read/invalid")
+        stats.inc_value(f"emomo/read/{exc.kind}")
         stats.inc_value("emomo/ingest/invalid")
         logger.warning("Invalid image %s: %s", source, exc, extra={"spider": spider})
         raise InvalidImage(f"{source}: {exc}") from None
+    if clean_item_text(adapter, limits):
+        stats.inc_value("emomo/read/truncated")
+        logger.info("Text of %s cut to the ingest.max_* limits", item_source(adapter), extra={"spider": spider})
+    return found
 
 
 class Stage:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from emomo.imaging import SNIFF_BYTES, sniff_format
+from emomo.imaging import SNIFF_BYTES, UNSUPPORTED_SUFFIXES, file_kind, sniff_format, sniff_unsupported
+from emomo.text import escape_name, strip_undecodable
 
 #: top-level folders that hold no memes
 SKIP_DIRS = frozenset({"README", "cdn", "chinesebqb-md", "node_modules"})
@@ -36,8 +37,8 @@ _HEXISH = re.compile(r"^[0-9a-zA-Z]{12,}$")
 
 @dataclass(frozen=True)
 class BQBFile:
-    rel_path: str  # POSIX path inside the clone: the item's source id
-    path: str
+    rel_path: str  # POSIX path inside the clone, escaped (emomo.text.escape_name): the item's source id
+    path: str  # the file to read: its real path, inside the clone
     category: str
     tags: list[str] = field(default_factory=list)
 
@@ -104,28 +105,138 @@ def skipped(name: str) -> bool:
     return suffix in SKIP_SUFFIXES
 
 
-def looks_like_image(path: str, name: str) -> bool:
-    """By extension, else by the first bytes: files with no or an odd extension are common."""
-    if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-        return True
+@dataclass(frozen=True)
+class Skipped:
+    """A path the walk did not take, and why: the spider logs it and counts ``kind``."""
+
+    rel_path: str  # escaped, relative to the clone
+    path: str  # escaped, as the user named the clone: what the log shows
+    kind: str  # link_outside, link_loop, not_regular, unreadable, unsupported_format
+    reason: str
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of a regular file (opened without blocking, checked on the descriptor)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as f:
-            return sniff_format(f.read(SNIFF_BYTES)) is not None
-    except OSError:
-        return False
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{file_kind(mode)}: not read")
+        return os.read(fd, SNIFF_BYTES)
+    finally:
+        os.close(fd)
 
 
-def walk(repo: str | os.PathLike[str]) -> Iterator[BQBFile]:
-    """Meme files of the clone in a stable order: category folders, then paths, by name."""
-    root = Path(repo)
-    for top in sorted(os.scandir(root), key=lambda e: e.name):
-        if not top.is_dir() or top.name.startswith(".") or top.name in SKIP_DIRS:
-            continue
-        for dirpath, dirnames, filenames in os.walk(top.path):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                if skipped(name) or not looks_like_image(path, name):
-                    continue
-                rel = Path(path).relative_to(root).as_posix()
-                yield BQBFile(rel_path=rel, path=path, category=top.name, tags=file_tags(top.name, name))
+class _Walk:
+    """One walk of a clone. Only what resolves inside the clone is followed: Git keeps
+    symlinks, so a fork can link a file or a whole category anywhere on the machine.
+    Folders are walked once each (a link back up the tree would never end)."""
+
+    def __init__(self, repo: str | os.PathLike[str]) -> None:
+        self.top = os.path.abspath(repo)
+        self.real_root = os.path.realpath(self.top)
+        self.visited: set[tuple[int, int]] = set()
+
+    def skip(self, rel: str, kind: str, reason: str) -> Skipped:
+        return Skipped(escape_name(rel), escape_name(os.path.join(self.top, rel)), kind, reason)
+
+    def inside(self, real: str) -> bool:
+        return real == self.real_root or real.startswith(self.real_root + os.sep)
+
+    def entries(self, real_dir: str, rel: str) -> list[os.DirEntry[str]] | Skipped:
+        try:
+            with os.scandir(real_dir) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            return self.skip(rel, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+
+    def resolve(self, entry: os.DirEntry[str], real_dir: str, rel: str) -> tuple[str, os.stat_result] | Skipped:
+        """The real path and status of ``entry``, or why it is not followed."""
+        real = os.path.join(real_dir, entry.name)
+        link = entry.is_symlink()
+        if link:
+            real = os.path.realpath(real)
+            if not self.inside(real):
+                return self.skip(rel, "link_outside", f"a link -> {real}, outside {self.real_root}: not followed")
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            what = f"a link -> {real}: " if link else ""
+            return self.skip(rel, "unreadable", f"{what}cannot read: {exc.strerror or exc}")
+        if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) in self.visited:
+            return self.skip(rel, "link_loop", f"a link -> {real}, a folder already walked: not followed")
+        return real, st
+
+    def run(self) -> Iterator[BQBFile | Skipped]:
+        st = os.stat(self.real_root)
+        self.visited.add((st.st_dev, st.st_ino))
+        tops = self.entries(self.real_root, "")
+        if isinstance(tops, Skipped):
+            raise OSError(f"cannot list {self.top}: {tops.reason}")
+        for top in tops:
+            if top.name.startswith(".") or top.name in SKIP_DIRS:
+                continue
+            found = self.resolve(top, self.real_root, top.name)
+            if isinstance(found, Skipped):
+                yield found
+            elif stat.S_ISDIR(found[1].st_mode):
+                # Files at the top are the clone's own (zips, README.md, build.js): no memes.
+                yield from self.folder(found[0], found[1], top.name, top.name)
+
+    def folder(self, real_dir: str, st: os.stat_result, rel: str, category: str) -> Iterator[BQBFile | Skipped]:
+        self.visited.add((st.st_dev, st.st_ino))
+        entries = self.entries(real_dir, rel)
+        if isinstance(entries, Skipped):
+            yield entries
+            return
+        folders: list[tuple[str, os.stat_result, str]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = f"{rel}/{entry.name}"
+            found = self.resolve(entry, real_dir, child)
+            if isinstance(found, Skipped):
+                yield found
+                continue
+            real, child_st = found
+            if stat.S_ISDIR(child_st.st_mode):
+                folders.append((real, child_st, child))
+            elif not stat.S_ISREG(child_st.st_mode):
+                yield self.skip(child, "not_regular", f"{file_kind(child_st.st_mode)}: not read")
+            else:
+                yield from self.file(real, child, entry.name, category)
+        # Files of a folder first, then its folders, each by name: a stable order.
+        for real, child_st, child in folders:
+            if (child_st.st_dev, child_st.st_ino) not in self.visited:
+                yield from self.folder(real, child_st, child, category)
+
+    def file(self, real: str, rel: str, name: str, category: str) -> Iterator[BQBFile | Skipped]:
+        if skipped(name):
+            return
+        suffix = os.path.splitext(name)[1].lower()
+        if suffix in UNSUPPORTED_SUFFIXES:
+            yield self.skip(rel, "unsupported_format", f"{UNSUPPORTED_SUFFIXES[suffix]} image: not ingested "
+                            "(accepted: jpg, png, gif, webp)")
+            return
+        if suffix not in IMAGE_SUFFIXES:
+            # No extension or an odd one (common in the clone): the first bytes decide.
+            try:
+                head = _head(real)
+            except OSError as exc:
+                yield self.skip(rel, "unreadable", f"cannot read: {exc.strerror or exc}")
+                return
+            if sniff_format(head) is None:
+                other = sniff_unsupported(head)
+                if other:
+                    yield self.skip(rel, "unsupported_format", f"{other} image: not ingested "
+                                    "(accepted: jpg, png, gif, webp)")
+                return  # a LICENSE or a note: no meme
+        yield BQBFile(rel_path=escape_name(rel), path=real, category=escape_name(category),
+                      tags=file_tags(strip_undecodable(category), strip_undecodable(name)))
+
+
+def walk(repo: str | os.PathLike[str]) -> Iterator[BQBFile | Skipped]:
+    """Meme files of the clone in a stable order (category folders, then paths, by name), and
+    what was skipped that a user must hear about (links out, unreadable, special files,
+    other image formats). Docs, archives, dotfiles and partial downloads are skipped quietly."""
+    return _Walk(repo).run()

@@ -1,30 +1,45 @@
 """A staging folder in the seed's format: ``<staging>/<source>/manifest.jsonl`` and ``images/``.
 
 Each manifest line: ``{"id", "filename", "category", "tags", "source_url",
-"is_animated", "format", "crawled_at"}``. A bad line is reported with its
-number and skipped; the other lines still count.
+"is_animated", "format", "crawled_at"}``. A manifest is another program's output:
+a bad line is reported with its number and skipped, and the other lines still count.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import stat
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from emomo.errors import SourceUnreadable
+from emomo.imaging import file_kind
 
 MANIFEST = "manifest.jsonl"
 IMAGES = "images"
+
+
+#: a longer line is skipped unread: nothing a crawler writes for one image comes near it
+MAX_LINE_BYTES = 1 << 20
+
+
+class ManifestUnreadable(SourceUnreadable):
+    """The manifest cannot be read at all (missing, a FIFO, no permission): the crawl cannot start."""
 
 
 @dataclass(frozen=True)
 class StagingEntry:
     line: int
     id: str
+    filename: str
     path: str
     category: str = ""
     tags: list[str] = field(default_factory=list)
@@ -36,8 +51,13 @@ class StagingEntry:
 @dataclass(frozen=True)
 class StagingProblem:
     line: int
-    kind: str  # stats outcome: invalid_line, missing_file, unsafe_filename
+    #: stats outcome: invalid_line, missing_file, not_regular, unsafe_filename, duplicate_id, duplicate_line
+    kind: str
     message: str
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 def _entry(line_no: int, record: Any, images: Path) -> StagingEntry | StagingProblem:
@@ -48,30 +68,88 @@ def _entry(line_no: int, record: Any, images: Path) -> StagingEntry | StagingPro
         if not isinstance(value, str) or not value:
             return StagingProblem(line_no, "invalid_line", f"line {line_no}: field {key!r} is missing or not a string")
     assert isinstance(item_id, str) and isinstance(filename, str)
-    path = (images / filename).resolve()
-    if os.path.isabs(filename) or images.resolve() not in path.parents:
-        return StagingProblem(line_no, "unsafe_filename",
-                              f"line {line_no}: filename {filename!r} escapes {images}")
-    if not path.is_file():
-        return StagingProblem(line_no, "missing_file", f"line {line_no}: file {path} does not exist")
+    if _has_control(item_id) or len(item_id) > 200:
+        return StagingProblem(line_no, "invalid_line",
+                              f"line {line_no}: field 'id' holds control characters or is over 200 characters")
+    try:
+        path = (images / filename).resolve()
+        escapes = os.path.isabs(filename) or images.resolve() not in path.parents
+    except (ValueError, OSError):  # a NUL in the name, a name too long for the file system
+        escapes = True
+    if escapes or _has_control(filename):
+        return StagingProblem(line_no, "unsafe_filename", f"line {line_no}: filename {filename!r} escapes {images} "
+                                                          "or holds control characters")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return StagingProblem(line_no, "missing_file", f"line {line_no}: file {path} does not exist "
+                                                       f"or cannot be read ({exc.strerror})")
+    if not stat.S_ISREG(mode):
+        return StagingProblem(line_no, "not_regular", f"line {line_no}: file {path} is not a regular file")
     tags = record.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         return StagingProblem(line_no, "invalid_line", f"line {line_no}: field 'tags' must be a list of strings")
     animated = record.get("is_animated")
+    source_url = record.get("source_url")
     return StagingEntry(
-        line=line_no, id=item_id, path=str(path), category=str(record.get("category") or ""),
-        tags=tags, source_url=record.get("source_url") or None,
+        line=line_no, id=item_id, filename=filename, path=str(path), category=str(record.get("category") or ""),
+        tags=tags, source_url=source_url if isinstance(source_url, str) and source_url else None,
         is_animated=animated if isinstance(animated, bool) else None,
         format=record.get("format") if isinstance(record.get("format"), str) else None,
     )
 
 
+def open_manifest(folder: str | os.PathLike[str]) -> BinaryIO:
+    """``folder/manifest.jsonl``, opened for reading: a regular file, or ManifestUnreadable."""
+    path = Path(folder) / MANIFEST
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ManifestUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ManifestUnreadable(f"{path} is not a regular file ({file_kind(mode)})")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _lines(f: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line; None for a line over MAX_LINE_BYTES, skipped unread."""
+    line_no = 0
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        line_no += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield line_no, None
+            continue
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        yield line_no, raw
+
+
 def read_manifest(folder: str | os.PathLike[str]) -> Iterator[StagingEntry | StagingProblem]:
-    """Entries of ``folder/manifest.jsonl`` in file order, and the problems, by line number."""
+    """Entries of ``folder/manifest.jsonl`` in file order, and the problems, by line number.
+
+    A bad line is that line's problem alone: bytes that are not UTF-8, bad JSON, a missing
+    or unsafe file, an id given twice. Only a manifest that cannot be opened stops the read
+    (ManifestUnreadable).
+    """
     folder = Path(folder)
     images = folder / IMAGES
-    with open(folder / MANIFEST, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    first_line: dict[str, tuple[int, str]] = {}
+    with open_manifest(folder) as f:
+        for line_no, raw in _lines(f):
+            if raw is None:
+                yield StagingProblem(line_no, "invalid_line",
+                                     f"line {line_no}: longer than {MAX_LINE_BYTES} bytes; skipped unread")
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield StagingProblem(line_no, "invalid_line", f"line {line_no}: not UTF-8 (byte {exc.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
@@ -79,26 +157,35 @@ def read_manifest(folder: str | os.PathLike[str]) -> Iterator[StagingEntry | Sta
             except json.JSONDecodeError as exc:
                 yield StagingProblem(line_no, "invalid_line", f"line {line_no}: invalid JSON ({exc.msg})")
                 continue
-            yield _entry(line_no, record, images)
+            entry = _entry(line_no, record, images)
+            if isinstance(entry, StagingEntry):
+                seen = first_line.get(entry.id)
+                if seen is not None:
+                    if seen[1] == entry.filename:
+                        entry = StagingProblem(line_no, "duplicate_line", f"line {line_no}: repeats line {seen[0]}")
+                    else:
+                        entry = StagingProblem(
+                            line_no, "duplicate_id", f"line {line_no}: id {entry.id!r} was given on line {seen[0]} "
+                                                     f"to {seen[1]!r}, here to {entry.filename!r}; skipped")
+                else:
+                    first_line[entry.id] = (line_no, entry.filename)
+            yield entry
 
 
 def manifest_ids(folder: str | os.PathLike[str]) -> set[str]:
     """The ids a manifest already holds (bad lines ignored): what a writer must not add again."""
-    path = Path(folder) / MANIFEST
-    if not path.exists():
+    if not (Path(folder) / MANIFEST).exists():
         return set()
-    return {rec["id"] for rec in _raw_records(path) if isinstance(rec.get("id"), str)}
-
-
-def _raw_records(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    ids: set[str] = set()
+    with open_manifest(folder) as f:
+        for _, raw in _lines(f):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = json.loads(raw.decode("utf-8")) if raw is not None else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
-            if isinstance(record, dict):
-                yield record
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                ids.add(record["id"])
+    return ids
 
 
 class StagingWriter:
