@@ -37,5 +37,9 @@ class DuplicateMeme(IngestDrop):
     """The image already has a vector in this collection, or is in flight in this crawl."""
 
 
+class Interrupted(IngestDrop):
+    """The crawl is stopping and the item had cost nothing yet: dropped unwritten, for the next run."""
+
+
 class StageFailed(IngestDrop):
     """A stage failed; what earlier stages wrote for the item has been undone."""

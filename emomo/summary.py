@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("emomo.ingest")
 
-OUTCOMES = ("processed", "pending", "duplicate", "invalid", "failed")
+OUTCOMES = ("processed", "pending", "duplicate", "invalid", "failed", "interrupted")
 TIMED_STAGES = ("read", "describe", "store", "record", "embed", "index")
 
 
@@ -51,9 +51,10 @@ class IngestSummary:
         skipped = sorted((key[len(prefix):], int(value)) for key, value in self.stats.get_stats().items()
                          if key.startswith(prefix))
         logger.info(
-            "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed "
+            "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed%s "
             "(%d items; %s)%s%s",
             counts["processed"], counts["pending"], counts["duplicate"], counts["invalid"], counts["failed"],
+            f", {counts['interrupted']} interrupted" if counts["interrupted"] else "",
             total, reason,
             f"; skipped by the spider: {', '.join(f'{n} {kind}' for kind, n in skipped)}" if skipped else "",
             f"; per item: {', '.join(timings)}" if timings else "",

@@ -13,6 +13,7 @@ from emomo.ingest.stage import Stage
 
 class DedupePipeline(Stage):
     name = "dedupe"
+    interruptible = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         state = self.state(item)

@@ -7,6 +7,7 @@ from typing import Any
 
 from itemadapter import ItemAdapter
 
+from emomo.errors import Interrupted
 from emomo.ingest.stage import Stage
 from emomo.providers import DescribeContext
 from emomo.text import clean_text
@@ -14,6 +15,7 @@ from emomo.text import clean_text
 
 class DescribePipeline(Stage):
     name = "describe"
+    interruptible = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         if adapter.get("description"):
@@ -22,7 +24,7 @@ class DescribePipeline(Stage):
         state = self.state(item)
         describer = self.runtime.describer
         context = DescribeContext(source=state.source, category=adapter.get("category") or "",
-                                  tags=list(adapter.get("tags") or []))
+                                  tags=list(adapter.get("tags") or []), should_stop=self.runtime.should_stop)
         try:
             description, cut = clean_text(await describer.describe(adapter["body"], adapter["format"], context),
                                           self.runtime.config.ingest.max_description_chars)
@@ -31,6 +33,8 @@ class DescribePipeline(Stage):
                 self.count("truncated")
             if not description:
                 raise ValueError(f"describer {describer.model} returned an empty description")
+        except Interrupted:
+            raise
         except Exception as exc:
             # A describer failure parks the meme: its object and row are still
             # written (as pending, or failed when retrying cannot help) and

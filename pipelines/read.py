@@ -11,6 +11,7 @@ from emomo.ingest.stage import Stage, item_source, read_item
 
 class ReadPipeline(Stage):
     name = "read"
+    interruptible = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         body, info = await read_item(adapter, self.runtime.config.ingest, self.stats, self.crawler.spider)

@@ -11,6 +11,7 @@ from emomo.ingest.stage import Stage
 
 class ReusePipeline(Stage):
     name = "reuse"
+    interruptible = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         state = self.state(item)

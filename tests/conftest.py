@@ -90,11 +90,33 @@ def crawl(cwd: Path, spider: str, *args: str, env: dict[str, str] | None = None)
     return run
 
 
-def start_crawl(cwd: Path, spider: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scrapy", "crawl", spider, *args], cwd=cwd, env=scrapy_env(env),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )
+def start_crawl(cwd: Path, spider: str, *args: str, env: dict[str, str] | None = None,
+                log: Path | None = None) -> subprocess.Popen[str]:
+    """A crawl in the background (its log in ``log`` when given)."""
+    stderr = open(log, "w", encoding="utf-8") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scrapy", "crawl", spider, *args], cwd=cwd, env=scrapy_env(env),
+            stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True,
+        )
+    finally:
+        if log is not None:
+            stderr.close()  # type: ignore[union-attr]
+
+
+def count_memes(workdir: Path, status: str = "active") -> int:
+    """Memes with ``status`` in a crawl's SQLite file, while the crawl runs (0 before it has tables)."""
+    db = workdir / "data" / "emomo.db"
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(db, timeout=1)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM memes WHERE status = ?", (status,)).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
 
 
 def kill(proc: subprocess.Popen[str]) -> None:
@@ -164,6 +186,17 @@ def assert_consistent(state: State, collection: str) -> None:
     for key in state.objects:
         md5 = key.split("/")[1].split(".")[0]
         assert key.startswith(md5[:2] + "/")
+
+
+def assert_no_orphans(state: State, collection: str) -> None:
+    """What any run leaves, finished or not: each object with its row and each row with its object
+    (a retired meme keeps both), a vector and a point for each active meme and for no other, a row
+    for each point."""
+    assert set(state.objects) == {m["storage_key"] for m in state.memes}
+    active = {m["md5_hash"] for m in state.memes if m["status"] == "active"}
+    vectors = {v["md5_hash"]: v for v in state.vectors if v["collection"] == collection}
+    assert set(vectors) == active
+    assert set(state.points.get(collection, {})) == {v["qdrant_point_id"] for v in vectors.values()}
 
 
 @pytest.fixture(scope="session")

@@ -155,3 +155,25 @@ def test_two_jobs_at_once_on_local_mode_one_refuses_clearly_and_data_stays_intac
     state = read_state(tmp_path)
     assert state.active_md5s() == {p.md5 for p in planted}
     assert_consistent(state, COLLECTION)
+
+
+def test_cancel_json_ends_a_running_job_cleanly_with_its_summary(scrapyd: Scrapyd, tmp_path: Path,
+                                                                  cjk_font: str) -> None:
+    from conftest import assert_no_orphans, count_memes, wait_for
+
+    tree = tmp_path / "ChineseBQB"
+    planted = build_tree(tree, CAPTIONS[:60], CATEGORIES, seed=17)
+    config = write_config(tmp_path)
+    job = scrapyd.schedule("chinesebqb", f"EMOMO_CONFIG={config}", repo_path=str(tree))
+    assert wait_for(lambda: count_memes(tmp_path) >= 3, timeout=180)
+    answer = scrapyd.call("cancel.json", project="emomo", job=job)  # SIGTERM, as an operator's cancel
+    assert answer["status"] == "ok", answer
+    cancelled = time.monotonic()
+    scrapyd.wait(job, timeout=60)
+    assert time.monotonic() - cancelled < 20
+    log = scrapyd.log("chinesebqb", job)
+    last = log.rstrip().splitlines()[-1]
+    assert "Ingest summary:" in last and "interrupted" in last and "; shutdown)" in last, log[-2000:]
+    state = read_state(tmp_path)
+    assert 3 <= len(state.active_md5s()) < len(planted)
+    assert_no_orphans(state, COLLECTION)

@@ -19,12 +19,18 @@ from emomo.spider import SOURCE_UNREADABLE, MemeSpider
 
 logger = logging.getLogger("emomo.crawl")
 
+#: exit code of a crawl stopped by a signal (Ctrl-C, SIGTERM, scrapyd's cancel): run it again to go on
+INTERRUPTED = 3
 #: finish reasons that are no success, and the exit code of each (any other reason: 0)
 EXIT_CODES = {
     # Spider.start() raised: some of the source may never have been read.
     "start_error": 1,
     # The source went away between the checks and the crawl: as a refused start.
     SOURCE_UNREADABLE: 2,
+    # One signal: the items in flight were finished or dropped, the summary written.
+    "shutdown": INTERRUPTED,
+    # Two signals: no finish reason was ever recorded (the reactor stopped at once).
+    "": INTERRUPTED,
 }
 
 

@@ -107,6 +107,8 @@ class IngestRuntime:
         self._slots: asyncio.Semaphore | None = None
         self._admitted: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.crawler: Crawler | None = None
+        self._poke_due = False
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` without awaiting it here; ``close`` waits for it before closing the clients."""
@@ -117,6 +119,16 @@ class IngestRuntime:
     @property
     def stopping(self) -> bool:
         return self.stop_cause is not None
+
+    @property
+    def interrupted(self) -> bool:
+        """A graceful stop was asked for (Ctrl-C, SIGTERM: what scrapyd's cancel sends).
+        Scrapy's Crawler.stop turns ``crawling`` off before it closes the engine."""
+        return self.crawler is not None and not self.crawler.crawling
+
+    def should_stop(self) -> bool:
+        """No new work for items in flight: the crawl is stopping, by a signal or a fatal error."""
+        return self.stopping or self.interrupted
 
     def stop(self, cause: str) -> None:
         """Admit no more items: those in flight finish, then the crawl ends."""
@@ -146,6 +158,33 @@ class IngestRuntime:
             self._admitted.discard(id(item))
             assert self._slots is not None
             self._slots.release()
+        self._poke_scraper()
+
+    def _poke_scraper(self) -> None:
+        """Tell a closing scraper when its last item is done.
+
+        Scrapy 2.19 checks whether a closing spider's scraper is idle only when the items
+        of a response are done; items that came from ``start()`` never trigger that check,
+        so a crawl stopped while they are in flight (Ctrl-C, scrapyd's cancel) would wait
+        in ``Scraper.close_spider_async`` forever. The check runs a moment later: the
+        scraper counts the item as done only after this signal handler returns.
+        """
+        scraper = self.crawler.engine.scraper if self.crawler is not None else None
+        slot = getattr(scraper, "slot", None)
+        if self._poke_due or slot is None or slot.closing is None:
+            return
+        self._poke_due = True
+
+        def poke() -> None:
+            self._poke_due = False
+            if scraper is None or scraper.slot is None or scraper.slot.closing is None or scraper.slot.closing.called:
+                return
+            if scraper.slot.is_idle():
+                scraper._check_if_closing()
+            else:
+                self._poke_scraper()
+
+        asyncio.get_running_loop().call_later(0.05, poke)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings,
@@ -257,6 +296,7 @@ def runtime_for(crawler: Crawler) -> IngestRuntime:
     if runtime is None:
         runtime = IngestRuntime.from_settings(crawler.settings, on_batch=counted(crawler.stats))
         runtime.stats = crawler.stats
+        runtime.crawler = crawler
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(runtime.item_done, signal=signal)
         _RUNTIMES[crawler] = runtime

@@ -18,7 +18,7 @@ from scrapy.exceptions import NotConfigured
 
 from emomo import defaults
 from emomo.config import IngestConfig
-from emomo.errors import ConfigError, IngestDrop, InvalidImage, StageFailed
+from emomo.errors import ConfigError, IngestDrop, Interrupted, InvalidImage, StageFailed
 from emomo.imaging import ImageError, ImageInfo, read_image
 from emomo.ingest.runtime import IngestRuntime, ItemState, runtime_for
 from emomo.text import clean_list, clean_text, escape_name
@@ -74,6 +74,9 @@ class Stage:
     name: ClassVar[str]
     #: a stage that creates what a reused meme already has passes it by
     skips_reused: ClassVar[bool] = False
+    #: once the crawl is stopping, an item that reaches this stage is dropped unwritten
+    #: (the stages before anything is paid for or stored); later stages finish the item
+    interruptible: ClassVar[bool] = False
 
     def __init__(self, crawler: Crawler, runtime: IngestRuntime) -> None:
         self.crawler = crawler
@@ -115,7 +118,13 @@ class Stage:
             return item
         started = time.perf_counter()
         try:
+            if self.interruptible and self.runtime.should_stop():
+                raise Interrupted(f"{item_source(adapter)}: the crawl is stopping")
             await self.run(item, adapter)
+        except Interrupted:
+            await self.runtime.rollback(item)
+            self.conclude("interrupted")
+            raise
         except IngestDrop:
             await self.runtime.rollback(item)
             raise

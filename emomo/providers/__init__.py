@@ -11,13 +11,20 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class DescribeContext:
-    """What the source says about the meme, for describers that use it."""
+    """What the source says about the meme, for describers that use it; and whether the crawl
+    is stopping: a describer checks ``should_stop`` before it starts paid or slow work (and
+    between retries), and raises emomo.errors.Interrupted instead."""
 
     source: str
     category: str = ""
     tags: list[str] = field(default_factory=list)
+    should_stop: Callable[[], bool] = _never
 
 
 class Describer(Protocol):

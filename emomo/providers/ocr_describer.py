@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from emomo.config import IngestConfig, VLMConfig
+from emomo.errors import Interrupted
 from emomo.imaging import first_frame_rgb
 from emomo.providers import DescribeContext
 
@@ -61,9 +62,15 @@ class OCRDescriber:
         lines = [text.strip() for _box, text, score in (result or []) if float(score) >= self.min_score]
         return " ".join(line for line in lines if line)
 
+    def _read_unless_stopping(self, image: bytes, context: DescribeContext) -> str:
+        # Items queue here for an engine; once the crawl stops, those still waiting cost nothing.
+        if context.should_stop():
+            raise Interrupted(f"{context.source}: the crawl is stopping; not read")
+        return self.read_text(image)
+
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str:
         loop = asyncio.get_running_loop()
-        text = await loop.run_in_executor(self._executor, self.read_text, image)
+        text = await loop.run_in_executor(self._executor, self._read_unless_stopping, image, context)
         return compose_description(text, context)
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ import io
 from typing import Any
 
 from emomo.config import IngestConfig, VLMConfig
-from emomo.errors import ConfigError
+from emomo.errors import ConfigError, Interrupted
 from emomo.imaging import CONTENT_TYPES, first_frame_rgb
 from emomo.providers import DescribeContext
 from emomo.providers.openai_compat import async_client, provider_error
@@ -99,7 +99,10 @@ class OpenAIDescriber:
         url = await asyncio.to_thread(data_url, image, fmt)
         messages = self.messages(url, context)
         async with self._slots:
-            return await with_retries(lambda: self._call(messages), self.policy, f"vlm {self.model}")
+            if context.should_stop():
+                raise Interrupted(f"{context.source}: the crawl is stopping; not sent")
+            return await with_retries(lambda: self._call(messages), self.policy, f"vlm {self.model}",
+                                      should_stop=context.should_stop)
 
     async def close(self) -> None:
         await self._client.close()

@@ -83,12 +83,15 @@ class RetryPolicy:
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, what: str,
-                       on_retry: Callable[[], None] | None = None) -> T:
+                       on_retry: Callable[[], None] | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> T:
+    """``call()``, again after a retryable ProviderError; the last error once the attempts are
+    spent, or at once when ``should_stop()`` says the crawl is stopping (the item is parked)."""
     for attempt in range(policy.attempts):
         try:
             return await call()
         except ProviderError as exc:
-            if not exc.retryable or attempt + 1 >= policy.attempts:
+            if not exc.retryable or attempt + 1 >= policy.attempts or (should_stop and should_stop()):
                 raise
             wait = policy.delay(attempt, exc.retry_after)
             logger.info("%s: %s; retry %d/%d in %.1f s", what, exc, attempt + 1, policy.attempts - 1, wait)
