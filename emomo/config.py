@@ -124,6 +124,10 @@ class IngestConfig:
     batch_max_wait: float = _num(0.05, ge=0)
     #: Qdrant upserts and meme_vectors writes per batch
     write_batch_size: int = _num(64, ge=1)
+    #: writes failing in a row (an outage) before the crawl stops instead of paying for more
+    max_write_failures: int = _num(10, ge=1)
+    #: where descriptions wait when the database refuses them (the next start saves them)
+    spool_dir: str = "./data/spool"
     workers: int = 8
     batch_size: int = 100
     retry_count: int = 3
@@ -421,6 +425,7 @@ def _from_dict(data: Mapping[str, Any], env: Mapping[str, str], base: Path, orig
     database = dataclasses.replace(database, path=_resolve_path(database.path, base))
     qdrant = dataclasses.replace(qdrant, path=_resolve_path(qdrant.path, base))
     storage = dataclasses.replace(storage, path=_resolve_path(storage.path, base))
+    ingest = dataclasses.replace(ingest, spool_dir=_resolve_path(ingest.spool_dir, base))
     sources = SourcesConfig(
         chinesebqb=dataclasses.replace(
             sources.chinesebqb, repo_path=_resolve_path(sources.chinesebqb.repo_path, base)),

@@ -1,4 +1,5 @@
-"""Stage 2: skip an image already indexed in this collection (unless force), or in flight."""
+"""Stage 2: skip an image already indexed in this collection (unless force), or in flight; notice a
+source whose content changed since it was ingested."""
 
 from __future__ import annotations
 
@@ -8,25 +9,47 @@ from typing import Any
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
-from emomo.ingest.stage import Stage
+from emomo.ingest.stage import Stage, item_locator
+from emomo.repositories import SourceRecord
 
 
 class DedupePipeline(Stage):
     name = "dedupe"
+    backend = "database"
     interruptible = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         state = self.state(item)
-        collection = self.runtime.collection
+        runtime = self.runtime
+        collection = runtime.collection
         adapter["collection"] = collection
-        holder = self.runtime.claim(state)
+        source_type, source_id = str(adapter["source_type"]), str(adapter["source_id"])
+        state.source_record = await runtime.repo.get_source(source_type, source_id)
+        if state.source_record is not None and state.source_record.md5_hash != state.md5:
+            # Same path or id, new bytes: the new content goes through (before any paid call,
+            # since this is where it is noticed); the source moves to it once it is complete.
+            state.replaces = state.source_record.meme_id
+            self.count("changed")
+            self.log(logging.INFO, "%s changed since it was ingested (md5 %s, now %s): ingesting the new content",
+                     state.source, state.source_record.md5_hash, state.md5)
+        holder = runtime.claim(state)
         if holder is not None:
+            if state.source_record is None or state.replaces:
+                runtime.follow(state.md5, source_type, source_id, item_locator(adapter))
             reason = f"same image as {holder}, in flight"
         else:
-            state.had_vector = await self.runtime.repo.vector_exists(state.md5, collection)
-            if not state.had_vector or self.runtime.force:
-                self.count("new" if not state.had_vector else "forced")
+            meme_id = await runtime.repo.find_vector(state.md5, collection)
+            state.had_vector = meme_id is not None
+            if meme_id is None or runtime.force:
+                self.count("new" if meme_id is None else "forced")
                 return
+            if state.source_record is None or state.replaces:
+                # Indexed already, under another source: this source holds it too.
+                link = SourceRecord(source_type, source_id, meme_id, state.md5)
+                previous = await runtime.repo.link_source(link, item_locator(adapter), replace=True)
+                if previous is not None:
+                    await runtime.retire(previous)
+            await runtime.link_followers(state.md5, meme_id)
             reason = f"md5 {state.md5} is already in collection {collection}"
         self.conclude("duplicate")
         self.log(logging.DEBUG, "Skipped %s as a duplicate: %s", state.source, reason)

@@ -19,7 +19,8 @@ class DescribePipeline(Stage):
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         if adapter.get("description"):
-            self.count("reused")
+            # From the meme already recorded, or paid for by an earlier run whose item failed.
+            self.count("reused" if adapter.get("reused") else "cached")
             return
         state = self.state(item)
         describer = self.runtime.describer
@@ -44,8 +45,10 @@ class DescribePipeline(Stage):
             self.log(logging.WARNING, "describe failed for %s: %s; the meme is recorded as %s",
                      state.source, exc, state.park_status)
             if getattr(exc, "fatal", False):
-                self.stop(f"describe failed: {exc}")
+                self.runtime.stop(f"describe failed: {exc}", reason="refused_key")
             return
+        # Kept before anything else can fail: a later failure must not cost this call again.
+        await self.runtime.keep_description(state.md5, describer.model, description)
         adapter["description"] = description
         adapter["description_model"] = describer.model
         self.count("described")

@@ -28,10 +28,10 @@ class EmbedPipeline(Stage):
             # A new or pending meme keeps its object and row, as pending.
             self.runtime.park(state, exc)
             self.count("failed")
-            self.log(logging.WARNING, "embed failed for %s: %s; the meme is recorded as pending",
-                     state.source, exc)
+            self.log(logging.WARNING, "embed failed for %s: %s; the meme is recorded as %s",
+                     state.source, exc, state.park_status)
             if getattr(exc, "fatal", False):
-                self.stop(f"embed failed: {exc}")
+                self.runtime.stop(f"embed failed: {exc}", reason="refused_key")
             return
         adapter["vector"] = vector
         self.count("ok")

@@ -14,6 +14,7 @@ from emomo.storage import storage_key
 
 class StorePipeline(Stage):
     name = "store"
+    backend = "storage"
     skips_reused = True
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:

@@ -124,6 +124,10 @@ class FakeAPI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     #: md5 of the image sent -> the status it last failed with
     failed: dict[str, int] = field(default_factory=dict)
+    #: the status to refuse an embeddings request with, by one of its texts (as a real API
+    #: refuses the whole batch for one bad input), or None
+    embed_fail: Callable[[str], int | None] = lambda text: None
+    models: threading.Lock = field(default_factory=threading.Lock)
     _ocr: Any = None
     _e5: Any = None
 
@@ -208,7 +212,8 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                     api.failed[md5] = status
                 self.reply(status, {"error": {"message": "upstream model error"}})
                 return
-            text = api.ocr(image)
+            with api.models:
+                text = api.ocr(image)
             content = f"图中文字是“{text}”。一张表情包，画面中的卡通脸表情夸张，适合在聊天里表达情绪。"
             self.reply(200, {
                 "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
@@ -224,7 +229,12 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 api.calls["embeddings"] += 1
                 api.requests.append({"path": "embeddings", "task": body.get("task"), "n": len(texts),
                                      "dimensions": body.get("dimensions"), "model": body.get("model")})
-            vectors = api.embed(texts, body.get("task") == "retrieval.query")
+            refused = next((status for text in texts if (status := api.embed_fail(text)) is not None), None)
+            if refused is not None:
+                self.reply(refused, {"detail": "input rejected by the content filter"})
+                return
+            with api.models:
+                vectors = api.embed(texts, body.get("task") == "retrieval.query")
             self.reply(200, {
                 "model": body.get("model"), "object": "list",
                 "usage": {"total_tokens": 5, "prompt_tokens": 5},

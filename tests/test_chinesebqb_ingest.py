@@ -194,7 +194,7 @@ def test_scrapy_stats_command_json(first: tuple[Run, State], workdir: Path) -> N
     run = scrapy(workdir, "stats", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {
-        "memes": {"active": 150, "pending": 0, "failed": 0},
+        "memes": {"active": 150, "pending": 0, "failed": 0, "retired": 0},
         "collections": {COLLECTION: {"points": 150, "vectors": 150}},
     }
 

@@ -11,7 +11,8 @@ import pytest
 from servers import postgres_database
 
 from emomo.config import DatabaseConfig
-from emomo.repositories import MemeRecord
+from emomo.repositories import MemeRecord, SourceRecord
+from emomo.repositories.schema import MIGRATIONS
 from emomo.repositories.postgres import PostgresMemeRepository
 from emomo.repositories.sql import SQLMemeRepository
 from emomo.repositories.sqlite import SQLiteMemeRepository
@@ -33,9 +34,20 @@ async def race(repos: list[SQLMemeRepository]) -> None:
         assert got[0].id == got[1].id and got[0].id in (a.id, b.id)
         assert {m.md5_hash for m in await repos[0].all_memes()} == {"ab" * 16}
         assert (await repos[1].count_memes())["pending"] == 1
-        # A different image under a source id already taken is refused, not merged.
-        with pytest.raises(Exception, match="(?i)unique"):
-            await repos[0].insert_meme(meme("cd" * 16, got[0].source_id))
+        # New bytes under a source already recorded: a new meme; the source moves to it only
+        # when asked (once the new meme is complete), and the old meme is then retired.
+        newer = meme("cd" * 16, got[0].source_id)
+        assert (await repos[0].insert_meme(newer)).id == newer.id
+        source = await repos[1].get_source("test", got[0].source_id)
+        assert source is not None and source.meme_id == got[0].id and source.md5_hash == "ab" * 16
+        link = SourceRecord("test", got[0].source_id, newer.id, newer.md5_hash)
+        assert await repos[1].link_source(link, "/x.png", replace=False) is None
+        assert (await repos[0].get_source("test", got[0].source_id)).meme_id == got[0].id  # type: ignore[union-attr]
+        assert await repos[1].link_source(link, "/x.png", replace=True) == got[0].id
+        assert await repos[0].retire_if_orphan(newer.id) is None  # a source holds it
+        assert await repos[0].retire_if_orphan(got[0].id) == []
+        assert (await repos[1].count_memes()) == {"pending": 1, "active": 0, "failed": 0, "retired": 1}
+        assert await repos[0].source_ids("test") == {got[0].source_id}
         await repos[0].set_cursor("fabiaoqing", "3")
         await repos[1].set_cursor("fabiaoqing", "4")
         assert await repos[0].get_cursor("fabiaoqing") == "4"
@@ -48,9 +60,60 @@ def test_postgres_migrates_once_and_keeps_one_meme_per_md5() -> None:
         config = DatabaseConfig(driver="postgres", url=dsn)
         asyncio.run(race([PostgresMemeRepository(config), PostgresMemeRepository(config)]))
         with psycopg.connect(dsn) as conn:
-            assert conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall() == [(1,), (2,)]
+            versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()]
+            assert versions == [v for v, _ in MIGRATIONS]
 
 
 def test_sqlite_migrates_once_and_keeps_one_meme_per_md5(tmp_path: Path) -> None:
     config = DatabaseConfig(path=str(tmp_path / "emomo.db"))
     asyncio.run(race([SQLiteMemeRepository(config), SQLiteMemeRepository(config)]))
+
+
+V2_ROWS = [
+    "INSERT INTO memes (id, source_type, source_id, md5_hash, storage_key, format, width, height, is_animated, "
+    "file_size, category, tags, status) VALUES ('m1', 'chinesebqb', 'a/b.png', '{md5}', 'ab/x.png', 'png', 1, 1, "
+    "FALSE, 3, 'a', '[]', 'active')",
+    "INSERT INTO meme_vectors (id, meme_id, md5_hash, collection, embedding_model, qdrant_point_id) "
+    "VALUES ('v1', 'm1', '{md5}', 'c', 'e5', 'p1')",
+    "INSERT INTO meme_descriptions (md5_hash, model, description) VALUES ('{md5}', 'vlm', 'text')",
+    "INSERT INTO schema_migrations (version) VALUES (1), (2)",
+]
+
+
+async def check_migrated(repo: SQLMemeRepository) -> None:
+    await repo.open()
+    try:
+        assert (await repo.count_memes())["active"] == 1
+        assert await repo.count_vectors() == {"c": 1}  # the table rebuild kept the vector rows
+        assert await repo.get_description("ab" * 16, "vlm") == "text"
+        source = await repo.get_source("chinesebqb", "a/b.png")
+        assert source is not None and source.meme_id == "m1"
+    finally:
+        await repo.close()
+
+
+def v2_statements(serial: str, dialect: str) -> list[str]:
+    out = ["CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)"]
+    for version, statements in MIGRATIONS[:2]:
+        out += [str(st).replace("{serial}", serial) for st in statements]
+    return out + [r.format(md5="ab" * 16) for r in V2_ROWS]
+
+
+def test_a_version_2_sqlite_database_migrates_without_losing_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "emomo.db")
+    conn.execute("PRAGMA foreign_keys=ON")
+    for stmt in v2_statements(SQLiteMemeRepository.serial_type, "sqlite"):
+        conn.execute(stmt)
+    conn.commit()
+    conn.close()
+    asyncio.run(check_migrated(SQLiteMemeRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))))
+
+
+def test_a_version_2_postgres_database_migrates_without_losing_rows() -> None:
+    with postgres_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for stmt in v2_statements(PostgresMemeRepository.serial_type, "postgres"):
+                conn.execute(stmt)
+        asyncio.run(check_migrated(PostgresMemeRepository(DatabaseConfig(driver="postgres", url=dsn))))

@@ -27,6 +27,9 @@ EXIT_CODES = {
     "start_error": 1,
     # The source went away between the checks and the crawl: as a refused start.
     SOURCE_UNREADABLE: 2,
+    # Stopped early: an API key was refused, or the writes kept failing (an outage).
+    "refused_key": 1,
+    "write_failures": 1,
     # One signal: the items in flight were finished or dropped, the summary written.
     "shutdown": INTERRUPTED,
     # Two signals: no finish reason was ever recorded (the reactor stopped at once).

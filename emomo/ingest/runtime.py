@@ -19,7 +19,8 @@ from emomo.errors import BackendUnavailable
 from emomo.ingest.batcher import MicroBatcher, counted
 from emomo.providers import Describer, Embedder
 from emomo.providers.retry import ProviderError
-from emomo.repositories import MemeRecord, MemeRepository
+from emomo.ingest.spool import DescriptionSpool
+from emomo.repositories import MemeRecord, MemeRepository, SourceRecord
 from emomo.repositories.qdrant import QdrantRepository
 from emomo.storage import ObjectStore
 
@@ -64,6 +65,13 @@ class ItemState:
     deferred: str | None = None
     #: the status a parked meme is recorded with: pending (retry later) or failed
     park_status: str = "pending"
+    #: the item's source as recorded before this crawl (None: a source new to us)
+    source_record: SourceRecord | None = None
+    #: the meme this source named before its content changed: it moves to the new one
+    #: once that is complete, and the old one is retired if no other source holds it
+    replaces: str | None = None
+    #: the backend an index-stage write was talking to (for the circuit breaker's message)
+    writing: str = "database"
     undo: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 
 
@@ -98,6 +106,8 @@ class IngestRuntime:
         self.latencies: list[float] = []
         self.stats: Any = None
         self._claims: dict[str, str] = {}
+        #: md5 -> sources read while another item held that md5: linked to its meme once it is done
+        self._followers: dict[str, list[tuple[str, str, str | None]]] = {}
         self._opened = False
         self._open_error: Exception | None = None
         self._closed = False
@@ -109,6 +119,10 @@ class IngestRuntime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.crawler: Crawler | None = None
         self._poke_due = False
+        self.spool = DescriptionSpool(config.ingest.spool_dir)
+        #: writes that failed in a row (any item that completes resets it): the circuit breaker
+        self._write_failures = 0
+        self._closing_task: asyncio.Task[None] | None = None
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` without awaiting it here; ``close`` waits for it before closing the clients."""
@@ -130,10 +144,74 @@ class IngestRuntime:
         """No new work for items in flight: the crawl is stopping, by a signal or a fatal error."""
         return self.stopping or self.interrupted
 
-    def stop(self, cause: str) -> None:
-        """Admit no more items: those in flight finish, then the crawl ends."""
-        if self.stop_cause is None:
-            self.stop_cause = cause
+    def stop(self, cause: str, reason: str) -> None:
+        """End the crawl early, as Scrapy's CloseSpider does, with ``reason`` as its finish
+        reason: no more items are admitted or requests sent, no new paid call starts, and
+        the items in flight finish (or are dropped unwritten). For causes no later item can
+        escape (a refused key, a backend that takes no writes)."""
+        if self.stop_cause is not None:
+            return
+        self.stop_cause = cause
+        if self.stats is not None:
+            self.stats.set_value("emomo/ingest/stopped", cause)
+        logger.error("Stopping the crawl: %s", cause)
+        if self.crawler is not None:
+            # Not awaited: closing the engine waits for the items in flight, the caller among them.
+            self._closing_task = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason=reason))
+
+    def backend_label(self, kind: str) -> str:
+        """How a message names a backend: ``database (postgres)``, ``storage (s3)``, ..."""
+        c = self.config
+        return {"database": f"database ({c.database.driver})", "storage": f"storage ({c.storage.type})",
+                "qdrant": f"Qdrant ({self.index.where})"}.get(kind, kind)
+
+    def write_failed(self, kind: str, cause: str) -> None:
+        """Count a failed write; after ``ingest.max_write_failures`` in a row, stop the crawl
+        rather than pay the VLM for items that cannot be kept."""
+        self._write_failures += 1
+        limit = self.config.ingest.max_write_failures
+        if self._write_failures >= limit:
+            self.stop(f"{self._write_failures} writes in a row failed, the last to the {self.backend_label(kind)}: "
+                      f"{cause}; check it, then run the crawl again", reason="write_failures")
+
+    def write_ok(self) -> None:
+        self._write_failures = 0
+
+    async def keep_description(self, md5: str, model: str, description: str) -> bool:
+        """Save a description the moment it was paid for; when the database refuses, in the
+        local spool (replayed at the next start). False when it went to the spool."""
+        try:
+            await self.repo.save_description(md5, model, description)
+            return True
+        except Exception as exc:
+            await asyncio.to_thread(self.spool.append, md5, model, description)
+            logger.warning("Could not save the description of %s in the %s (%s); kept in %s until the next crawl",
+                           md5, self.backend_label("database"), exc, self.spool.path)
+            return False
+
+    async def _replay_spool(self) -> None:
+        kept = await asyncio.to_thread(self.spool.entries)
+        for md5, model, description in kept:
+            await self.repo.save_description(md5, model, description)
+        if kept:
+            await asyncio.to_thread(self.spool.clear)
+            logger.info("Saved %d descriptions kept in %s during an earlier outage", len(kept), self.spool.path)
+
+    async def retire(self, meme_id: str) -> bool:
+        """Retire ``meme_id`` if no source holds it any more: its vector rows and points go,
+        its row is marked retired. True when it was retired."""
+        points = await self.repo.retire_if_orphan(meme_id)
+        if points is None:
+            return False
+        for collection, pid in points:
+            try:
+                await self.index.delete(collection, pid)
+            except Exception as exc:  # the row says retired: `scrapy verify --repair` removes the point
+                logger.error("Could not delete point %s of retired meme %s from %s: %s", pid, meme_id, collection, exc)
+        if self.stats is not None:
+            self.stats.inc_value("emomo/ingest/retired")
+        logger.info("Retired meme %s: no source holds it any more", meme_id)
+        return True
 
     async def admit(self, item: Any) -> bool:
         """Wait for room in the pipelines (backpressure on the spider); False once stopping.
@@ -217,6 +295,7 @@ class IngestRuntime:
         await self.index.open()
         await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
         await self.repo.open()
+        await self._replay_spool()
         await self.store.open()
         logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
                     self.collection, self.embedding.name, self.embedding.model,
@@ -253,12 +332,28 @@ class IngestRuntime:
     def state(self, item: Any) -> ItemState:
         return self._states[id(item)]
 
+    def peek(self, item: Any) -> ItemState | None:
+        return self._states.get(id(item))
+
     def claim(self, state: ItemState) -> str | None:
         """Claim the item's md5 for this crawl; the source already holding it, if any."""
         holder = self._claims.get(state.md5)
         if holder is None:
             self._claims[state.md5] = state.source
         return holder
+
+    def follow(self, md5: str, source_type: str, source_id: str, locator: str | None) -> None:
+        """A source whose image is in flight with another item: it is linked to that item's
+        meme once the meme is recorded (``link_followers``), or forgotten if it fails."""
+        self._followers.setdefault(md5, []).append((source_type, source_id, locator))
+
+    async def link_followers(self, md5: str, meme_id: str) -> None:
+        """The sources that followed ``md5`` while it was in flight now hold its (recorded) meme."""
+        for source_type, source_id, locator in self._followers.pop(md5, []):
+            link = SourceRecord(source_type, source_id, meme_id, md5)
+            previous = await self.repo.link_source(link, locator, replace=True)
+            if previous is not None:
+                await self.retire(previous)
 
     @staticmethod
     def park(state: ItemState, exc: Exception) -> None:
@@ -279,6 +374,8 @@ class IngestRuntime:
         leftovers: list[str] = []
         if state is None:
             return leftovers
+        if self._claims.get(state.md5) is None:
+            self._followers.pop(state.md5, None)  # their next run finds them new
         for what, undo in reversed(state.undo):
             try:
                 await undo()

@@ -39,6 +39,13 @@ def item_source(adapter: ItemAdapter) -> str:
                            f"{adapter.get('source_type')}:{adapter.get('source_id')}"))
 
 
+def item_locator(adapter: ItemAdapter) -> str | None:
+    """Where the item's file can be read again (`scrapy verify --repair` re-uploads from it),
+    escaped as source ids are (emomo.text.unescape_name gives the path back)."""
+    where = adapter.get("path") or adapter.get("url")
+    return escape_name(str(where)) if where else None
+
+
 def clean_item_text(adapter: ItemAdapter, limits: IngestConfig) -> bool:
     """Bound and clean what the source says (category, tags) before it costs anything:
     control characters out, lengths cut (ingest.max_*), the same for every backend.
@@ -77,6 +84,9 @@ class Stage:
     #: once the crawl is stopping, an item that reaches this stage is dropped unwritten
     #: (the stages before anything is paid for or stored); later stages finish the item
     interruptible: ClassVar[bool] = False
+    #: the backend this stage writes to or reads from (database, storage, qdrant): its
+    #: failures count towards the circuit breaker (ingest.max_write_failures)
+    backend: ClassVar[str | None] = None
 
     def __init__(self, crawler: Crawler, runtime: IngestRuntime) -> None:
         self.crawler = crawler
@@ -130,12 +140,15 @@ class Stage:
             raise
         except Exception as exc:
             source = item_source(adapter)
+            backend = self.failed_backend(item)
             leftovers = await self.runtime.rollback(item)
             self.conclude("failed")
             self.log(logging.ERROR, "%s failed for %s: %s: %s", self.name, source, type(exc).__name__, exc)
             for leftover in leftovers:
                 self.count("undo_failed")
                 self.log(logging.ERROR, "could not undo %s for %s", leftover, source)
+            if backend is not None:
+                self.runtime.write_failed(backend, f"{self.name} failed for {source}: {type(exc).__name__}: {exc}")
             raise StageFailed(f"{self.name} failed for {source}: {exc}") from exc
         finally:
             # Wall time per stage, summed: the ingest summary divides it by the items.
@@ -146,16 +159,8 @@ class Stage:
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         raise NotImplementedError
 
-    def stop(self, cause: str) -> None:
-        """End the crawl: no later item can succeed (a refused key, say).
-
-        The spider stops yielding and the items in flight finish; closing the
-        engine from here instead would wait for this very item.
-        """
-        if not self.runtime.stopping:
-            self.runtime.stop(cause)
-            self.stats.set_value("emomo/ingest/stopped", cause)
-            self.log(logging.ERROR, "Stopping the crawl: %s", cause)
+    def failed_backend(self, item: Any) -> str | None:
+        return self.backend
 
     def state(self, item: Any) -> ItemState:
         return self.runtime.state(item)

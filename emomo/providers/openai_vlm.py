@@ -64,7 +64,7 @@ class OpenAIDescriber:
         self.max_tokens = config.max_tokens
         self.temperature = config.temperature
         self.policy = RetryPolicy(attempts=config.retries + 1, base_delay=config.retry_base_delay,
-                                  max_delay=config.retry_max_delay)
+                                  max_delay=config.retry_max_delay, max_delay_setting="vlm.retry_max_delay")
         self._client = async_client(config.api_key, self.base_url, config.timeout)
         # A cap on calls in flight: the API's rate limit, and backpressure on the crawl.
         self._slots = asyncio.Semaphore(max(1, config.max_in_flight))

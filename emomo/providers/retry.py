@@ -72,13 +72,16 @@ def retryable_status(status: int) -> bool:
 class RetryPolicy:
     attempts: int = 4  # tries in all, the first included
     base_delay: float = 1.0
+    #: the longest wait before a retry; a Retry-After beyond it parks the item instead
     max_delay: float = 30.0
+    #: how messages name ``max_delay``
+    max_delay_setting: str = "the retry cap"
 
     def delay(self, retry: int, retry_after: float | None) -> float:
         # Full jitter spreads the retries of many items in flight over the window.
         backoff = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** retry))
         if retry_after is not None:
-            return min(max(retry_after, backoff), max(self.max_delay, retry_after))
+            return min(max(retry_after, backoff), self.max_delay)
         return backoff
 
 
@@ -93,6 +96,11 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, wh
         except ProviderError as exc:
             if not exc.retryable or attempt + 1 >= policy.attempts or (should_stop and should_stop()):
                 raise
+            if exc.retry_after is not None and exc.retry_after > policy.max_delay:
+                # An hour's wait would hold a slot (and the crawl) for an hour: give up now, park the item.
+                raise ProviderError(
+                    f"{exc}; its Retry-After of {exc.retry_after:g} s is over {policy.max_delay_setting}="
+                    f"{policy.max_delay:g}: not waited for", retryable=False) from None
             wait = policy.delay(attempt, exc.retry_after)
             logger.info("%s: %s; retry %d/%d in %.1f s", what, exc, attempt + 1, policy.attempts - 1, wait)
             if on_retry is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-STATUSES = ("pending", "active", "failed")
+#: a retired meme's source now holds other content: no point, no vector; its row, object and
+#: description stay (the content may come back)
+STATUSES = ("pending", "active", "failed", "retired")
 
 
 @dataclass
@@ -33,6 +35,17 @@ class MemeRecord:
     status: str = "pending"
 
 
+@dataclass(frozen=True)
+class SourceRecord:
+    """A place a meme's file came from (a path in a clone, a manifest line, a page's image)."""
+
+    source_type: str
+    source_id: str
+    meme_id: str
+    #: the md5 of the file as it was last read there
+    md5_hash: str
+
+
 @dataclass
 class VectorRecord:
     id: str
@@ -50,7 +63,15 @@ class MemeRepository(Protocol):
 
     async def close(self) -> None: ...
 
-    async def vector_exists(self, md5: str, collection: str) -> bool: ...
+    async def find_vector(self, md5: str, collection: str) -> str | None: ...
+
+    async def get_source(self, source_type: str, source_id: str) -> SourceRecord | None: ...
+
+    async def link_source(self, source: SourceRecord, locator: str | None, *, replace: bool) -> str | None: ...
+
+    async def retire_if_orphan(self, meme_id: str) -> list[tuple[str, str]] | None: ...
+
+    async def save_description(self, md5: str, model: str, description: str) -> None: ...
 
     async def get_meme_by_md5(self, md5: str) -> MemeRecord | None: ...
 
@@ -58,12 +79,12 @@ class MemeRepository(Protocol):
 
     async def get_description(self, md5: str, model: str) -> str | None: ...
 
-    async def insert_meme(self, meme: MemeRecord) -> MemeRecord:
+    async def insert_meme(self, meme: MemeRecord, locator: str | None = None) -> MemeRecord:
         """Insert the meme row and its description (when it has one) in one transaction;
         the meme already recorded for its md5 (by another process) when there is one."""
 
     async def delete_meme(self, meme_id: str) -> None:
-        """Delete the meme row with its vectors and descriptions."""
+        """Delete the meme row with its vectors and source links (not its paid descriptions)."""
 
     async def record_vectors(self, vectors: list[VectorRecord]) -> list[bool]:
         """Insert or replace each (md5, collection) vector row and mark its meme active,

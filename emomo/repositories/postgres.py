@@ -45,6 +45,7 @@ class _PgSession:
 
 
 class PostgresMemeRepository(SQLMemeRepository):
+    dialect = "postgres"
     serial_type = "BIGSERIAL PRIMARY KEY"
 
     def __init__(self, config: DatabaseConfig) -> None:

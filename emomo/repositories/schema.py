@@ -2,12 +2,18 @@
 
 Table and column names follow the seed and the original system. The SQL is
 common to SQLite and PostgreSQL; ``{serial}`` is each dialect's
-auto-incrementing key.
+auto-incrementing key. Where the dialects differ (SQLite cannot drop a
+constraint: it rebuilds the table), a statement is a dict by dialect.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
+Statement = str | dict[str, list[str]]
+
+_MEME_COLUMNS = ("id, source_type, source_id, md5_hash, storage_key, format, width, height, is_animated, "
+                 "file_size, category, tags, source_url, vlm_description, vlm_model, status, created_at, updated_at")
+
+MIGRATIONS: list[tuple[int, list[Statement]]] = [
     (1, [
         """
         CREATE TABLE IF NOT EXISTS memes (
@@ -68,5 +74,61 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
         )
         """,
+    ]),
+    (3, [
+        # A meme may come from several sources (the same image under two names), and a source
+        # may change its content: the source -> meme link moves out of the memes row.
+        {"sqlite": [
+            # SQLite cannot drop the UNIQUE (source_type, source_id) or widen the CHECK: rebuild
+            # (foreign keys are off while migrations run, so meme_vectors keeps its rows).
+            """
+            CREATE TABLE memes_v3 (
+                id TEXT PRIMARY KEY,
+                source_type TEXT NOT NULL,
+                source_id TEXT NOT NULL,
+                md5_hash TEXT NOT NULL UNIQUE,
+                storage_key TEXT NOT NULL,
+                format TEXT NOT NULL,
+                width INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                is_animated BOOLEAN NOT NULL DEFAULT FALSE,
+                file_size INTEGER NOT NULL,
+                category TEXT,
+                tags TEXT NOT NULL DEFAULT '[]',
+                source_url TEXT,
+                vlm_description TEXT,
+                vlm_model TEXT,
+                status TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'active', 'failed', 'retired')),
+                created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+            )
+            """,
+            f"INSERT INTO memes_v3 ({_MEME_COLUMNS}) SELECT {_MEME_COLUMNS} FROM memes",
+            "DROP TABLE memes",
+            "ALTER TABLE memes_v3 RENAME TO memes",
+            "CREATE INDEX IF NOT EXISTS idx_memes_status ON memes (status)",
+            "CREATE INDEX IF NOT EXISTS idx_memes_category ON memes (category)",
+        ], "postgres": [
+            "ALTER TABLE memes DROP CONSTRAINT IF EXISTS memes_source_type_source_id_key",
+            "ALTER TABLE memes DROP CONSTRAINT IF EXISTS memes_status_check",
+            "ALTER TABLE memes ADD CONSTRAINT memes_status_check "
+            "CHECK (status IN ('pending', 'active', 'failed', 'retired'))",
+        ]},
+        """
+        CREATE TABLE IF NOT EXISTS meme_sources (
+            source_type TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            meme_id TEXT NOT NULL REFERENCES memes (id) ON DELETE CASCADE,
+            md5_hash TEXT NOT NULL,
+            locator TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (source_type, source_id)
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS idx_meme_sources_meme ON meme_sources (meme_id)",
+        "INSERT INTO meme_sources (source_type, source_id, meme_id, md5_hash, locator) "
+        "SELECT source_type, source_id, id, md5_hash, source_url FROM memes",
     ]),
 ]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from emomo.repositories import STATUSES, MemeRecord, VectorRecord
+from emomo.repositories import STATUSES, MemeRecord, SourceRecord, VectorRecord
 from emomo.repositories.schema import MIGRATIONS
 
 _MEME_COLUMNS = (
@@ -44,6 +44,8 @@ def _meme(row: dict[str, Any]) -> MemeRecord:
     )
 
 
+_INSERT_SOURCE = "INSERT INTO meme_sources (source_type, source_id, meme_id, md5_hash, locator) VALUES (?, ?, ?, ?, ?)"
+
 _UPSERT_DESCRIPTION = (
     "INSERT INTO meme_descriptions (md5_hash, model, description) VALUES (?, ?, ?) "
     "ON CONFLICT (md5_hash, model) DO UPDATE SET description = excluded.description"
@@ -53,6 +55,8 @@ _UPSERT_DESCRIPTION = (
 class SQLMemeRepository(ABC):
     #: the type of an auto-incrementing integer key in this dialect
     serial_type: str
+    #: which variant of a dialect-specific migration statement applies
+    dialect: str
 
     @abstractmethod
     def session(self) -> AbstractAsyncContextManager[Session]: ...
@@ -75,14 +79,57 @@ class SQLMemeRepository(ABC):
                 if version in done:
                     continue
                 for stmt in statements:
-                    await s.execute(stmt.replace("{serial}", self.serial_type))
+                    for sql in (stmt[self.dialect] if isinstance(stmt, dict) else [stmt]):
+                        await s.execute(sql.replace("{serial}", self.serial_type))
                 await s.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
 
-    async def vector_exists(self, md5: str, collection: str) -> bool:
+    async def find_vector(self, md5: str, collection: str) -> str | None:
+        """The meme whose vector for ``md5`` is in ``collection``, if any."""
         async with self.session() as s:
-            return await s.fetchone(
-                "SELECT 1 AS x FROM meme_vectors WHERE md5_hash = ? AND collection = ?", (md5, collection)
-            ) is not None
+            row = await s.fetchone(
+                "SELECT meme_id FROM meme_vectors WHERE md5_hash = ? AND collection = ?", (md5, collection))
+        return str(row["meme_id"]) if row else None
+
+    async def get_source(self, source_type: str, source_id: str) -> SourceRecord | None:
+        async with self.session() as s:
+            row = await s.fetchone(
+                "SELECT meme_id, md5_hash FROM meme_sources WHERE source_type = ? AND source_id = ?",
+                (source_type, source_id))
+        return SourceRecord(source_type, source_id, str(row["meme_id"]), row["md5_hash"]) if row else None
+
+    async def link_source(self, source: SourceRecord, locator: str | None, *, replace: bool) -> str | None:
+        """Record that ``source`` holds ``source.meme_id``. An existing link to another meme is
+        moved only with ``replace`` (the source's content changed); the meme it pointed to
+        before, when it moved."""
+        async with self.session() as s:
+            row = await s.fetchone("SELECT meme_id FROM meme_sources WHERE source_type = ? AND source_id = ?",
+                                   (source.source_type, source.source_id))
+            if row is None:
+                await s.execute(_INSERT_SOURCE, (source.source_type, source.source_id, source.meme_id,
+                                                 source.md5_hash, locator))
+                return None
+            previous = str(row["meme_id"])
+            if previous == source.meme_id or not replace:
+                return None
+            await s.execute(
+                "UPDATE meme_sources SET meme_id = ?, md5_hash = ?, locator = ?, updated_at = CURRENT_TIMESTAMP "
+                "WHERE source_type = ? AND source_id = ?",
+                (source.meme_id, source.md5_hash, locator, source.source_type, source.source_id))
+            return previous
+
+    async def retire_if_orphan(self, meme_id: str) -> list[tuple[str, str]] | None:
+        """Retire a meme no source holds any more: status ``retired``, its vector rows gone (its
+        row, object and paid description stay). The (collection, point id) of each vector it
+        had, for the index to delete; None when a source still holds it."""
+        async with self.session() as s:
+            if await s.fetchone("SELECT 1 AS x FROM meme_sources WHERE meme_id = ?", (meme_id,)):
+                return None
+            rows = await s.fetchall("SELECT collection, qdrant_point_id FROM meme_vectors WHERE meme_id = ?",
+                                    (meme_id,))
+            await s.execute("DELETE FROM meme_vectors WHERE meme_id = ?", (meme_id,))
+            await s.execute("UPDATE memes SET status = 'retired', updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+                            (meme_id,))
+        return [(r["collection"], r["qdrant_point_id"]) for r in rows]
 
     async def get_meme_by_md5(self, md5: str) -> MemeRecord | None:
         async with self.session() as s:
@@ -117,9 +164,11 @@ class SQLMemeRepository(ABC):
                 "SELECT description FROM meme_descriptions WHERE md5_hash = ? AND model = ?", (md5, model))
         return row["description"] if row else None
 
-    async def insert_meme(self, meme: MemeRecord) -> MemeRecord:
-        """Insert the meme and its description; when another process recorded the same md5
-        first, insert nothing and return that meme (the unique constraint decides)."""
+    async def insert_meme(self, meme: MemeRecord, locator: str | None = None) -> MemeRecord:
+        """Insert the meme, its source (unless that source already names another meme: its
+        content changed, and the link moves when the new meme is complete) and its
+        description; when another process recorded the same md5 first, insert nothing and
+        return that meme (the unique constraint decides)."""
         async with self.session() as s:
             inserted = await s.execute(
                 f"INSERT INTO memes ({_MEME_COLUMNS}) VALUES ({','.join('?' * 16)}) "
@@ -133,9 +182,16 @@ class SQLMemeRepository(ABC):
                 row = await s.fetchone(f"SELECT {_MEME_COLUMNS} FROM memes WHERE md5_hash = ?", (meme.md5_hash,))
                 assert row is not None
                 return _meme(row)
+            await s.execute(_INSERT_SOURCE + " ON CONFLICT (source_type, source_id) DO NOTHING",
+                            (meme.source_type, meme.source_id, meme.id, meme.md5_hash, locator))
             if meme.vlm_description and meme.vlm_model:
                 await s.execute(_UPSERT_DESCRIPTION, (meme.md5_hash, meme.vlm_model, meme.vlm_description))
         return meme
+
+    async def save_description(self, md5: str, model: str, description: str) -> None:
+        """Keep a description the moment it exists: it was paid for, whatever happens to its item."""
+        async with self.session() as s:
+            await s.execute(_UPSERT_DESCRIPTION, (md5, model, description))
 
     async def set_description(self, meme: MemeRecord, description: str, model: str) -> None:
         async with self.session() as s:
@@ -150,12 +206,11 @@ class SQLMemeRepository(ABC):
                             (status, meme_id))
 
     async def delete_meme(self, meme_id: str) -> None:
+        """Undo a meme: its row, vector rows and source links. Its descriptions stay: they were
+        paid for, and the next run over the same image takes them instead of paying again."""
         async with self.session() as s:
-            row = await s.fetchone("SELECT md5_hash FROM memes WHERE id = ?", (meme_id,))
-            if row is None:
-                return
             await s.execute("DELETE FROM meme_vectors WHERE meme_id = ?", (meme_id,))
-            await s.execute("DELETE FROM meme_descriptions WHERE md5_hash = ?", (row["md5_hash"],))
+            await s.execute("DELETE FROM meme_sources WHERE meme_id = ?", (meme_id,))
             await s.execute("DELETE FROM memes WHERE id = ?", (meme_id,))
 
     async def record_vectors(self, vectors: list[VectorRecord]) -> list[bool]:
@@ -197,7 +252,7 @@ class SQLMemeRepository(ABC):
     async def source_ids(self, source_type: str) -> set[str]:
         """Every source id recorded for ``source_type`` (a spider skips them before downloading)."""
         async with self.session() as s:
-            rows = await s.fetchall("SELECT source_id FROM memes WHERE source_type = ?", (source_type,))
+            rows = await s.fetchall("SELECT source_id FROM meme_sources WHERE source_type = ?", (source_type,))
         return {r["source_id"] for r in rows}
 
     async def get_cursor(self, source: str) -> str | None:

@@ -47,6 +47,7 @@ class _SQLiteSession:
 
 
 class SQLiteMemeRepository(SQLMemeRepository):
+    dialect = "sqlite"
     serial_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self, config: DatabaseConfig) -> None:
@@ -76,6 +77,16 @@ class SQLiteMemeRepository(SQLMemeRepository):
     async def open(self) -> None:
         self._conn = await self._thread.run(self._connect)
         await self.migrate()
+
+    async def migrate(self) -> None:
+        # A migration that rebuilds a table drops the old one: with foreign keys on, that would
+        # cascade into meme_vectors. The pragma cannot change inside a transaction.
+        assert self._conn is not None
+        await self._thread.run(self._conn.execute, "PRAGMA foreign_keys=OFF")
+        try:
+            await super().migrate()
+        finally:
+            await self._thread.run(self._conn.execute, "PRAGMA foreign_keys=ON")
 
     async def close(self) -> None:
         if self._conn is not None:
