@@ -12,7 +12,7 @@ from itemadapter import ItemAdapter
 
 from emomo.ingest.stage import Stage, item_locator
 from emomo.repositories import SourceRecord, VectorRecord
-from emomo.repositories.qdrant import point_id
+from emomo.repositories.qdrant import point_id, point_payload
 
 
 class IndexPipeline(Stage):
@@ -41,12 +41,7 @@ class IndexPipeline(Stage):
             self.conclude("pending" if state.park_status == "pending" else "failed")
             return
         pid = point_id(runtime.collection, state.md5)
-        payload = {
-            "meme_id": meme.id, "source_type": meme.source_type, "category": meme.category,
-            "is_animated": meme.is_animated, "tags": meme.tags,
-            "vlm_description": adapter["description"], "storage_url": runtime.store.url(meme.storage_key),
-            "md5": state.md5,
-        }
+        payload = point_payload(meme, adapter["description"], runtime.store.url(meme.storage_key))
         state.writing = "qdrant"
         await runtime.upsert_batcher.submit((pid, adapter["vector"], payload))
         state.writing = "database"

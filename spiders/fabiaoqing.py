@@ -118,8 +118,18 @@ class FabiaoqingSpider(MemeSpider):
         if self.resume and cursor:
             page = int(cursor) + 1
             self.logger.info("Resuming after list page %s", cursor)
-        self.first_page = page
-        self.tracker = site.PageTracker(page, self._save_cursor)
+        # With JOBDIR, Scrapy restores spider.state with the queue: the pages whose image
+        # requests come back are known again, so the cursor goes on advancing.
+        saved: dict[str, Any] = getattr(self, "state", None) or {}
+        if "pages" in saved:
+            self.first_page = int(saved["first_page"])
+            self.tracker = site.PageTracker.from_dict(saved["pages"], self._save_cursor)
+        else:
+            self.first_page = page
+            self.tracker = site.PageTracker(page, self._save_cursor)
+        if hasattr(self, "state"):
+            self.state["first_page"] = self.first_page
+            self.tracker.on_change = lambda pages: self.state.__setitem__("pages", pages)
         self.logger.info("%d fabiaoqing images already %s", len(self.known),
                          "staged" if self.output == "staging" else "ingested")
         yield self.list_request(page)

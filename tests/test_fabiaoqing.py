@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_consistent, crawl, read_state
+from conftest import assert_consistent, crawl, read_state, scrapy
 from fabiaoqing_site import Mirror, build_mirror, serve_mirror
 
 COLLECTION = "emomo-e5-small"
@@ -135,7 +135,27 @@ def test_jobdir_resumes_an_interrupted_crawl(tmp_path: Path, mirror: Mirror) -> 
     assert first.stats.get("emomo/ingest/processed", 0) < 14
     done = set(image_requests(mirror))
     mirror.image_log.clear()
-    fabiaoqing(tmp_path, mirror, "-s", "JOBDIR=job")
+    resumed = fabiaoqing(tmp_path, mirror, "-s", "JOBDIR=job")
     again = image_requests(mirror)
     assert again and not set(again) & done  # nothing downloaded twice
     assert read_state(tmp_path).active_md5s() == {mirror.md5(e.name) for e in mirror.valid().values()}
+    # The page bookkeeping came back with the queue: the cursor reaches the end of the list.
+    assert "Traceback" not in resumed.log and "KeyError" not in resumed.log
+    assert resumed.stat("emomo/fabiaoqing/cursor") == 4
+
+
+def test_a_refused_key_stops_the_walk(tmp_path: Path, mirror: Mirror) -> None:
+    from servers import FakeAPI, fake_api
+
+    (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
+    with fake_api(FakeAPI(api_key="sk-the-right-one")) as url:
+        # The polite defaults: the first image's refused key arrives before the list is walked.
+        run = scrapy(tmp_path, "crawl", "fabiaoqing", "-a", f"base_url={mirror.site_url}",
+                     "-s", "EMOMO_CONFIG=vlm.yaml",
+                     env={"OPENAI_API_KEY": "sk-a-wrong-one", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "the API key was refused (HTTP 401); check OPENAI_API_KEY" in run.log
+    pages = {p for p in mirror.site_log if p.startswith("/biaoqing/lists/page/")}
+    assert "/biaoqing/lists/page/4.html" not in pages, pages  # the walk stopped short of the list's end
+    assert len(image_requests(mirror)) < 17
+    assert "; refused_key)" in run.summary()

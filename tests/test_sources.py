@@ -96,3 +96,24 @@ def test_walk_is_deterministic_and_skips_what_is_no_meme(tmp_path: Path) -> None
     (tmp_path / "001Funny.zip").write_bytes(b"PK\x03\x04")
     found = [f.rel_path for f in walk(tmp_path)]
     assert found == ["001Funny_滑稽大佬😏BQB/a-没有扩展名", "001Funny_滑稽大佬😏BQB/b.png"]
+
+
+def test_page_tracker_advances_over_done_pages_and_survives_a_resume() -> None:
+    from emomo.sources.fabiaoqing import PageTracker
+
+    cursors: list[int] = []
+    saved: dict = {}
+    tracker = PageTracker(1, cursors.append)
+    tracker.on_change = saved.update
+    tracker.page_parsed(1, 2)
+    tracker.page_parsed(2, 1)
+    tracker.image_done(2)
+    assert cursors == []  # page 1 still has two images out
+    tracker.image_done(1)
+    # A resumed run (JOBDIR) picks the bookkeeping up where it was left.
+    resumed = PageTracker.from_dict(saved, cursors.append)
+    resumed.image_done(1)
+    assert cursors == [2] and resumed.next_page == 3
+    resumed.image_done(7)  # a page it never heard of: ignored, the cursor stays
+    resumed.page_parsed(3, 0)
+    assert cursors == [2, 3]

@@ -1,1 +1,1 @@
-"""Scrapy commands: search, stats."""
+"""Scrapy commands: crawl (checked), search, stats, verify."""

@@ -79,8 +79,6 @@ async def read_item(adapter: ItemAdapter, limits: IngestConfig, stats: StatsColl
 class Stage:
     #: the <stage> in ``emomo/<stage>/<outcome>`` stats keys
     name: ClassVar[str]
-    #: a stage that creates what a reused meme already has passes it by
-    skips_reused: ClassVar[bool] = False
     #: once the crawl is stopping, an item that reaches this stage is dropped unwritten
     #: (the stages before anything is paid for or stored); later stages finish the item
     interruptible: ClassVar[bool] = False
@@ -123,9 +121,6 @@ class Stage:
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        if self.skips_reused and adapter.get("reused"):
-            self.count("reused")
-            return item
         started = time.perf_counter()
         try:
             if self.interruptible and self.runtime.should_stop():

@@ -26,6 +26,15 @@ def point_id(collection: str, md5: str) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection}/{md5}"))
 
 
+def point_payload(meme: Any, description: str, storage_url: str) -> dict[str, Any]:
+    """The seed's payload of a meme's point (plus its md5): what search shows and filters on."""
+    return {
+        "meme_id": meme.id, "source_type": meme.source_type, "category": meme.category,
+        "is_animated": meme.is_animated, "tags": meme.tags, "vlm_description": description,
+        "storage_url": storage_url, "md5": meme.md5_hash,
+    }
+
+
 @dataclass(frozen=True)
 class Hit:
     point_id: str
@@ -139,14 +148,15 @@ class QdrantRepository:
     async def count(self, collection: str) -> int:
         return await self._run(lambda client: int(client.count(collection, exact=True).count))
 
-    async def point_ids(self, collection: str) -> set[str]:
-        def scroll(client: Any) -> set[str]:
-            ids: set[str] = set()
+    async def points(self, collection: str) -> dict[str, str | None]:
+        """Every point of ``collection``: its id and the md5 in its payload."""
+        def scroll(client: Any) -> dict[str, str | None]:
+            found: dict[str, str | None] = {}
             offset = None
             while True:
                 points, offset = client.scroll(collection, limit=1000, offset=offset,
-                                               with_payload=False, with_vectors=False)
-                ids.update(str(p.id) for p in points)
+                                               with_payload=["md5"], with_vectors=False)
+                found.update({str(p.id): (p.payload or {}).get("md5") for p in points})
                 if offset is None:
-                    return ids
+                    return found
         return await self._run(scroll)

@@ -236,6 +236,29 @@ class SQLMemeRepository(ABC):
                 new.append(not existed)
         return new
 
+    async def list_vectors(self, collection: str) -> list[VectorRecord]:
+        async with self.session() as s:
+            rows = await s.fetchall(
+                "SELECT id, meme_id, md5_hash, collection, embedding_model, qdrant_point_id, status "
+                "FROM meme_vectors WHERE collection = ?", (collection,))
+        return [VectorRecord(id=str(r["id"]), meme_id=str(r["meme_id"]), md5_hash=r["md5_hash"],
+                             collection=r["collection"], embedding_model=r["embedding_model"],
+                             qdrant_point_id=r["qdrant_point_id"], status=r["status"]) for r in rows]
+
+    async def memes_with_vectors(self) -> set[str]:
+        """Ids of the memes that have a vector in any collection."""
+        async with self.session() as s:
+            rows = await s.fetchall("SELECT DISTINCT meme_id FROM meme_vectors")
+        return {str(r["meme_id"]) for r in rows}
+
+    async def locators(self, meme_id: str) -> list[str]:
+        """Where the sources of ``meme_id`` were read (paths or URLs, escaped), newest first."""
+        async with self.session() as s:
+            rows = await s.fetchall(
+                "SELECT locator FROM meme_sources WHERE meme_id = ? AND locator IS NOT NULL ORDER BY updated_at DESC",
+                (meme_id,))
+        return [r["locator"] for r in rows]
+
     async def count_memes(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         async with self.session() as s:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 from parsel import Selector
@@ -81,13 +82,28 @@ def parse_list(html: str, page_url: str) -> list[ListEntry]:
 
 class PageTracker:
     """Which list pages are done: a page is done when every image it listed has been
-    ingested, dropped or failed. The cursor is the last page with all pages before it done."""
+    ingested, dropped or failed. The cursor is the last page with all pages before it done.
+
+    ``to_dict``/``from_dict`` carry it across a JOBDIR resume (Scrapy keeps ``spider.state``
+    there), where the queued image requests of pages parsed by the first run come back.
+    """
 
     def __init__(self, start_page: int, on_advance: Callable[[int], None]) -> None:
         self.next_page = start_page  # the first page not known done
         self.outstanding: dict[int, int] = {}
         self.parsed: set[int] = set()
         self.on_advance = on_advance
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"next_page": self.next_page, "outstanding": dict(self.outstanding), "parsed": sorted(self.parsed)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], on_advance: Callable[[int], None]) -> PageTracker:
+        tracker = cls(int(data["next_page"]), on_advance)
+        tracker.outstanding = {int(k): int(v) for k, v in data["outstanding"].items()}
+        tracker.parsed = {int(p) for p in data["parsed"]}
+        return tracker
 
     def page_parsed(self, page: int, images: int) -> None:
         self.parsed.add(page)
@@ -95,13 +111,19 @@ class PageTracker:
         self._advance()
 
     def image_done(self, page: int) -> None:
+        if page not in self.outstanding:
+            return  # a page this run knows nothing of (its state was lost): the cursor stays put
         self.outstanding[page] -= 1
         self._advance()
 
     def _advance(self) -> None:
         advanced = False
         while self.next_page in self.parsed and self.outstanding.get(self.next_page, 0) == 0:
+            self.outstanding.pop(self.next_page, None)
+            self.parsed.discard(self.next_page)
             self.next_page += 1
             advanced = True
+        if self.on_change is not None:
+            self.on_change(self.to_dict())
         if advanced:
             self.on_advance(self.next_page - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 
@@ -23,6 +24,11 @@ class ObjectStore(Protocol):
     async def get(self, key: str) -> bytes: ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    def keys(self) -> AsyncIterator[tuple[str, float]]:
+        """Every object's key and its last-modified time (seconds since the epoch), in pages."""
 
     def url(self, key: str) -> str:
         """The URL a user opens to see the object."""

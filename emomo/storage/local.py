@@ -6,6 +6,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from emomo.config import StorageConfig
@@ -68,6 +69,25 @@ class LocalObjectStore:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self._path(key).is_file)
+
+    def _list(self) -> list[tuple[str, float]]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d != _TMP_DIR]
+            for name in filenames:
+                path = Path(dirpath) / name
+                try:
+                    found.append((path.relative_to(self.root).as_posix(), path.stat().st_mtime))
+                except FileNotFoundError:
+                    continue
+        return found
+
+    async def keys(self) -> AsyncIterator[tuple[str, float]]:
+        for entry in await asyncio.to_thread(self._list):
+            yield entry
 
     def url(self, key: str) -> str:
         if self.public_url:

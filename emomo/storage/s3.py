@@ -8,6 +8,7 @@ whole crawl.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from emomo.blocking import DedicatedThread
@@ -113,6 +114,20 @@ class S3ObjectStore:
 
     async def delete(self, key: str) -> None:
         await self._threads.run(lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+
+    async def exists(self, key: str) -> bool:
+        return await self._threads.run(self._exists, key)
+
+    async def keys(self) -> AsyncIterator[tuple[str, float]]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, PaginationConfig={
+            "PageSize": 1000})
+        iterator = iter(pages)
+        while True:
+            page = await self._threads.run(next, iterator, None)
+            if page is None:
+                return
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["LastModified"].timestamp()
 
     def url(self, key: str) -> str:
         if self.public_url:
