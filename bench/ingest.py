@@ -97,7 +97,8 @@ def stats_of(log: str) -> dict[str, float]:
     return stats
 
 
-def crawl(workdir: Path, tree: Path, env: dict[str, str], settings: list[str]) -> tuple[dict[str, float], list[int], str]:
+def crawl(workdir: Path, tree: Path, env: dict[str, str],
+          settings: list[str]) -> tuple[dict[str, float], list[int], str]:
     cmd = [str(BIN / "python"), "-m", "scrapy", "crawl", "chinesebqb", "-a", f"repo_path={tree}"]
     for s in settings:
         cmd += ["-s", s]
@@ -132,7 +133,8 @@ def report_common(stats: dict[str, float], rss: list[int], n: int) -> float:
     for name in ("embed", "upsert", "vectors"):
         batches = stats.get(f"emomo/batch/{name}/batches", 0)
         if batches:
-            print(f"{name + ' batches':20} {batches:.0f}, mean size {stats[f'emomo/batch/{name}/items'] / batches:.1f}, "
+            mean = stats[f"emomo/batch/{name}/items"] / batches
+            print(f"{name + ' batches':20} {batches:.0f}, mean size {mean:.1f}, "
                   f"max {stats.get(f'emomo/batch/{name}/max_size', 0):.0f}")
     if rss:
         quarter = [pct(rss[int(len(rss) * a): int(len(rss) * b)] or rss, 1.0)

@@ -55,7 +55,7 @@ class SecretMask(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string is logging's to report
+        except Exception:
             return True
         clean = printable(self.mask(message))
         if clean != message:

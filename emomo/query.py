@@ -1,11 +1,16 @@
-"""Read side: search the index and count what is in it (used by the scrapy commands)."""
+"""Read side: search the index and count what is in it (scrapy search, scrapy stats, scrapy serve).
+
+A ``Searcher`` opens the index, the database and the query embedder once and answers many
+searches; ``search`` is the one-shot form the command uses.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from emomo import clients
-from emomo.config import EmomoConfig
+from emomo.config import EmbeddingConfig, EmomoConfig
+from emomo.providers import Embedder
 from emomo.repositories import MemeRepository
 from emomo.repositories.qdrant import QdrantRepository
 
@@ -25,40 +30,63 @@ async def _open(config: EmomoConfig) -> tuple[MemeRepository, QdrantRepository]:
     return repo, index
 
 
+class Searcher:
+    def __init__(self, config: EmomoConfig, embedding_name: str | None = None) -> None:
+        self.config = config
+        self.embedding: EmbeddingConfig = config.embedding(embedding_name)
+        self.embedder: Embedder = clients.build_embedder(self.embedding)
+        self.repo: MemeRepository | None = None
+        self.index: QdrantRepository | None = None
+
+    async def open(self) -> Searcher:
+        self.repo, self.index = await _open(self.config)
+        return self
+
+    async def close(self) -> None:
+        await self.embedder.close()
+        if self.repo is not None:
+            await self.repo.close()
+        if self.index is not None:
+            await self.index.close()
+
+    async def search(self, query: str, top: int = 10) -> list[dict[str, Any]]:
+        """Memes whose descriptions are nearest to ``query``, best first (keys: HIT_KEYS)."""
+        assert self.repo is not None and self.index is not None, "Searcher.open() was not awaited"
+        collection = self.embedding.collection
+        if collection not in await self.index.collections():
+            return []
+        vector = await self.embedder.embed_query(query)
+        hits = await self.index.search(collection, vector, top)
+        memes = await self.repo.get_memes([str(h.payload.get("meme_id")) for h in hits])
+        results = []
+        for hit in hits:
+            p = hit.payload
+            meme = memes.get(str(p.get("meme_id")))
+            results.append({
+                "meme_id": p.get("meme_id"),
+                "md5": meme.md5_hash if meme else p.get("md5"),
+                "score": round(hit.score, 6),
+                "category": p.get("category", ""),
+                "tags": list(p.get("tags") or []),
+                "description": p.get("vlm_description", ""),
+                "storage_url": p.get("storage_url", ""),
+                "source_type": p.get("source_type", ""),
+                "source_id": meme.source_id if meme else None,
+                "format": meme.format if meme else None,
+                "is_animated": bool(p.get("is_animated", False)),
+            })
+        return results
+
+
 async def search(config: EmomoConfig, query: str, embedding_name: str | None = None,
                  top: int = 10) -> list[dict[str, Any]]:
-    """Memes whose descriptions are nearest to ``query``, best first."""
-    embedding = config.embedding(embedding_name)
-    embedder = clients.build_embedder(embedding)
-    repo, index = await _open(config)
+    """One search: open, search, close."""
+    searcher = Searcher(config, embedding_name)
     try:
-        if embedding.collection not in await index.collections():
-            return []
-        vector = await embedder.embed_query(query)
-        hits = await index.search(embedding.collection, vector, top)
-        memes = await repo.get_memes([str(h.payload.get("meme_id")) for h in hits])
+        await searcher.open()
+        return await searcher.search(query, top)
     finally:
-        await embedder.close()
-        await repo.close()
-        await index.close()
-    results = []
-    for hit in hits:
-        p = hit.payload
-        meme = memes.get(str(p.get("meme_id")))
-        results.append({
-            "meme_id": p.get("meme_id"),
-            "md5": meme.md5_hash if meme else p.get("md5"),
-            "score": round(hit.score, 6),
-            "category": p.get("category", ""),
-            "tags": list(p.get("tags") or []),
-            "description": p.get("vlm_description", ""),
-            "storage_url": p.get("storage_url", ""),
-            "source_type": p.get("source_type", ""),
-            "source_id": meme.source_id if meme else None,
-            "format": meme.format if meme else None,
-            "is_animated": bool(p.get("is_animated", False)),
-        })
-    return results
+        await searcher.close()
 
 
 async def stats(config: EmomoConfig) -> dict[str, Any]:

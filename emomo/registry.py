@@ -44,7 +44,7 @@ DESCRIBERS: dict[str, Backend] = {
 
 EMBEDDERS: dict[str, Backend] = {
     "local": Backend("emomo.providers.local_embedder.LocalEmbedder"),
-    "jina": Backend("emomo.providers.jina.JinaEmbedder", key_env="JINA_API_KEY"),
+    "jina": Backend("emomo.providers.openai_embedder.JinaEmbedder", key_env="JINA_API_KEY"),
     "openai": Backend("emomo.providers.openai_embedder.OpenAIEmbedder", key_env="OPENAI_API_KEY",
                       base_url_env="OPENAI_BASE_URL"),
     "modelscope": Backend("emomo.providers.openai_embedder.OpenAIEmbedder", key_env="MODELSCOPE_API_KEY",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from emomo.defaults import EMOMO_CONFIG, EMOMO_EMBEDDING, EMOMO_ENABLED, EMOMO_FORCE  # noqa: F401
+from emomo.defaults import (  # noqa: F401
+    EMOMO_CONFIG,
+    EMOMO_EMBEDDING,
+    EMOMO_ENABLED,
+    EMOMO_FORCE,
+    EMOMO_MAX_ITEMS_IN_FLIGHT,
+    EMOMO_STATS_FILE,
+)
 
 BOT_NAME = "emomo"
 SPIDER_MODULES = ["spiders"]
@@ -24,12 +31,10 @@ ITEM_PIPELINES = {
 }
 
 EXTENSIONS = {
+    "emomo.ingest.runtime.IngestRuntime": 100,
     "emomo.summary.IngestSummary": 500,
+    "emomo.statsfile.StatsFile": 510,
 }
-
-# Items wait on the VLM (~2 s), uploads, embeddings and writes: keep many in flight, so a slow
-# call never serialises the crawl. Spiders admit at most this many items at once (backpressure).
-CONCURRENT_ITEMS = 128
 # Responses waiting for the pipelines (fabiaoqing images): bounded, not unbounded.
 SCRAPER_SLOT_MAX_ACTIVE_SIZE = 50_000_000
 

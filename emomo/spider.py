@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import scrapy
@@ -14,7 +12,7 @@ from scrapy.settings import BaseSettings
 
 from emomo.config import EmomoConfig
 from emomo.errors import SourceUnreadable
-from emomo.ingest.runtime import IngestRuntime, check_backends, config_from_settings, runtime_for
+from emomo.ingest.runtime import IngestRuntime, config_from_settings
 from emomo.logmask import SecretMask
 
 if TYPE_CHECKING:
@@ -93,7 +91,7 @@ class MemeSpider(scrapy.Spider):
     def configure(self, settings: BaseSettings) -> None:
         """Load the config and check the arguments against it: an unknown
         embedding, a missing key or a missing folder fails in the first second."""
-        for name in ("CONCURRENT_ITEMS",):
+        for name in ("CONCURRENT_ITEMS", "EMOMO_MAX_ITEMS_IN_FLIGHT"):
             positive_setting(settings, name)
         self.config = config_from_settings(settings)
         self.mask = SecretMask(self.config.secrets()).install()
@@ -102,17 +100,10 @@ class MemeSpider(scrapy.Spider):
 
     @classmethod
     def preflight(cls, settings: BaseSettings, arguments: dict[str, Any]) -> None:
-        """What ``configure`` checks, then what only the backends can tell (a locked
-        local folder, a collection of another dimension), before any crawler exists.
-        ``scrapy crawl`` calls it so that these errors print one line."""
-        spider = cls(**arguments)
-        spider.configure(settings)
-        if not spider.needs_backends():
-            return
-        embedding = spider.config.embedding(spider.embedding or settings.get("EMOMO_EMBEDDING") or None)
-        # The reactor's loop does not exist yet: check on a loop of our own, in a thread.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, check_backends(spider.config, embedding)).result()
+        """What ``configure`` checks (the arguments against the config), before any crawler
+        exists: ``scrapy crawl`` calls it so that these errors print one line. What only the
+        backends can tell is checked when the crawl opens them (IngestRuntime)."""
+        cls(**arguments).configure(settings)
 
     def setup(self) -> None:
         """Check the spider's own arguments against the config; raise UsageError to refuse."""
@@ -122,7 +113,9 @@ class MemeSpider(scrapy.Spider):
         return True
 
     def runtime(self) -> IngestRuntime:
-        return runtime_for(self.crawler)
+        runtime = self.crawler.get_extension(IngestRuntime)
+        assert runtime is not None, "a spider that ingests has the IngestRuntime extension"
+        return runtime
 
     def items(self) -> AsyncIterator[Any]:
         """The source's items, in order (file-based spiders implement this, not ``start``)."""
@@ -133,14 +126,18 @@ class MemeSpider(scrapy.Spider):
         try:
             async for item in self.items():
                 # Each item waits for room in the pipelines: memory stays flat on a big source.
-                if not await runtime.admit(item):
-                    self.logger.warning("Not reading further: %s", runtime.stop_cause)
-                    break
+                if not await runtime.admit():
+                    self.logger.warning("Not reading further: %s", runtime.stop_cause or "the crawl is stopping")
+                    return
                 yield item
         except SourceUnreadable as exc:
             # The check before the crawl passed; the source went away since. Nothing more can be read.
             self.logger.error("Cannot read the source: %s", exc)
             raise CloseSpider(SOURCE_UNREADABLE) from None
+        # The whole source is read: the crawl ends when its last item does, not at Scrapy's
+        # next idle check (every 5 s), which would also blur elapsed_time_seconds.
+        if await runtime.drained():
+            raise CloseSpider("finished")
 
     def count(self, outcome: str) -> None:
         assert self.crawler.stats is not None

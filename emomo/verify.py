@@ -72,7 +72,7 @@ async def find_problems(repo: MemeRepository, index: QdrantRepository, store: Ob
     report = Report(collection)
     memes = await repo.all_memes()
     by_id = {m.id: m for m in memes}
-    objects = {key: mtime async for key, mtime in store.keys()}
+    objects = {key: mtime async for key, mtime in store.list_objects()}
     points = await index.points(collection) if collection in await index.collections() else {}
     vectors = await repo.list_vectors(collection)
     with_vectors = await repo.memes_with_vectors()
@@ -91,13 +91,13 @@ async def find_problems(repo: MemeRepository, index: QdrantRepository, store: Ob
             add(Problem("orphan_object", f"object {key} belongs to no meme", key=key))
     live = set()
     for vector in vectors:
-        meme = by_id.get(vector.meme_id)
-        if meme is None or meme.status != "active":
+        owner = by_id.get(vector.meme_id)
+        if owner is None or owner.status != "active":
             continue
         live.add(vector.qdrant_point_id)
         if vector.qdrant_point_id not in points:
-            add(Problem("missing_point", f"{_label(meme)}: point {vector.qdrant_point_id} is missing from "
-                                         f"{collection}", meme=meme, point=vector.qdrant_point_id, vector=vector))
+            add(Problem("missing_point", f"{_label(owner)}: point {vector.qdrant_point_id} is missing from "
+                                         f"{collection}", meme=owner, point=vector.qdrant_point_id, vector=vector))
     for pid, md5 in points.items():
         if pid not in live:
             add(Problem("orphan_point", f"point {pid} (md5 {md5}) in {collection} has no active meme", point=pid))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from functools import partial
 from typing import Any
@@ -62,7 +61,7 @@ class IndexPipeline(Stage):
         await runtime.link_followers(state.md5, meme.id)
         runtime.finish(item)
         runtime.write_ok()
-        runtime.latencies.append(time.monotonic() - state.started)
+        runtime.record_latency(state)
         # The bytes and the vector are written; an exported feed needs neither.
         adapter.update({"point_id": pid, "status": "active", "body": None, "vector": None})
         self.conclude("processed")

@@ -29,7 +29,8 @@ class StorePipeline(Stage):
                 return
             await store.put(key, adapter["body"], CONTENT_TYPES[adapter["format"]])
             self.count("restored")
-            self.log(logging.WARNING, "Object %s of meme %s was missing: put back from %s", key, adapter["meme_id"], state.source)
+            self.log(logging.WARNING, "Object %s of meme %s was missing: put back from %s",
+                     key, adapter["meme_id"], state.source)
             return
         key = storage_key(state.md5, adapter["format"])
         created = await store.put(key, adapter["body"], CONTENT_TYPES[adapter["format"]])

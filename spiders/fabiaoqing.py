@@ -66,7 +66,6 @@ class FabiaoqingSpider(MemeSpider):
         self.resume = flag("resume", resume)
         self.known: set[str] = set()
         self.requested = 0
-        self._item_pages: dict[int, int] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -97,7 +96,6 @@ class FabiaoqingSpider(MemeSpider):
             self.known = await asyncio.to_thread(manifest_ids, folder)
             return self._cursor_file.get()
         runtime = self.runtime()
-        await runtime.open()
         self.known = await runtime.repo.source_ids(site.SOURCE)
         return await runtime.repo.get_cursor(site.SOURCE)
 
@@ -172,22 +170,23 @@ class FabiaoqingSpider(MemeSpider):
         item = MemeItem(source_type=site.SOURCE, source_id=entry["source_id"], url=response.url,
                         body=response.body, category=site.CATEGORY, tags=list(entry["tags"]),
                         page_url=entry["page_url"])
-        self._item_pages[id(item)] = page
         yield item
 
     def image_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
-        if failure.check(HttpError):
-            status = failure.value.response.status
+        error = failure.value
+        if isinstance(error, HttpError):
+            status = error.response.status
             kind, reason = f"http_{status}", f"not downloaded: HTTP {status}"
-        elif failure.check(DownloadCancelledError):
-            kind, reason = "too_large", f"not downloaded: {failure.value}"
+        elif isinstance(error, DownloadCancelledError):
+            kind, reason = "too_large", f"not downloaded: {error}"
         else:
-            kind, reason = "download_error", f"not downloaded: {failure.type.__name__}: {failure.value}"
+            kind, reason = "download_error", f"not downloaded: {type(error).__name__}: {error}"
         self.skip(kind, request.url, reason)
         self.tracker.image_done(request.cb_kwargs["page"])
 
-    def _item_done(self, item: Any, **_: Any) -> None:
-        page = self._item_pages.pop(id(item), None)
+    def _item_done(self, item: Any, response: Response | None = None, **_: Any) -> None:
+        # Scrapy passes the response an item came from: its request names the list page.
+        page = response.cb_kwargs.get("page") if response is not None else None
         if page is not None:
             self.tracker.image_done(page)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from emomo.ingest.runtime import runtime_for
 from emomo.items import MemeItem
 from emomo.sources.pending import pending_memes
 from emomo.spider import MemeSpider, flag
@@ -23,7 +22,7 @@ class PendingSpider(MemeSpider):
         self.statuses = ("pending", "failed") if flag("failed", failed) else ("pending",)
 
     async def items(self) -> AsyncIterator[Any]:
-        async for found in pending_memes(runtime_for(self.crawler), self.statuses, self.limit):
+        async for found in pending_memes(self.runtime(), self.statuses, self.limit):
             meme = found.meme
             if found.body is None:
                 self.count("missing_object")

@@ -1,20 +1,20 @@
-"""Shared test helpers: run the real ``scrapy`` CLI in a folder of its own and read what it left.
+"""Shared test helpers: the real ``scrapy`` CLI in a folder of its own (for what only a real
+process shows: exit codes, signals, the log as a user sees it), and reading what a crawl left.
 
-Crawls run as subprocesses exactly as a user runs them (one reactor per
-process); the state they leave is read straight from the SQLite file, the
-Qdrant local folder and the object folder, not through our code.
+Most crawls run in the test process (tests/crawling.py). The state they leave is read straight
+from the SQLite file, the index folder and the object folder, not through our code.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ REPO = TESTS.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 sys.path.insert(0, str(TESTS))
+# In-process crawls (tests/crawling.py) read the project's settings as `scrapy` does.
+os.environ["SCRAPY_SETTINGS_MODULE"] = "emomo.settings"
 
 
 def scrapy_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -37,22 +39,25 @@ def scrapy_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-_STAT = re.compile(r"^\s*'([^']+)': (-?[0-9][0-9.e+-]*),?$")
-
-
 @dataclass
 class Run:
+    """A ``scrapy`` command run as a user runs it; for a crawl, its stats from the JSON file
+    that the StatsFile extension writes (EMOMO_STATS_FILE), never regexes over the log."""
+
     returncode: int
     stdout: str
     stderr: str
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def log(self) -> str:
         return self.stderr
 
-    def stat(self, key: str) -> float:
-        return self.stats.get(key, 0)
+    def stat(self, key: str) -> Any:
+        """A stat the crawl recorded; a key it never recorded fails the test."""
+        if key not in self.stats:
+            raise KeyError(f"the crawl recorded no stat {key!r}")
+        return self.stats[key]
 
     def summary(self) -> str:
         lines = [line for line in self.stderr.splitlines() if "Ingest summary:" in line]
@@ -60,28 +65,16 @@ class Run:
         return lines[-1]
 
 
-def _parse_stats(log: str) -> dict[str, float]:
-    stats: dict[str, float] = {}
-    in_dump = False
-    for line in log.splitlines():
-        if "Dumping Scrapy stats" in line:
-            in_dump = True
-            continue
-        if in_dump:
-            m = _STAT.match(line)
-            if m:
-                stats[m.group(1)] = float(m.group(2))
-            elif line.startswith("20"):  # the next log line
-                in_dump = False
-    return stats
-
-
 def scrapy(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Run:
+    stats_file = cwd / f".stats-{uuid.uuid4().hex}.json"
+    extra = ["-s", f"EMOMO_STATS_FILE={stats_file}"] if args and args[0] == "crawl" else []
     proc = subprocess.run(
-        [sys.executable, "-m", "scrapy", *args], cwd=cwd, env=scrapy_env(env),
+        [sys.executable, "-m", "scrapy", *args, *extra], cwd=cwd, env=scrapy_env(env),
         capture_output=True, text=True, timeout=timeout,
     )
-    return Run(proc.returncode, proc.stdout, proc.stderr, _parse_stats(proc.stderr))
+    stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.exists() else {}
+    stats_file.unlink(missing_ok=True)
+    return Run(proc.returncode, proc.stdout, proc.stderr, stats)
 
 
 def crawl(cwd: Path, spider: str, *args: str, env: dict[str, str] | None = None) -> Run:

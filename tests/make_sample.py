@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memegen import CAPTIONS, CATEGORIES, build_tree, meme_bytes  # noqa: E402
+from memegen import CAPTIONS, CATEGORIES, build_tree, meme_bytes
 
 SAMPLE_CAPTIONS = CAPTIONS[:30]
 

@@ -150,8 +150,9 @@ def _name(style: int, category: str, number: int, caption: str, fmt: str, rnd: r
     if style == 3:
         return f"{rnd.getrandbits(128):032x}.{ext}"
     if style == 4:
-        return "{%08X-%04X-%04X-%04X-%012X}.%s" % (rnd.getrandbits(32), rnd.getrandbits(16), rnd.getrandbits(16),
-                                                 rnd.getrandbits(16), rnd.getrandbits(48), ext)
+        parts = (rnd.getrandbits(32), rnd.getrandbits(16), rnd.getrandbits(16), rnd.getrandbits(16),
+                 rnd.getrandbits(48))
+        return f"{{{parts[0]:08X}-{parts[1]:04X}-{parts[2]:04X}-{parts[3]:04X}-{parts[4]:012X}}}.{ext}"
     if style == 5:
         return f"{_series(category)}{number:05d}-{caption}"  # no extension at all
     return f"{_series(category)}{number:05d}-{caption}.jpg"  # wrong extension for png/gif/webp

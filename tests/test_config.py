@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import crawl, scrapy
+from conftest import scrapy
+from crawling import run_crawl
+from scrapy.exceptions import UsageError
 
 from emomo.config import load_config
 from emomo.errors import ConfigError
@@ -82,8 +84,10 @@ def test_missing_api_key_names_the_variable_and_never_prints_a_key(tmp_path: Pat
         cfg.embedding("jina")
     cfg = load_config(write(tmp_path, TWO), env={"JINA_API_KEY": "jina_secret_123"}, base_dir=tmp_path)
     emb = cfg.embedding("jina")
-    assert emb.api_key == "jina_secret_123"
-    assert "jina_secret_123" not in repr(emb) and "jina_secret_123" not in repr(cfg)
+    assert emb.api_key.get_secret_value() == "jina_secret_123"
+    for shown in (repr(emb), str(emb), repr(cfg), cfg.model_dump_json()):
+        assert "jina_secret_123" not in shown
+    assert cfg.secrets() == ["jina_secret_123"]
 
 
 def test_unreadable_config_file_names_it(tmp_path: Path) -> None:
@@ -91,26 +95,68 @@ def test_unreadable_config_file_names_it(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml", env={}, base_dir=tmp_path)
 
 
-def test_crawl_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
-    for args, message in [
-        (["-a", "embedding=qwen3"], "unknown embedding 'qwen3' (known: local)"),
-        (["-a", "limit=-3"], "-a limit=-3: expected a positive whole number"),
-        (["-a", "force=maybe"], "-a force=maybe: expected 1 or 0"),
-        ([], f"ChineseBQB clone not found at {tmp_path / 'data' / 'ChineseBQB'}"),
-    ]:
-        run = scrapy(tmp_path, "crawl", "chinesebqb", *args)
-        assert run.returncode == 2, run.stderr
-        assert message in run.stderr
-        assert "Traceback" not in run.stderr
+@pytest.mark.parametrize(("args", "message"), [
+    ({"embedding": "qwen3"}, "unknown embedding 'qwen3' (known: local)"),
+    ({"limit": "-3"}, "-a limit=-3: expected a positive whole number"),
+    ({"force": "maybe"}, "-a force=maybe: expected 1 or 0"),
+    ({}, "ChineseBQB clone not found at {tmp}/data/ChineseBQB"),
+])
+def test_crawl_refuses_bad_arguments_before_it_starts(tmp_path: Path, args: dict[str, str], message: str) -> None:
+    with pytest.raises((UsageError, ConfigError)) as err:
+        run_crawl(tmp_path, "chinesebqb", **args)
+    assert message.format(tmp=tmp_path) in str(err.value)
+
+
+def test_the_crawl_command_refuses_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", "embedding=qwen3")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.rstrip().splitlines()[-1].endswith(
+        "ERROR: Cannot start the crawl: unknown embedding 'qwen3' (known: local); "
+        "pass -a embedding=NAME with one of them or add it to embeddings in packaged configs/config.yaml")
+    assert "Traceback" not in run.stderr and "Usage" not in run.stderr
 
 
 def test_dimension_that_differs_from_the_collection_stops_the_crawl(tmp_path: Path, cjk_font: str) -> None:
     repo = Path(__file__).resolve().parent.parent / "samples" / "ChineseBQB"
-    crawl(tmp_path, "chinesebqb", "-a", f"repo_path={repo}", "-a", "limit=2")
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(repo), limit="2")
     # Another model (512-d) pointed at the collection the first crawl filled with 384-d vectors.
     write(tmp_path, "embeddings:\n  - {name: local, provider: flaky_providers.PaddedEmbedder, model: wider,\n"
                     "     dimensions: 512, collection: emomo-e5-small, is_default: true}\n")
-    run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", f"repo_path={repo}", "-s", "EMOMO_CONFIG=config.yaml")
-    assert run.returncode == 2
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(repo), settings={"EMOMO_CONFIG": "config.yaml"})
+    assert run.finish_reason == "backend_unavailable"  # scrapy crawl exits 2 for it (test_production)
+    [line] = run.lines("Cannot start the crawl", "ERROR")
     assert ("embeddings[local].dimensions is 512 but the Qdrant collection 'emomo-e5-small' "
-            "holds 384-dimensional vectors") in run.stderr
+            "holds 384-dimensional vectors") in line
+    assert "emomo/ingest/processed" not in run.stats
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ingest:\n  workers: 8\n", "ingest.workers is not a setting here: items in flight are the Scrapy setting "
+                                 "EMOMO_MAX_ITEMS_IN_FLIGHT"),
+    ("ingest:\n  retry_count: 3\n", "ingest.retry_count is not a setting here: retries are vlm.retries"),
+    ("ingest:\n  batch_size: 100\n", "ingest.batch_size is not a setting here"),
+    ("sources:\n  chinesebqb:\n    enabled: true\n", "sources.chinesebqb.enabled is not a setting here"),
+    ("server:\n  mode: debug\n", "server.mode is not a setting here"),
+    ("serverr:\n  port: 1\n", "unknown section 'serverr'"),
+    ("embeddings:\n  - {name: x, provider: local, model: m}\n", "embeddings[x]: missing key dimensions"),
+    ("embeddings:\n  - {name: x, provider: local, model: m, dimensions: 0, is_default: true}\n",
+     "embeddings[x].dimensions must be >= 1, got 0"),
+])
+def test_the_seeds_keys_that_mean_nothing_here_say_what_replaces_them(tmp_path: Path, text: str,
+                                                                      message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={}, base_dir=tmp_path)
+    assert message in str(err.value)
+
+
+def test_the_seeds_database_keys_make_the_dsn_and_a_server_replaces_the_embedded_index(tmp_path: Path) -> None:
+    text = ("database:\n  driver: postgres\n  host: db.internal\n  port: 5433\n  user: emomo\n  dbname: memes\n"
+            "server:\n  port: 9090\n")
+    cfg = load_config(write(tmp_path, text), env={"QDRANT_HOST": "qdrant.internal"}, base_dir=tmp_path)
+    assert cfg.database.dsn() == "postgresql://emomo@db.internal:5433/memes"
+    assert (cfg.qdrant.host, cfg.qdrant.path) == ("qdrant.internal", "")
+    assert cfg.server.port == 9090
+    # DATABASE_URL wins over the parts, and its password never prints
+    cfg = load_config(write(tmp_path, text), env={"DATABASE_URL": "postgresql://u:pw-SECRET@h/d"}, base_dir=tmp_path)
+    assert cfg.database.dsn() == "postgresql://u:pw-SECRET@h/d"
+    assert "pw-SECRET" not in repr(cfg) and cfg.secrets() == ["pw-SECRET"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import read_state, scrapy
+from crawling import run_crawl
 from hostile import CATEGORY, hostile_tree, manifest_line
 from memegen import meme_bytes
 from psycopg.rows import dict_row
@@ -24,8 +25,8 @@ def test_a_hostile_chinesebqb_tree_is_crawled_to_the_end(tmp_path: Path, cjk_fon
     tree = hostile_tree(tmp_path / "src")
     work = tmp_path / "work"
     work.mkdir()
-    run = scrapy(work, "crawl", "chinesebqb", "-a", f"repo_path={tree.root}", timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_crawl(work, "chinesebqb", repo_path=str(tree.root))
+    assert run.finish_reason == "finished"
     state = read_state(work)
     import hashlib
 
@@ -41,8 +42,7 @@ def test_a_hostile_chinesebqb_tree_is_crawled_to_the_end(tmp_path: Path, cjk_fon
 
     # Every skipped path said once, with where a refused link points; never the bytes behind it.
     for rel, kind in tree.skipped.items():
-        lines = [line for line in run.log.splitlines() if escape_name(str(tree.root / rel)) in line
-                 and "WARNING" in line]
+        lines = run.lines(escape_name(str(tree.root / rel)), "WARNING")
         assert len(lines) == 1, (rel, lines)
         assert run.stat(f"emomo/chinesebqb/skipped/{kind}") >= 1
     assert run.stat("emomo/chinesebqb/skipped/link_outside") == 4
@@ -78,9 +78,8 @@ def staging_folder(base: Path, *, with_nul: bool = False) -> Path:
 
 def test_a_hostile_manifest_ingests_its_good_lines_and_bounds_text(tmp_path: Path, cjk_font: str) -> None:
     staging_folder(tmp_path)
-    run = scrapy(tmp_path, "crawl", "staging", "-a", "source=shop", "-a", f"staging_path={tmp_path / 'staging'}",
-                 timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_crawl(tmp_path, "staging", source="shop", staging_path=str(tmp_path / "staging"))
+    assert run.finish_reason == "finished"
     state = read_state(tmp_path)
     assert {m["source_id"] for m in state.memes} == {"shop_0", "shop_1", "shop_2", "shop_3"}
     assert {m["status"] for m in state.memes} == {"active"}
@@ -93,7 +92,7 @@ def test_a_hostile_manifest_ingests_its_good_lines_and_bounds_text(tmp_path: Pat
     assert run.stat("emomo/staging/skipped/unsafe_filename") == 1
     assert run.stat("emomo/staging/skipped/duplicate_id") == 1
     manifest = str(tmp_path / "staging" / "shop" / "manifest.jsonl")
-    warnings = [line for line in run.log.splitlines() if "WARNING" in line and manifest in line]
+    warnings = run.lines(manifest, "WARNING")
     assert any("line 2: not UTF-8" in w for w in warnings)
     assert any("line 6: id '0' was given on line 1" in w for w in warnings)
     assert "skipped by the spider: 1 duplicate_id, 1 invalid_line, 1 unsafe_filename" in run.summary()
@@ -103,11 +102,10 @@ def test_nul_and_control_characters_are_cleaned_the_same_on_postgres(tmp_path: P
     staging_folder(tmp_path, with_nul=True)
     (tmp_path / "pg.yaml").write_text("database:\n  driver: postgres\n", encoding="utf-8")
     with postgres_database() as dsn:
-        run = scrapy(tmp_path, "crawl", "staging", "-a", "source=shop", "-a",
-                     f"staging_path={tmp_path / 'staging'}", "-s", "EMOMO_CONFIG=pg.yaml",
-                     env={"DATABASE_URL": dsn}, timeout=240)
-        assert run.returncode == 0, run.stderr[-3000:]
-        assert run.stat("emomo/ingest/failed") == 0
+        run = run_crawl(tmp_path, "staging", source="shop", staging_path=str(tmp_path / "staging"),
+                        settings={"EMOMO_CONFIG": "pg.yaml"}, env={"DATABASE_URL": dsn})
+        assert run.finish_reason == "finished"
+        assert "emomo/ingest/failed" not in run.stats
         with psycopg.connect(dsn, row_factory=dict_row) as conn:
             memes = {m["source_id"]: m for m in conn.execute("SELECT * FROM memes")}
     assert memes["shop_2"]["status"] == "active"
@@ -163,14 +161,13 @@ def test_an_upstream_error_body_is_logged_truncated_with_every_secret_masked(tmp
         (repo / f"x{i:05d}-{caption}.png").write_bytes(meme_bytes(caption, 80 + i, "png"))
     (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n  retries: 0\n", encoding="utf-8")
     with fake_api(api) as url:
-        run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", f"repo_path={tmp_path / 'bqb'}",
-                     "-s", "EMOMO_CONFIG=vlm.yaml", timeout=240,
-                     env={"OPENAI_API_KEY": key, "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vision"})
-    assert run.returncode == 0, run.stderr[-3000:]
+        run = run_crawl(tmp_path, "chinesebqb", repo_path=str(tmp_path / "bqb"), settings={"EMOMO_CONFIG": "vlm.yaml"},
+                        env={"OPENAI_API_KEY": key, "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vision"})
+    assert run.finish_reason == "finished"
     assert api.calls["chat"] == 2
-    failures = [line for line in run.log.splitlines() if "describe failed for" in line]
+    failures = run.lines("describe failed for")
     assert len(failures) == 2
-    assert key not in run.stdout + run.stderr
+    assert key not in run.log
     assert all("Bearer ***" in line for line in failures), failures
     assert all(len(line) < 1200 for line in failures)
     db = sqlite3.connect(tmp_path / "data" / "emomo.db")

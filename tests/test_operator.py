@@ -4,14 +4,14 @@ stats agree with rows."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_consistent, assert_no_orphans, crawl, read_state, scrapy
+from conftest import assert_consistent, assert_no_orphans, read_state
+from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree, meme_bytes
 from servers import FakeAPI, Faults, fake_api
 
@@ -20,35 +20,46 @@ KEY = "sk-test-OPERATOR-31"
 
 
 @pytest.fixture
-def vlm(tmp_path: Path) -> Iterator[tuple[FakeAPI, list[str], dict[str, str]]]:
-    """A paid describer on loopback, and the crawl arguments and environment that use it."""
+def vlm(tmp_path: Path) -> Iterator[tuple[FakeAPI, dict[str, str], dict[str, str]]]:
+    """A paid describer on loopback, and the crawl settings and environment that use it."""
     api = FakeAPI(api_key=KEY)
     (tmp_path / "vlm.yaml").write_text(
-        "vlm:\n  provider: openai\n  max_in_flight: 4\n  retries: 1\n  retry_base_delay: 0.05\n"
+        "vlm:\n  provider: openai\n  max_in_flight: 4\n  retries: 1\n"
         "ingest:\n  max_write_failures: 4\n", encoding="utf-8")
     with fake_api(api) as url:
-        yield api, ["-s", "EMOMO_CONFIG=vlm.yaml"], {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url,
-                                                    "VLM_MODEL": "test/vlm"}
+        yield api, {"EMOMO_CONFIG": "vlm.yaml"}, {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url,
+                                                 "VLM_MODEL": "test/vlm"}
+
+
+def search_top(workdir: Path, text: str, env: dict[str, str]) -> dict:
+    import asyncio
+    import os
+
+    from emomo.config import load_config
+    from emomo.query import search
+
+    config = load_config(workdir / "vlm.yaml", env={**os.environ, **env}, base_dir=workdir)
+    return asyncio.run(search(config, text, top=1))[0]
 
 
 def test_a_file_changed_in_place_is_ingested_once_before_any_paid_call(
-        tmp_path: Path, cjk_font: str, vlm: tuple[FakeAPI, list[str], dict[str, str]]) -> None:
+        tmp_path: Path, cjk_font: str, vlm: tuple[FakeAPI, dict[str, str], dict[str, str]]) -> None:
     api, args, env = vlm
     root = tmp_path / "ChineseBQB"
     planted = build_tree(root, CAPTIONS[150:156], CATEGORIES, seed=31)
     # A second source holding planted[1]'s image: that meme must outlive the change of the first.
     copy = f"{CATEGORIES[3]}/副本00001-{planted[1].caption}.{planted[1].format}"
     shutil.copyfile(root / planted[1].rel_path, root / copy)
-    first = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
+    first = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
     assert first.stat("emomo/ingest/processed") == 6 and api.calls["chat"] == 6
 
     new0, new1 = meme_bytes("换了新图", 901, "png"), meme_bytes("又换一张", 902, "png")
     (root / planted[0].rel_path).write_bytes(new0)
     (root / planted[1].rel_path).write_bytes(new1)
-    second = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
+    second = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
     assert api.calls["chat"] == 8  # the two new contents, once each
     assert second.stat("emomo/dedupe/changed") == 2
-    assert second.stat("emomo/ingest/processed") == 2 and second.stat("emomo/ingest/failed") == 0
+    assert second.stat("emomo/ingest/processed") == 2 and "emomo/ingest/failed" not in second.stats
     state = read_state(tmp_path)
     import hashlib
 
@@ -59,12 +70,11 @@ def test_a_file_changed_in_place_is_ingested_once_before_any_paid_call(
     assert by_md5[planted[1].md5]["status"] == "active"  # the copy still holds it
     assert planted[0].md5 not in {p.get("md5") for p in state.points[COLLECTION].values()}
     assert_no_orphans(state, COLLECTION)
-    hits = json.loads(scrapy(tmp_path, "search", "换了新图", "--json", "--top", "1", *args, env=env).stdout)
-    assert hits[0]["md5"] == hashlib.md5(new0).hexdigest()
+    assert search_top(tmp_path, "换了新图", env)["md5"] == hashlib.md5(new0).hexdigest()
 
-    third = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
+    third = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
     assert api.calls["chat"] == 8
-    assert third.stat("emomo/ingest/processed") == 0 and third.stat("emomo/dedupe/changed") == 0
+    assert "emomo/ingest/processed" not in third.stats and "emomo/dedupe/changed" not in third.stats
 
 
 def block_store(workdir: Path) -> None:
@@ -99,23 +109,23 @@ def unblock(workdir: Path, outage: str) -> None:
 
 @pytest.mark.parametrize(("outage", "backend"), [("store", "storage (local)"), ("database", "database (sqlite)")])
 def test_a_write_outage_stops_the_crawl_and_no_description_is_paid_twice(
-        tmp_path: Path, cjk_font: str, vlm: tuple[FakeAPI, list[str], dict[str, str]], outage: str,
+        tmp_path: Path, cjk_font: str, vlm: tuple[FakeAPI, dict[str, str], dict[str, str]], outage: str,
         backend: str) -> None:
     api, args, env = vlm
     root = tmp_path / "ChineseBQB"
     planted = build_tree(root, CAPTIONS[100:130], CATEGORIES, seed=33)
-    assert scrapy(tmp_path, "stats", *args, env=env).returncode == 0  # the database exists
+    migrate(tmp_path)
     block_store(tmp_path) if outage == "store" else block_database(tmp_path)
-    run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
-    assert run.returncode == 1, run.stderr[-3000:]
-    stopped = [line for line in run.log.splitlines() if "Stopping the crawl:" in line]
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
+    assert run.finish_reason == "write_failures"  # scrapy crawl exits 1 for it
+    stopped = run.lines("Stopping the crawl:")
     assert len(stopped) == 1 and backend in stopped[0] and "4 writes in a row failed" in stopped[0], stopped
     paid = api.calls["chat"]
     assert 4 <= paid <= 4 + 4 + 4  # the failures, the calls in flight, and no more
     assert "; write_failures)" in run.summary()
 
     unblock(tmp_path, outage)
-    again = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
+    again = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
     assert api.calls["chat"] == len(planted)  # what was paid for before the outage was kept
     assert again.stat("emomo/describe/cached") == paid
     state = read_state(tmp_path)
@@ -124,18 +134,25 @@ def test_a_write_outage_stops_the_crawl_and_no_description_is_paid_twice(
 
 
 def test_a_retry_after_beyond_the_cap_parks_the_item_at_once(tmp_path: Path, cjk_font: str,
-                                                              vlm: tuple[FakeAPI, list[str], dict[str, str]]) -> None:
+                                                              vlm: tuple[FakeAPI, dict[str, str], dict[str, str]],
+                                                              ) -> None:
     api, args, env = vlm
     api.vlm_faults = Faults(throttle_first=True, retry_after="3600")
     root = tmp_path / "ChineseBQB"
     build_tree(root, CAPTIONS[156:159], CATEGORIES, seed=35)
-    run = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
     assert api.calls["chat"] == 3  # no retry an hour later, no retry at all
     assert run.stat("emomo/ingest/pending") == 3 and run.stat("emomo/describe/failed") == 3
     assert "Retry-After of 3600 s is over vlm.retry_max_delay=30" in run.log
     state = read_state(tmp_path)
     assert {m["status"] for m in state.memes} == {"pending"}
     assert_no_orphans(state, COLLECTION)
+
+
+def migrate(workdir: Path) -> None:
+    from test_failures_and_restart import migrate as create
+
+    create(workdir)
 
 
 def test_an_embedder_refusing_one_item_marks_that_row_failed(tmp_path: Path, cjk_font: str) -> None:
@@ -148,13 +165,13 @@ def test_an_embedder_refusing_one_item_marks_that_row_failed(tmp_path: Path, cjk
             "embeddings:\n"
             f"  - {{name: jina, provider: jina, model: m, base_url: {url}, dimensions: 384,"
             " collection: emomo-jina, is_default: true, retries: 0}\n", encoding="utf-8")
-        run = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", "-s", "EMOMO_CONFIG=jina.yaml",
-                    env={"JINA_API_KEY": KEY})
+        run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_CONFIG": "jina.yaml"},
+                        env={"JINA_API_KEY": KEY})
     state = read_state(tmp_path)
     statuses = {m["md5_hash"]: m["status"] for m in state.memes}
     refused = next(p.md5 for p in planted if p.caption == "这个锅我不背")
     assert statuses.pop(refused) == "failed"
     assert set(statuses.values()) == {"active"}
-    assert run.stat("emomo/ingest/failed") == 1 and run.stat("emomo/ingest/pending") == 0
+    assert run.stat("emomo/ingest/failed") == 1 and "emomo/ingest/pending" not in run.stats
     assert run.stat("emomo/ingest/processed") == 5
     assert_no_orphans(state, "emomo-jina")

@@ -14,7 +14,8 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from conftest import crawl, scrapy
+from conftest import scrapy
+from crawling import Crawl, run_crawl
 from memegen import CAPTIONS, CATEGORIES, Planted, build_tree
 from psycopg.rows import dict_row
 from qdrant_client import QdrantClient
@@ -38,7 +39,6 @@ vlm:
   provider: openai
   max_in_flight: 4
   retries: 2
-  retry_base_delay: 0.05
   retry_max_delay: 0.5
 embeddings:
   - name: jina
@@ -93,10 +93,19 @@ class Stack:
             bucket=self.bucket, jina_url=jina_url or self.api_url, jina_dims=jina_dims), encoding="utf-8")
         return f"EMOMO_CONFIG={name}"
 
-    def crawl(self, spider: str, *args: str, env: dict[str, str] | None = None) -> Any:
-        run = crawl(self.workdir, spider, *args, "-s", self.write_config(), env=env or self.env())
-        assert_no_keys(run.stdout + run.stderr)
+    def crawl(self, spider: str, env: dict[str, str] | None = None, config: str = "", **arguments: str) -> Crawl:
+        setting = config or self.write_config()
+        run = run_crawl(self.workdir, spider, settings={"EMOMO_CONFIG": setting.split("=", 1)[1]},
+                        env=env or self.env(), **arguments)
+        assert_no_keys(run.log)
         return run
+
+    def searcher_config(self, env: dict[str, str]) -> Any:
+        import os
+
+        from emomo.config import load_config
+
+        return load_config(self.workdir / "config.yaml", env={**os.environ, **env}, base_dir=self.workdir)
 
     def s3(self) -> Any:
         return boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1",
@@ -169,7 +178,7 @@ def test_postgres_s3_vlm_and_jina_then_a_second_embedding_without_new_vlm_calls_
     root, planted = tree
     # The fake checks one key: give the VLM and Jina the same one for this test.
     env = stack.env(JINA_API_KEY=OPENAI_KEY)
-    run = stack.crawl("chinesebqb", "-a", f"repo_path={root}", env=env)
+    run = stack.crawl("chinesebqb", env=env, repo_path=str(root))
     n = len(planted)
     assert run.stat("emomo/ingest/processed") == n
     memes = stack.sql("SELECT * FROM memes ORDER BY md5_hash")
@@ -203,25 +212,35 @@ def test_postgres_s3_vlm_and_jina_then_a_second_embedding_without_new_vlm_calls_
 
     # A second embedding: only embed, upsert and record.
     mtimes = {k: o["LastModified"] for k, o in objects.items()}
-    second = stack.crawl("chinesebqb", "-a", f"repo_path={root}", "-a", "embedding=qwen3", env=env)
+    second = stack.crawl("chinesebqb", env=env, repo_path=str(root), embedding="qwen3")
     assert second.stat("emomo/ingest/processed") == n
     assert stack.api.calls["chat"] == n  # zero new VLM calls
-    assert second.stat("emomo/store/uploaded") == 0  # zero new uploads
+    assert "emomo/store/uploaded" not in second.stats  # zero new uploads
     assert {k: o["LastModified"] for k, o in stack.objects().items()} == mtimes
     assert len(stack.points("emomo-qwen3")) == n
     counts = stack.sql("SELECT collection, COUNT(*) AS n FROM meme_vectors GROUP BY collection ORDER BY 1")
     assert counts == [{"collection": "emomo-jina", "n": n}, {"collection": "emomo-qwen3", "n": n}]
     stack.assert_consistent("emomo-qwen3")
 
-    found = 0
+    import asyncio
+
+    from emomo.query import Searcher
+
+    async def search_all(texts: list[str]) -> list[list[str]]:
+        searcher = await Searcher(stack.searcher_config(env), "qwen3").open()
+        try:
+            return [[h["md5"] for h in await searcher.search(t, top=5)] for t in texts]
+        finally:
+            await searcher.close()
+
     probes = [p for p in planted if len(p.caption) >= 3][:6]
-    for p in probes:
-        res = scrapy(stack.workdir, "search", p.caption, "--embedding", "qwen3", "--top", "5", "--json",
-                     "-s", "EMOMO_CONFIG=config.yaml", env=env)
-        assert res.returncode == 0, res.stderr
-        assert_no_keys(res.stdout + res.stderr)
-        found += p.md5 in [h["md5"] for h in json.loads(res.stdout)]
-    assert found == len(probes)
+    found = asyncio.run(search_all([p.caption for p in probes]))
+    assert all(p.md5 in hits for p, hits in zip(probes, found, strict=True))
+    res = scrapy(stack.workdir, "search", probes[0].caption, "--embedding", "qwen3", "--top", "1", "--json",
+                 "-s", "EMOMO_CONFIG=config.yaml", env=env)
+    assert res.returncode == 0, res.stderr
+    assert_no_keys(res.stdout + res.stderr)
+    assert json.loads(res.stdout)[0]["md5"] == probes[0].md5
 
     stats = scrapy(stack.workdir, "stats", "--json", "-s", "EMOMO_CONFIG=config.yaml", env=env)
     assert json.loads(stats.stdout) == {
@@ -240,7 +259,7 @@ def test_a_flaky_vlm_leaves_pending_or_failed_memes_that_pending_and_a_rerun_com
         return 500 if bucket < 3 else 400 if bucket == 3 else None
 
     stack.api.vlm_faults = Faults(fail=fail, throttle_first=True, retry_after="0.1")
-    run = stack.crawl("chinesebqb", "-a", f"repo_path={root}", env=env)
+    run = stack.crawl("chinesebqb", env=env, repo_path=str(root))
     n = len(planted)
     unavailable = sum(1 for s in stack.api.failed.values() if s == 500)
     refused = sum(1 for s in stack.api.failed.values() if s == 400)
@@ -257,16 +276,16 @@ def test_a_flaky_vlm_leaves_pending_or_failed_memes_that_pending_and_a_rerun_com
     stack.assert_consistent("emomo-jina")
     for m in stack.sql("SELECT * FROM memes WHERE status <> 'active'"):
         assert m["vlm_description"] is None
-    warnings = [line for line in run.log.splitlines() if "describe failed for" in line]
+    warnings = run.lines("describe failed for")
     assert len(warnings) == unavailable + refused
 
     stack.api.vlm_faults = Faults()  # healthy again
-    pending = stack.crawl("pending", "-a", "limit=2", env=env)
+    pending = stack.crawl("pending", env=env, limit="2")
     assert pending.stat("emomo/ingest/processed") == 2
     assert pending.stat("emomo/pending/yielded") == 2
     assert {r["status"]: r["n"] for r in stack.sql(
         "SELECT status, COUNT(*) AS n FROM memes GROUP BY status")}["pending"] == unavailable - 2
-    rerun = stack.crawl("chinesebqb", "-a", f"repo_path={root}", env=env)
+    rerun = stack.crawl("chinesebqb", env=env, repo_path=str(root))
     assert rerun.stat("emomo/ingest/processed") == unavailable - 2 + refused
     memes = stack.sql("SELECT * FROM memes")
     assert {m["status"] for m in memes} == {"active"} and len(memes) == n
@@ -279,7 +298,7 @@ def test_a_failing_write_undoes_the_object_the_row_and_the_point(stack: Stack,
                                                                  tree: tuple[Path, list[Planted]]) -> None:
     root, planted = tree
     env = stack.env(JINA_API_KEY=OPENAI_KEY)
-    assert scrapy(stack.workdir, "stats", "-s", stack.write_config(), env=env).returncode == 0  # migrates
+    assert scrapy(stack.workdir, "stats", "-s", stack.write_config(), env=env).returncode == 0  # migrates (CLI)
     doomed = [p.md5 for p in planted[:3]]
     with psycopg.connect(stack.dsn, autocommit=True) as conn:
         conn.execute(
@@ -287,8 +306,9 @@ def test_a_failing_write_undoes_the_object_the_row_and_the_point(stack: Stack,
             f"IF NEW.md5_hash IN ({', '.join(repr(m) for m in doomed)}) THEN "
             "RAISE EXCEPTION 'could not extend file: No space left on device'; END IF; RETURN NEW; END $$ "
             "LANGUAGE plpgsql")
-        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON meme_vectors FOR EACH ROW EXECUTE FUNCTION refuse_vector()")
-    run = stack.crawl("chinesebqb", "-a", f"repo_path={root}", env=env)
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON meme_vectors FOR EACH ROW "
+                     "EXECUTE FUNCTION refuse_vector()")
+    run = stack.crawl("chinesebqb", env=env, repo_path=str(root))
     assert run.stat("emomo/index/failed") == 3
     assert run.stat("emomo/ingest/processed") == len(planted) - 3
     memes = stack.sql("SELECT md5_hash FROM memes")
@@ -297,7 +317,7 @@ def test_a_failing_write_undoes_the_object_the_row_and_the_point(stack: Stack,
     payload_md5s = {p.get("md5") for p in stack.points("emomo-jina").values()}
     assert not payload_md5s & set(doomed)
     stack.assert_consistent("emomo-jina")
-    errors = [line for line in run.log.splitlines() if "index failed for" in line]
+    errors = run.lines("index failed for", "ERROR")
     assert len(errors) == 3 and all("No space left on device" in e for e in errors)
 
 
@@ -314,7 +334,7 @@ def test_bad_setup_stops_the_crawl_at_start_naming_the_setting(stack: Stack, tre
         expected = "the API key was refused (HTTP 401); check JINA_API_KEY"
     elif case == "jina_unreachable":
         setting = stack.write_config(jina_url=f"http://{closed}/v1", name="c.yaml")
-        expected = f"embeddings[jina]: embedding 'jina' at http://{closed}/v1/embeddings: cannot connect"
+        expected = f"embeddings[jina]: embedding 'jina' at http://{closed}/v1: cannot connect"
     elif case == "jina_dimension":
         setting = stack.write_config(jina_dims=1024, name="c.yaml")
         expected = "returned 384-dimensional vectors but embeddings[jina].dimensions is 1024"
@@ -336,12 +356,19 @@ def test_bad_setup_stops_the_crawl_at_start_naming_the_setting(stack: Stack, tre
             + f"qdrant:\n  url: http://{closed}\n", encoding="utf-8")
         setting = "EMOMO_CONFIG=c.yaml"
         expected = f"qdrant.url / QDRANT_HOST: cannot use the Qdrant server at http://{closed}"
-    run = scrapy(stack.workdir, "crawl", "chinesebqb", "-a", f"repo_path={root}", "-s", setting, env=env)
-    assert run.returncode == 2, run.stderr[-2000:]
-    assert expected in run.stderr, run.stderr[-2000:]
-    assert "Traceback" not in run.stderr
-    assert_no_keys(run.stdout + run.stderr)
-    assert "pg-SECRET-pw" not in run.stderr
+    if case == "postgres_unreachable":
+        # Once through the real command: the exit code, and a password never printed.
+        cli = scrapy(stack.workdir, "crawl", "chinesebqb", "-a", f"repo_path={root}", "-s", setting, env=env)
+        assert cli.returncode == 2, cli.stderr[-2000:]
+        assert expected in cli.stderr and "Traceback" not in cli.stderr
+        assert_no_keys(cli.stdout + cli.stderr)
+        assert "pg-SECRET-pw" not in cli.stderr
+    run = stack.crawl("chinesebqb", env=env, config=setting, repo_path=str(root))
+    assert run.finish_reason == "backend_unavailable"
+    [line] = run.lines("Cannot start the crawl", "ERROR")
+    assert expected in line, line
+    assert "Traceback" not in run.log and "pg-SECRET-pw" not in run.log
+    assert "emomo/chinesebqb/yielded" not in run.stats  # no item was read
     assert stack.api.calls["chat"] == 0
 
 
@@ -349,13 +376,11 @@ def test_a_refused_vlm_key_stops_the_crawl_and_leaves_memes_pending(stack: Stack
                                                                      tree: tuple[Path, list[Planted]]) -> None:
     root, _ = tree
     use_jina_key(stack.api)  # the fake now accepts only the Jina key: the VLM's is refused
-    run = scrapy(stack.workdir, "crawl", "chinesebqb", "-a", f"repo_path={root}", "-s", stack.write_config(),
-                 env=stack.env())
-    assert run.returncode == 1  # stopped early
-    assert_no_keys(run.stdout + run.stderr)
+    run = stack.crawl("chinesebqb", env=stack.env(), repo_path=str(root))
+    assert run.finish_reason == "refused_key"  # scrapy crawl exits 1 for it (test_fabiaoqing)
     assert "Stopping the crawl: describe failed: vlm test/vision-model" in run.log
     assert "the API key was refused (HTTP 401); check OPENAI_API_KEY" in run.log
-    assert run.stats.get("emomo/ingest/processed", 0) == 0
+    assert "emomo/ingest/processed" not in run.stats
     memes = stack.sql("SELECT status FROM memes")
     assert memes and {m["status"] for m in memes} == {"pending"}
     stack.assert_consistent("emomo-jina")

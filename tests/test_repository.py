@@ -7,13 +7,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 from servers import postgres_database
 
 from emomo.config import DatabaseConfig
 from emomo.repositories import MemeRecord, SourceRecord
-from emomo.repositories.schema import MIGRATIONS
 from emomo.repositories.postgres import PostgresMemeRepository
+from emomo.repositories.schema import MIGRATIONS
 from emomo.repositories.sql import SQLMemeRepository
 from emomo.repositories.sqlite import SQLiteMemeRepository
 
@@ -94,7 +93,7 @@ async def check_migrated(repo: SQLMemeRepository) -> None:
 
 def v2_statements(serial: str, dialect: str) -> list[str]:
     out = ["CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)"]
-    for version, statements in MIGRATIONS[:2]:
+    for _, statements in MIGRATIONS[:2]:
         out += [str(st).replace("{serial}", serial) for st in statements]
     return out + [r.format(md5="ab" * 16) for r in V2_ROWS]
 

@@ -21,6 +21,8 @@ from servers import bin_path, free_port
 
 COLLECTION = "emomo-e5-small"
 
+pytestmark = pytest.mark.slow  # a real scrapyd and its jobs
+
 
 @dataclass
 class Scrapyd:
@@ -82,8 +84,8 @@ def scrapyd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrapyd]:
         "eggs_dir = eggs\nlogs_dir = logs\nitems_dir =\ndbs_dir = dbs\n"
         "max_proc = 4\npoll_interval = 0.2\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMOMO_", "SCRAPY_"))}
-    proc = subprocess.Popen([bin_path("scrapyd")], cwd=home, env=env,
-                            stdout=open(home / "scrapyd.out", "wb"), stderr=subprocess.STDOUT)
+    with open(home / "scrapyd.out", "wb") as out:
+        proc = subprocess.Popen([bin_path("scrapyd")], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         from servers import wait_for_port
 

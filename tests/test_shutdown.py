@@ -11,18 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_consistent, assert_no_orphans, count_memes, crawl, read_state, start_crawl, wait_for
+from conftest import assert_consistent, assert_no_orphans, count_memes, read_state, start_crawl, wait_for
+from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree
 from servers import FakeAPI, Faults, fake_api
 
 COLLECTION = "emomo-e5-small"
 KEY = "sk-test-SHUTDOWN-77"
 
+pytestmark = pytest.mark.slow  # signals: only a real process shows them
+
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory, cjk_font: str) -> tuple[Path, list]:
     root = tmp_path_factory.mktemp("shutdown") / "ChineseBQB"
-    return root, build_tree(root, CAPTIONS[:60], CATEGORIES, seed=21)
+    return root, build_tree(root, CAPTIONS[:40], CATEGORIES, seed=21)
 
 
 @pytest.fixture
@@ -32,11 +35,11 @@ def slow_vlm() -> Iterator[tuple[FakeAPI, str]]:
         yield api, url
 
 
-def setup(workdir: Path, mode: str, url: str) -> tuple[list[str], dict[str, str]]:
+def setup(workdir: Path, mode: str, url: str) -> tuple[dict[str, str], dict[str, str]]:
     if mode == "ocr":
-        return [], {}
+        return {}, {}
     (workdir / "vlm.yaml").write_text("vlm:\n  provider: openai\n  max_in_flight: 3\n", encoding="utf-8")
-    return ["-s", "EMOMO_CONFIG=vlm.yaml"], {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
+    return {"EMOMO_CONFIG": "vlm.yaml"}, {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
 
 
 @pytest.mark.parametrize(("mode", "signum"), [("ocr", signal.SIGINT), ("vlm", signal.SIGTERM)])
@@ -44,7 +47,8 @@ def test_one_signal_ends_the_crawl_within_seconds_and_a_rerun_completes(
         tmp_path: Path, tree: tuple[Path, list], slow_vlm: tuple[FakeAPI, str], mode: str, signum: int) -> None:
     root, planted = tree
     api, url = slow_vlm
-    args, env = setup(tmp_path, mode, url)
+    settings, env = setup(tmp_path, mode, url)
+    args = [a for key, value in settings.items() for a in ("-s", f"{key}={value}")]
     log = tmp_path / "crawl.log"
     proc = start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env, log=log)
     try:
@@ -70,11 +74,11 @@ def test_one_signal_ends_the_crawl_within_seconds_and_a_rerun_completes(
         # What was sent was answered and kept; nothing new was sent after the signal.
         assert calls <= len(state.memes) + 3
 
-    again = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env)
+    again = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=settings, env=env)
     final = read_state(tmp_path)
     assert final.active_md5s() == {p.md5 for p in planted}
     assert_consistent(final, COLLECTION)
-    assert again.stat("emomo/ingest/interrupted") == 0
+    assert "emomo/ingest/interrupted" not in again.stats
     if mode == "vlm":
         assert api.calls["chat"] == len(planted)  # no image described twice
 
@@ -97,7 +101,7 @@ def test_a_second_signal_exits_at_once_and_a_rerun_completes(tmp_path: Path, tre
     assert took < 5, took
     assert code == 3
     assert "forcing unclean shutdown" in log.read_text(encoding="utf-8")
-    crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}")
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
     final = read_state(tmp_path)
     assert final.active_md5s() == {p.md5 for p in planted}
     assert_consistent(final, COLLECTION)

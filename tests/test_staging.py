@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import assert_consistent, crawl, read_state, scrapy
+import pytest
+from conftest import assert_consistent, read_state
+from crawling import run_crawl
 from memegen import meme_bytes
+from scrapy.exceptions import UsageError
 
 COLLECTION = "emomo-e5-small"
 
@@ -34,7 +37,7 @@ def test_staging_folder_ingests_good_lines_and_reports_bad_ones_by_line(tmp_path
     lines.append(json.dumps({"id": "notags", "filename": "0000000000000000.jpg", "tags": "x"}))  # line 8
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    run = crawl(tmp_path, "staging", "-a", "source=fabiaoqing", "-a", f"staging_path={tmp_path / 'staging'}")
+    run = run_crawl(tmp_path, "staging", source="fabiaoqing", staging_path=str(tmp_path / "staging"))
     state = read_state(tmp_path)
     assert len(state.memes) == 4
     assert_consistent(state, COLLECTION)
@@ -47,7 +50,7 @@ def test_staging_folder_ingests_good_lines_and_reports_bad_ones_by_line(tmp_path
         assert caption in meme["vlm_description"]
         assert json.loads(meme["tags"]) == [caption, "小子表情"]
     manifest = str(folder / "manifest.jsonl")
-    warnings = [line for line in run.log.splitlines() if "WARNING" in line and manifest in line]
+    warnings = [line for line in run.lines(manifest, "WARNING")]
     assert any("line 2: invalid JSON" in w for w in warnings)
     assert any("line 6: file" in w and "gone.jpg does not exist" in w for w in warnings)
     assert any("line 7: filename '../../secret.png' escapes" in w for w in warnings)
@@ -57,15 +60,19 @@ def test_staging_folder_ingests_good_lines_and_reports_bad_ones_by_line(tmp_path
     assert run.stat("emomo/staging/skipped/unsafe_filename") == 1
     assert run.stat("emomo/ingest/processed") == 4
 
-    hits = json.loads(scrapy(tmp_path, "search", "我看不懂但我大受震撼", "--json", "--top", "1").stdout)
+    import asyncio
+
+    from emomo.config import load_config
+    from emomo.query import search
+
+    hits = asyncio.run(search(load_config(env={}, base_dir=tmp_path), "我看不懂但我大受震撼", top=1))
     assert hits[0]["source_id"] == "fabiaoqing_" + next(k for k, v in good.items() if v == "我看不懂但我大受震撼")
     assert hits[0]["is_animated"] is True and hits[0]["format"] == "gif"
 
 
 def test_staging_needs_a_source_with_a_manifest(tmp_path: Path) -> None:
-    run = scrapy(tmp_path, "crawl", "staging")
-    assert run.returncode == 2
-    assert "pass -a source=ID" in run.stderr
-    run = scrapy(tmp_path, "crawl", "staging", "-a", "source=nothing", "-a", f"staging_path={tmp_path}")
-    assert run.returncode == 2
-    assert f"no manifest.jsonl in {tmp_path / 'nothing'}" in run.stderr
+    with pytest.raises(UsageError, match="pass -a source=ID"):
+        run_crawl(tmp_path, "staging")
+    with pytest.raises(UsageError) as err:
+        run_crawl(tmp_path, "staging", source="nothing", staging_path=str(tmp_path))
+    assert f"no manifest.jsonl in {tmp_path / 'nothing'}" in str(err.value)

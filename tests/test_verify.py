@@ -3,6 +3,7 @@ what the kept data allows (issue 10); ``force=1`` puts a lost object back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -11,14 +12,27 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import crawl, read_state, scrapy
+from conftest import read_state, scrapy
+from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree, meme_bytes
 from qdrant_client import QdrantClient, models
+
+from emomo import verify as checks
+from emomo.config import load_config
+from emomo.query import search
 
 COLLECTION = "emomo-e5-small"
 
 
 def verify(workdir: Path, *args: str) -> tuple[int, dict]:
+    """``scrapy verify --json`` as the command computes it, in-process."""
+    repair = "--repair" in args
+    report = asyncio.run(checks.verify(load_config(env={}, base_dir=workdir), None, repair))
+    failed = report.left if repair else report.problems
+    return (1 if failed else 0), report.as_json(repair)
+
+
+def verify_command(workdir: Path, *args: str) -> tuple[int, dict]:
     run = scrapy(workdir, "verify", "--json", *args)
     assert run.returncode in (0, 1), run.stderr[-2000:]
     return run.returncode, json.loads(run.stdout)
@@ -27,8 +41,8 @@ def verify(workdir: Path, *args: str) -> tuple[int, dict]:
 def test_verify_finds_every_kind_of_damage_and_repair_mends_what_it_can(tmp_path: Path, cjk_font: str) -> None:
     root = tmp_path / "ChineseBQB"
     planted = build_tree(root, CAPTIONS[60:68], CATEGORIES, seed=41)
-    crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}")
-    assert verify(tmp_path) == (0, {"collection": COLLECTION, "problems": 0, "by_kind": {}, "examples": []})
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert verify_command(tmp_path) == (0, {"collection": COLLECTION, "problems": 0, "by_kind": {}, "examples": []})
 
     state = read_state(tmp_path)
     memes = {m["md5_hash"]: m for m in state.memes}
@@ -53,7 +67,7 @@ def test_verify_finds_every_kind_of_damage_and_repair_mends_what_it_can(tmp_path
                                                          payload={"md5": "f" * 32})])
     client.close()
 
-    code, report = verify(tmp_path)
+    code, report = verify_command(tmp_path)
     assert code == 1
     assert report["by_kind"] == {"missing_object": 2, "missing_point": 1, "missing_vector": 1,
                                  "orphan_object": 1, "orphan_point": 2}
@@ -73,12 +87,13 @@ def test_verify_finds_every_kind_of_damage_and_repair_mends_what_it_can(tmp_path
     shutil.move(moved, root / planted[3].rel_path)
     assert verify(tmp_path, "--repair")[0] == 0
     assert verify(tmp_path)[1]["problems"] == 0
+    config = load_config(env={}, base_dir=tmp_path)
     for p in (planted[1], planted[2]):  # re-embedded points are searchable again
-        hits = json.loads(scrapy(tmp_path, "search", p.caption, "--json", "--top", "3").stdout)
+        hits = asyncio.run(search(config, p.caption, top=3))
         assert p.md5 in [h["md5"] for h in hits]
 
     # A forced crawl puts a lost object back from the file it reads.
     (objects / a["storage_key"]).unlink()
-    run = crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", "-a", "force=1")
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), force="1")
     assert run.stat("emomo/store/restored") == 1
     assert verify(tmp_path)[1]["problems"] == 0

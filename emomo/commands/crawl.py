@@ -2,7 +2,9 @@
 
 Scrapy's own command would report a bad ``-a embedding`` as a traceback from
 inside the crawler, and a usage block after it; this one logs the one-line
-cause and exits with 2. How the crawl ended sets the exit code (``EXIT_CODES``).
+cause and exits with 2. What only the backends can tell is checked when the crawl
+opens them, which closes the spider with its own finish reason; how the crawl
+ended sets the exit code (``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
 from emomo.errors import ConfigError
+from emomo.ingest.runtime import BACKEND_UNAVAILABLE
 from emomo.spider import SOURCE_UNREADABLE, MemeSpider
 
 logger = logging.getLogger("emomo.crawl")
@@ -25,7 +28,9 @@ INTERRUPTED = 3
 EXIT_CODES = {
     # Spider.start() raised: some of the source may never have been read.
     "start_error": 1,
-    # The source went away between the checks and the crawl: as a refused start.
+    # The backends could not be opened (a locked folder, a refused key, another dimension),
+    # or the source went away between the checks and the crawl: as a refused start.
+    BACKEND_UNAVAILABLE: 2,
     SOURCE_UNREADABLE: 2,
     # Stopped early: an API key was refused, or the writes kept failing (an outage).
     "refused_key": 1,

@@ -2,9 +2,11 @@
 
 Each item submits its own piece and awaits its own result; the batcher sends
 what has gathered when ``max_size`` pieces are waiting or ``max_wait`` has
-passed since the first. When a whole batch fails, each piece is retried alone
-(``isolate``) so one bad item never fails its neighbours: every item keeps its
-own outcome and undoes only its own writes.
+passed since the first. When a whole batch fails with an error that ``isolate``
+blames on a piece, each piece is sent alone so one bad item never fails its
+neighbours: every item keeps its own outcome and undoes only its own writes.
+Any other error (a service that is down) fails every piece at once: splitting it
+would only multiply the calls.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 class MicroBatcher(Generic[T, R]):
     def __init__(self, call: Callable[[list[T]], Awaitable[list[R]]], max_size: int, max_wait: float,
-                 name: str, isolate: bool = True,
+                 name: str, isolate: Callable[[Exception], bool] = lambda exc: True,
                  on_batch: Callable[[str, int], None] | None = None) -> None:
         self.call = call
         self.max_size = max(1, max_size)
@@ -62,7 +64,7 @@ class MicroBatcher(Generic[T, R]):
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} inputs")
         except Exception as exc:
-            if not self.isolate or len(batch) == 1:
+            if len(batch) == 1 or not self.isolate(exc):
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)

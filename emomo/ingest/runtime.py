@@ -1,46 +1,54 @@
-"""Per-crawl ingest runtime: the clients every stage shares and the items in flight."""
+"""The per-crawl ingest runtime: a Scrapy extension that holds the clients every stage shares.
+
+Scrapy builds it with the crawler (``EXTENSIONS``) and the stages and spiders reach it with
+``crawler.get_extension(IngestRuntime)``. It opens its backends once, on ``spider_opened``: a
+backend that cannot be used (a locked folder, a collection of another dimension, a refused
+key) is logged in one line and closes the spider with the finish reason
+``backend_unavailable`` before any item is read (``scrapy crawl`` exits 2). It closes them on
+``spider_closed``, after the last item.
+
+Settings: ``EMOMO_CONFIG``, ``EMOMO_EMBEDDING``, ``EMOMO_FORCE``, ``EMOMO_ENABLED``,
+``EMOMO_MAX_ITEMS_IN_FLIGHT`` (defaults in emomo.defaults).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 from scrapy import signals
+from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.settings import BaseSettings
 
 from emomo import clients, defaults
 from emomo.config import EmbeddingConfig, EmomoConfig, load_config
-from emomo.errors import BackendUnavailable
+from emomo.errors import BackendUnavailable, ConfigError
+from emomo.ingest.admission import Admission
 from emomo.ingest.batcher import MicroBatcher, counted
-from emomo.providers import Describer, Embedder
-from emomo.providers.retry import ProviderError
 from emomo.ingest.spool import DescriptionSpool
-from emomo.repositories import MemeRecord, MemeRepository, SourceRecord
+from emomo.ingest.state import ItemState, attach, detach, peek, state_of
+from emomo.providers import Describer, Embedder
+from emomo.providers.errors import ProviderError
+from emomo.repositories import MemeRepository, SourceRecord
 from emomo.repositories.qdrant import QdrantRepository
 from emomo.storage import ObjectStore
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
+#: the finish reason of a crawl whose backends could not be opened (exit code 2)
+BACKEND_UNAVAILABLE = "backend_unavailable"
+
 
 def config_from_settings(settings: BaseSettings) -> EmomoConfig:
     return load_config(settings.get("EMOMO_CONFIG", defaults.EMOMO_CONFIG) or None)
-
-
-async def check_backends(config: EmomoConfig, embedding: EmbeddingConfig) -> None:
-    """Open what a crawl's start opens, then let go: the checks run before any crawler exists."""
-    runtime = IngestRuntime(config, embedding)
-    try:
-        await runtime.open()
-    finally:
-        await runtime.close()
 
 
 async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None:
@@ -52,83 +60,128 @@ async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None
         raise BackendUnavailable(f"embeddings[{embedding.name}]: {exc}") from None
 
 
-@dataclass
-class ItemState:
-    """What the stages know about one item in flight and how to undo its writes."""
-
-    md5: str
-    source: str
-    started: float = field(default_factory=time.monotonic)
-    meme: MemeRecord | None = None
-    had_vector: bool = False
-    #: why the describer or the embedder failed: the meme is parked, not undone
-    deferred: str | None = None
-    #: the status a parked meme is recorded with: pending (retry later) or failed
-    park_status: str = "pending"
-    #: the item's source as recorded before this crawl (None: a source new to us)
-    source_record: SourceRecord | None = None
-    #: the meme this source named before its content changed: it moves to the new one
-    #: once that is complete, and the old one is retired if no other source holds it
-    replaces: str | None = None
-    #: the backend an index-stage write was talking to (for the circuit breaker's message)
-    writing: str = "database"
-    undo: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
-
-
 class IngestRuntime:
-    """Clients for one crawl, built from the config when the crawl starts.
-
-    ``open`` connects and checks what can only be checked against the backends
-    (a locked local folder, a collection of another dimension), so a crawl with
-    a bad setup stops before its first item.
-    """
-
-    def __init__(self, config: EmomoConfig, embedding: EmbeddingConfig, force: bool = False,
-                 max_in_flight: int = 32, on_batch: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, crawler: Crawler, config: EmomoConfig, embedding: EmbeddingConfig, force: bool,
+                 max_items_in_flight: int) -> None:
+        self.crawler = crawler
         self.config = config
         self.embedding = embedding
         self.collection = embedding.collection
         self.force = force
+        assert crawler.stats is not None
+        self.stats = crawler.stats
         self.repo: MemeRepository = clients.build_repository(config)
         self.index: QdrantRepository = clients.build_index(config)
         self.store: ObjectStore = clients.build_store(config)
         self.describer: Describer = clients.build_describer(config)
         self.embedder: Embedder = clients.build_embedder(embedding)
-        # Pieces of many items go out together; each item still gets its own outcome.
-        wait = config.ingest.batch_max_wait
-        writes = config.ingest.write_batch_size
+        # Pieces of many items go out together; each item still gets its own outcome. An
+        # embedding batch is split piece by piece only when the error is an item's fault: a
+        # 503 for 32 texts must not become 32 more paid calls. Writes are split on any error.
+        on_batch = counted(self.stats)
+        wait, writes = config.ingest.batch_max_wait, config.ingest.write_batch_size
         self.embed_batcher = MicroBatcher(self.embedder.embed_passages, embedding.batch_size,
-                                          config.ingest.embed_max_wait, "embed", on_batch=on_batch)
+                                          config.ingest.embed_max_wait, "embed", on_batch=on_batch,
+                                          isolate=lambda exc: isinstance(exc, ProviderError) and exc.item_fault)
         self.upsert_batcher = MicroBatcher(self._upsert, writes, wait, "upsert", on_batch=on_batch)
         self.vector_batcher = MicroBatcher(self.repo.record_vectors, writes, wait, "vectors", on_batch=on_batch)
-        self._states: dict[int, ItemState] = {}
+        self.admission = Admission(max_items_in_flight, self._items_in_process)
+        self.spool = DescriptionSpool(config.ingest.spool_dir)
         #: seconds from read to indexed, per processed item (for p50/p95 in stats)
         self.latencies: list[float] = []
-        self.stats: Any = None
+        self.stop_cause: str | None = None
+        self._opened = False
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing_task: asyncio.Task[None] | None = None
+        self._poke_due = False
+        #: md5 -> the source of the item that holds it in this crawl
         self._claims: dict[str, str] = {}
         #: md5 -> sources read while another item held that md5: linked to its meme once it is done
         self._followers: dict[str, list[tuple[str, str, str | None]]] = {}
-        self._opened = False
-        self._open_error: Exception | None = None
-        self._closed = False
-        self._open_lock = asyncio.Lock()
-        self.stop_cause: str | None = None
-        self.max_in_flight = max_in_flight
-        self._slots: asyncio.Semaphore | None = None
-        self._admitted: set[int] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.crawler: Crawler | None = None
-        self._poke_due = False
-        self.spool = DescriptionSpool(config.ingest.spool_dir)
         #: writes that failed in a row (any item that completes resets it): the circuit breaker
         self._write_failures = 0
-        self._closing_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        settings = crawler.settings
+        if not settings.getbool("EMOMO_ENABLED", defaults.EMOMO_ENABLED):
+            raise NotConfigured("EMOMO_ENABLED is off")
+        spider = crawler.spider
+        needs = getattr(spider, "needs_backends", None)
+        if needs is None or not needs():
+            # Not a meme spider, or one that writes no index (fabiaoqing -a output=staging).
+            raise NotConfigured(f"spider {getattr(spider, 'name', '?')!r} ingests nothing")
+        config: EmomoConfig = getattr(spider, "config", None) or config_from_settings(settings)
+        embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
+        runtime = cls(crawler, config, embedding,
+                      force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE),
+                      max_items_in_flight=settings.getint("EMOMO_MAX_ITEMS_IN_FLIGHT",
+                                                          defaults.EMOMO_MAX_ITEMS_IN_FLIGHT))
+        crawler.signals.connect(runtime.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(runtime.spider_closed, signal=signals.spider_closed)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(runtime.item_done, signal=signal)
+        return runtime
+
+    # --- opening and closing ------------------------------------------------
+
+    async def spider_opened(self) -> None:
+        try:
+            await self.open()
+        except ConfigError as exc:
+            # In the log, in one line: a scrapyd job's log is where its operator looks.
+            logger.error("Cannot start the crawl: %s", exc)
+            raise CloseSpider(BACKEND_UNAVAILABLE) from None
+
+    async def spider_closed(self) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        # The embedder first: a collection is never created with a dimension it would not fill.
+        await probe_embedder(self.embedder, self.embedding)
+        await self.index.open()
+        await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
+        await self.repo.open()
+        await self._replay_spool()
+        await self.store.open()
+        self._opened = True
+        logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
+                    self.collection, self.embedding.name, self.embedding.model,
+                    self.embedding.dimensions, self.config.database.driver, self.config.storage.type)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.latencies:
+            ordered = sorted(self.latencies)
+            for name, q in (("p50", 0.50), ("p95", 0.95), ("max", 1.0)):
+                value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+                self.stats.set_value(f"emomo/ingest/latency_{name}_ms", round(value * 1000))
+        for batcher in (self.embed_batcher, self.upsert_batcher, self.vector_batcher):
+            await batcher.drain()
+        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.error("A background write failed: %s", result)
+        for closer in (self.describer.close, self.embedder.close, self.store.close,
+                       self.repo.close, self.index.close):
+            try:
+                await closer()
+            except Exception:
+                logger.exception("Error while closing %r", closer)
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` without awaiting it here; ``close`` waits for it before closing the clients."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _upsert(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> list[None]:
+        await self.index.upsert(self.collection, points)
+        return [None] * len(points)
+
+    # --- stopping -----------------------------------------------------------
 
     @property
     def stopping(self) -> bool:
@@ -138,7 +191,7 @@ class IngestRuntime:
     def interrupted(self) -> bool:
         """A graceful stop was asked for (Ctrl-C, SIGTERM: what scrapyd's cancel sends).
         Scrapy's Crawler.stop turns ``crawling`` off before it closes the engine."""
-        return self.crawler is not None and not self.crawler.crawling
+        return not self.crawler.crawling
 
     def should_stop(self) -> bool:
         """No new work for items in flight: the crawl is stopping, by a signal or a fatal error."""
@@ -152,12 +205,10 @@ class IngestRuntime:
         if self.stop_cause is not None:
             return
         self.stop_cause = cause
-        if self.stats is not None:
-            self.stats.set_value("emomo/ingest/stopped", cause)
+        self.stats.set_value("emomo/ingest/stopped", cause)
         logger.error("Stopping the crawl: %s", cause)
-        if self.crawler is not None:
-            # Not awaited: closing the engine waits for the items in flight, the caller among them.
-            self._closing_task = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason=reason))
+        # Not awaited: closing the engine waits for the items in flight, the caller among them.
+        self._closing_task = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason=reason))
 
     def backend_label(self, kind: str) -> str:
         """How a message names a backend: ``database (postgres)``, ``storage (s3)``, ..."""
@@ -169,13 +220,59 @@ class IngestRuntime:
         """Count a failed write; after ``ingest.max_write_failures`` in a row, stop the crawl
         rather than pay the VLM for items that cannot be kept."""
         self._write_failures += 1
-        limit = self.config.ingest.max_write_failures
-        if self._write_failures >= limit:
+        if self._write_failures >= self.config.ingest.max_write_failures:
             self.stop(f"{self._write_failures} writes in a row failed, the last to the {self.backend_label(kind)}: "
                       f"{cause}; check it, then run the crawl again", reason="write_failures")
 
     def write_ok(self) -> None:
         self._write_failures = 0
+
+    # --- admission and the scraper ------------------------------------------
+
+    def _items_in_process(self) -> int:
+        slot = self.crawler.engine.scraper.slot
+        return slot.itemproc_size if slot is not None else 0
+
+    async def admit(self) -> bool:
+        """Wait for room in the pipelines; False once the crawl is stopping."""
+        return await self.admission.wait(self.should_stop)
+
+    async def drained(self) -> bool:
+        """Wait until the last item is out of the pipelines; False once the crawl is stopping."""
+        return await self.admission.drained(self.should_stop)
+
+    def item_done(self, item: Any, **_: Any) -> None:
+        """Signal handler (item scraped, dropped or failed): room for the next item."""
+        self.admission.item_done()
+        self._poke_scraper()
+
+    def _poke_scraper(self) -> None:
+        """Tell a closing scraper when its last item is done.
+
+        Scrapy 2.19 checks whether a closing spider's scraper is idle only when the items
+        of a response are done; items that came from ``start()`` never trigger that check,
+        so a crawl stopped while they are in flight (Ctrl-C, scrapyd's cancel) would wait
+        in ``Scraper.close_spider_async`` forever. The check runs a moment later: the
+        scraper counts the item as done only after this signal handler returns.
+        """
+        scraper = self.crawler.engine.scraper
+        if self._poke_due or scraper.slot is None or scraper.slot.closing is None:
+            return
+        self._poke_due = True
+
+        def poke() -> None:
+            self._poke_due = False
+            slot = scraper.slot
+            if slot is None or slot.closing is None or slot.closing.called:
+                return
+            if slot.is_idle():
+                scraper._check_if_closing()
+            else:
+                self._poke_scraper()
+
+        asyncio.get_running_loop().call_later(0.05, poke)
+
+    # --- paid work and retirement -------------------------------------------
 
     async def keep_description(self, md5: str, model: str, description: str) -> bool:
         """Save a description the moment it was paid for; when the database refuses, in the
@@ -208,132 +305,22 @@ class IngestRuntime:
                 await self.index.delete(collection, pid)
             except Exception as exc:  # the row says retired: `scrapy verify --repair` removes the point
                 logger.error("Could not delete point %s of retired meme %s from %s: %s", pid, meme_id, collection, exc)
-        if self.stats is not None:
-            self.stats.inc_value("emomo/ingest/retired")
+        self.stats.inc_value("emomo/ingest/retired")
         logger.info("Retired meme %s: no source holds it any more", meme_id)
         return True
-
-    async def admit(self, item: Any) -> bool:
-        """Wait for room in the pipelines (backpressure on the spider); False once stopping.
-
-        Scrapy pulls items from ``start()`` without limit; without this a
-        file-based spider would read every image of a source into memory at once.
-        """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_in_flight)
-        if self.stopping:
-            return False
-        await self._slots.acquire()
-        if self.stopping:
-            self._slots.release()
-            return False
-        self._admitted.add(id(item))
-        return True
-
-    def item_done(self, item: Any, **_: Any) -> None:
-        """Signal handler (item scraped, dropped or failed): its room goes to the next item."""
-        if id(item) in self._admitted:
-            self._admitted.discard(id(item))
-            assert self._slots is not None
-            self._slots.release()
-        self._poke_scraper()
-
-    def _poke_scraper(self) -> None:
-        """Tell a closing scraper when its last item is done.
-
-        Scrapy 2.19 checks whether a closing spider's scraper is idle only when the items
-        of a response are done; items that came from ``start()`` never trigger that check,
-        so a crawl stopped while they are in flight (Ctrl-C, scrapyd's cancel) would wait
-        in ``Scraper.close_spider_async`` forever. The check runs a moment later: the
-        scraper counts the item as done only after this signal handler returns.
-        """
-        scraper = self.crawler.engine.scraper if self.crawler is not None else None
-        slot = getattr(scraper, "slot", None)
-        if self._poke_due or slot is None or slot.closing is None:
-            return
-        self._poke_due = True
-
-        def poke() -> None:
-            self._poke_due = False
-            if scraper is None or scraper.slot is None or scraper.slot.closing is None or scraper.slot.closing.called:
-                return
-            if scraper.slot.is_idle():
-                scraper._check_if_closing()
-            else:
-                self._poke_scraper()
-
-        asyncio.get_running_loop().call_later(0.05, poke)
-
-    @classmethod
-    def from_settings(cls, settings: BaseSettings,
-                      on_batch: Callable[[str, int], None] | None = None) -> IngestRuntime:
-        config = config_from_settings(settings)
-        embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
-        return cls(config, embedding, force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE),
-                   max_in_flight=settings.getint("CONCURRENT_ITEMS"), on_batch=on_batch)
-
-    async def _upsert(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> list[None]:
-        await self.index.upsert(self.collection, points)
-        return [None] * len(points)
-
-    async def open(self) -> None:
-        async with self._open_lock:
-            if self._opened:
-                return
-            if self._open_error is not None:
-                raise self._open_error
-            try:
-                await self._open()
-            except Exception as exc:
-                self._open_error = exc
-                raise
-            self._opened = True
-
-    async def _open(self) -> None:
-        # The embedder first: a collection is never created with a dimension it would not fill.
-        await probe_embedder(self.embedder, self.embedding)
-        await self.index.open()
-        await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
-        await self.repo.open()
-        await self._replay_spool()
-        await self.store.open()
-        logger.info("Ingest into collection %s (embedding %s, %s, %d-d); database %s; store %s",
-                    self.collection, self.embedding.name, self.embedding.model,
-                    self.embedding.dimensions, self.config.database.driver, self.config.storage.type)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.stats is not None and self.latencies:
-            ordered = sorted(self.latencies)
-            for name, q in (("p50", 0.50), ("p95", 0.95), ("max", 1.0)):
-                value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-                self.stats.set_value(f"emomo/ingest/latency_{name}_ms", round(value * 1000))
-        for batcher in (self.embed_batcher, self.upsert_batcher, self.vector_batcher):
-            await batcher.drain()
-        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
-            if isinstance(result, Exception):
-                logger.error("A background write failed: %s", result)
-        for closer in (self.describer.close, self.embedder.close, self.store.close,
-                       self.repo.close, self.index.close):
-            try:
-                await closer()
-            except Exception:
-                logger.exception("Error while closing %r", closer)
 
     # --- items in flight ---------------------------------------------------
 
     def start(self, item: Any, md5: str, source: str) -> ItemState:
-        state = ItemState(md5=md5, source=source)
-        self._states[id(item)] = state
-        return state
+        return attach(item, ItemState(md5=md5, source=source))
 
-    def state(self, item: Any) -> ItemState:
-        return self._states[id(item)]
+    @staticmethod
+    def state(item: Any) -> ItemState:
+        return state_of(item)
 
-    def peek(self, item: Any) -> ItemState | None:
-        return self._states.get(id(item))
+    @staticmethod
+    def peek(item: Any) -> ItemState | None:
+        return peek(item)
 
     def claim(self, state: ItemState) -> str | None:
         """Claim the item's md5 for this crawl; the source already holding it, if any."""
@@ -363,7 +350,8 @@ class IngestRuntime:
             state.park_status = "failed"
 
     def finish(self, item: Any) -> ItemState | None:
-        state = self._states.pop(id(item), None)
+        """The item leaves the pipelines: its state comes off it and its md5 claim is let go."""
+        state = detach(item)
         if state is not None and self._claims.get(state.md5) == state.source:
             del self._claims[state.md5]
         return state
@@ -383,18 +371,5 @@ class IngestRuntime:
                 leftovers.append(f"{what}: {exc}")
         return leftovers
 
-
-_RUNTIMES: WeakKeyDictionary[Crawler, IngestRuntime] = WeakKeyDictionary()
-
-
-def runtime_for(crawler: Crawler) -> IngestRuntime:
-    """The crawl's one runtime, built by the first stage that asks."""
-    runtime = _RUNTIMES.get(crawler)
-    if runtime is None:
-        runtime = IngestRuntime.from_settings(crawler.settings, on_batch=counted(crawler.stats))
-        runtime.stats = crawler.stats
-        runtime.crawler = crawler
-        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
-            crawler.signals.connect(runtime.item_done, signal=signal)
-        _RUNTIMES[crawler] = runtime
-    return runtime
+    def record_latency(self, state: ItemState) -> None:
+        self.latencies.append(time.monotonic() - state.started)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from itemadapter import ItemAdapter
 from scrapy.exceptions import NotConfigured
 
-from emomo import defaults
 from emomo.config import IngestConfig
-from emomo.errors import ConfigError, IngestDrop, Interrupted, InvalidImage, StageFailed
+from emomo.errors import IngestDrop, Interrupted, InvalidImage, StageFailed
 from emomo.imaging import ImageError, ImageInfo, read_image
-from emomo.ingest.runtime import IngestRuntime, ItemState, runtime_for
+from emomo.ingest.runtime import IngestRuntime
+from emomo.ingest.state import ItemState
 from emomo.text import clean_list, clean_text, escape_name
 
 if TYPE_CHECKING:
@@ -94,19 +94,12 @@ class Stage:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("EMOMO_ENABLED", defaults.EMOMO_ENABLED):
-            raise NotConfigured("EMOMO_ENABLED is off")
-        return cls(crawler, runtime_for(crawler))
-
-    async def open_spider(self) -> None:
-        try:
-            await self.runtime.open()
-        except ConfigError as exc:
-            self.log(logging.ERROR, "Cannot start the ingest: %s", exc)
-            raise
-
-    async def close_spider(self) -> None:
-        await self.runtime.close()
+        # The runtime (an extension, built before the pipelines) holds the clients; without it
+        # (EMOMO_ENABLED off, or a spider that ingests nothing) the stages are off too.
+        runtime = crawler.get_extension(IngestRuntime)
+        if runtime is None:
+            raise NotConfigured("the IngestRuntime extension is not enabled for this crawl")
+        return cls(crawler, runtime)
 
     def count(self, outcome: str) -> None:
         self.stats.inc_value(f"emomo/{self.name}/{outcome}")

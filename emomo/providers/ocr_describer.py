@@ -7,10 +7,7 @@ models; nothing is downloaded.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,6 +16,7 @@ from emomo.config import IngestConfig, VLMConfig
 from emomo.errors import Interrupted
 from emomo.imaging import first_frame_rgb
 from emomo.providers import DescribeContext
+from emomo.providers.engines import engine_pool
 
 
 def compose_description(text: str, context: DescribeContext) -> str:
@@ -34,44 +32,44 @@ def compose_description(text: str, context: DescribeContext) -> str:
     return "。".join(parts)
 
 
+def _load(single_threaded: bool) -> Any:
+    from rapidocr_onnxruntime import RapidOCR
+
+    # det_limit_type="max" is read when the engine is built (rapidocr 1.4 ignores it per call):
+    # a meme is detected at its own size (at most 960 px a side) instead of being upscaled to
+    # 736 px on its short side, 4-5x less work with the same text read. One engine per core
+    # beats one engine using every core: small memes leave onnxruntime's threads idle.
+    kwargs: dict[str, Any] = {"det_limit_type": "max"}
+    if single_threaded:
+        kwargs["intra_op_num_threads"] = 1
+    return RapidOCR(**kwargs)
+
+
 class OCRDescriber:
     def __init__(self, config: VLMConfig, ingest: IngestConfig) -> None:
         self.model = f"local-ocr/{config.model}"
         self.min_score = ingest.ocr_min_score
-        # One engine per core beats one engine using every core: small memes leave
-        # onnxruntime's intra-op threads idle (3.6 vs 5.7 memes/s on 2 cores, bench/ingest.py).
         self.threads = ingest.ocr_threads or os.cpu_count() or 1
-        self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="emomo-ocr")
-        # One engine per thread: onnxruntime sessions are shared-safe, but
-        # RapidOCR keeps per-call state on the object.
-        self._local = threading.local()
+        # One engine per thread (RapidOCR keeps per-call state on the object), loaded once per process.
+        single = self.threads > 1
+        self._pool = engine_pool("ocr", self.threads, lambda: _load(single))
 
-    def _engine(self) -> Any:
-        engine = getattr(self._local, "engine", None)
-        if engine is None:
-            from rapidocr_onnxruntime import RapidOCR
-
-            engine = RapidOCR(intra_op_num_threads=1) if self.threads > 1 else RapidOCR()
-            self._local.engine = engine
-        return engine
-
-    def read_text(self, image: bytes) -> str:
+    def read_text(self, engine: Any, image: bytes) -> str:
         """The text drawn on the image (first frame of an animation), top to bottom."""
         rgb = np.asarray(first_frame_rgb(image))
-        result, _ = self._engine()(np.ascontiguousarray(rgb[:, :, ::-1]), det_limit_type="max")
+        result, _ = engine(np.ascontiguousarray(rgb[:, :, ::-1]))
         lines = [text.strip() for _box, text, score in (result or []) if float(score) >= self.min_score]
         return " ".join(line for line in lines if line)
 
-    def _read_unless_stopping(self, image: bytes, context: DescribeContext) -> str:
+    def _read_unless_stopping(self, engine: Any, image: bytes, context: DescribeContext) -> str:
         # Items queue here for an engine; once the crawl stops, those still waiting cost nothing.
         if context.should_stop():
             raise Interrupted(f"{context.source}: the crawl is stopping; not read")
-        return self.read_text(image)
+        return self.read_text(engine, image)
 
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str:
-        loop = asyncio.get_running_loop()
-        text = await loop.run_in_executor(self._executor, self._read_unless_stopping, image, context)
+        text = await self._pool.run(self._read_unless_stopping, image, context)
         return compose_description(text, context)
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        return None  # the engines stay loaded for the process's next crawl

@@ -16,8 +16,8 @@ from emomo.config import IngestConfig, VLMConfig
 from emomo.errors import ConfigError, Interrupted
 from emomo.imaging import CONTENT_TYPES, first_frame_rgb
 from emomo.providers import DescribeContext
-from emomo.providers.openai_compat import async_client, provider_error
-from emomo.providers.retry import ProviderError, RetryPolicy, with_retries
+from emomo.providers.errors import ProviderError, provider_error
+from emomo.providers.openai_compat import STOPPING, async_client
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 
@@ -57,15 +57,16 @@ class OpenAIDescriber:
     def __init__(self, config: VLMConfig, ingest: IngestConfig) -> None:
         if not config.model:
             raise ConfigError("vlm.model is empty: set VLM_MODEL (e.g. openai/gpt-4o-mini)")
-        if not config.api_key:
+        if not config.api_key.get_secret_value():
             raise ConfigError("vlm.api_key is empty: set the OPENAI_API_KEY environment variable")
         self.model = config.model
         self.base_url = config.base_url or DEFAULT_BASE_URL
         self.max_tokens = config.max_tokens
         self.temperature = config.temperature
-        self.policy = RetryPolicy(attempts=config.retries + 1, base_delay=config.retry_base_delay,
-                                  max_delay=config.retry_max_delay, max_delay_setting="vlm.retry_max_delay")
-        self._client = async_client(config.api_key, self.base_url, config.timeout)
+        self.max_delay = ("vlm.retry_max_delay", config.retry_max_delay)
+        self._client = async_client(config.api_key.get_secret_value(), self.base_url, config.timeout,
+                                    max_retries=config.retries, max_delay=config.retry_max_delay,
+                                    connections=2 * config.max_in_flight)
         # A cap on calls in flight: the API's rate limit, and backpressure on the crawl.
         self._slots = asyncio.Semaphore(max(1, config.max_in_flight))
         self.calls = 0
@@ -89,10 +90,11 @@ class OpenAIDescriber:
             response = await self._client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=self.temperature)
         except Exception as exc:
-            raise provider_error(exc, f"vlm {self.model} at {self.base_url}", "OPENAI_API_KEY") from None
+            raise provider_error(exc, f"vlm {self.model} at {self.base_url}", "OPENAI_API_KEY",
+                                 self.max_delay) from None
         text = (response.choices[0].message.content or "").strip() if response.choices else ""
         if not text:
-            raise ProviderError(f"vlm {self.model}: empty answer", retryable=True)
+            raise ProviderError(f"vlm {self.model}: empty answer")
         return " ".join(text.split())
 
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str:
@@ -101,8 +103,8 @@ class OpenAIDescriber:
         async with self._slots:
             if context.should_stop():
                 raise Interrupted(f"{context.source}: the crawl is stopping; not sent")
-            return await with_retries(lambda: self._call(messages), self.policy, f"vlm {self.model}",
-                                      should_stop=context.should_stop)
+            STOPPING.set(context.should_stop)  # this task's context: its retries stop with the crawl
+            return await self._call(messages)
 
     async def close(self) -> None:
         await self._client.close()

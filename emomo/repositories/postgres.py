@@ -49,9 +49,9 @@ class PostgresMemeRepository(SQLMemeRepository):
     serial_type = "BIGSERIAL PRIMARY KEY"
 
     def __init__(self, config: DatabaseConfig) -> None:
-        if not config.url:
+        self.dsn = config.dsn()
+        if not self.dsn:
             raise ConfigError("database.url is empty: set DATABASE_URL (postgresql://user:pass@host:5432/emomo)")
-        self.dsn = config.url
         self.min_size = config.pool_min_size
         self.max_size = config.pool_max_size
         self._pool: Any = None
@@ -90,6 +90,5 @@ class PostgresMemeRepository(SQLMemeRepository):
     @asynccontextmanager
     async def session(self) -> AsyncIterator[_PgSession]:
         assert self._pool is not None, "PostgresMemeRepository.open() was not awaited"
-        async with self._pool.connection() as conn:
-            async with conn.transaction():
-                yield _PgSession(conn)
+        async with self._pool.connection() as conn, conn.transaction():
+            yield _PgSession(conn)

@@ -74,7 +74,8 @@ class QdrantRepository:
         else:
             self._client = QdrantClient(
                 url=c.url or None, host=None if c.url else c.host, port=c.port, grpc_port=c.grpc_port,
-                prefer_grpc=c.prefer_grpc, https=c.https or None, api_key=c.api_key or None, timeout=30,
+                prefer_grpc=c.prefer_grpc, https=c.https or None, api_key=c.api_key.get_secret_value() or None,
+                timeout=30,
             )
             try:
                 self._client.get_collections()

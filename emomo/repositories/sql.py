@@ -67,7 +67,7 @@ class SQLMemeRepository(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    async def _lock_migrations(self, s: Session) -> None:
+    async def _lock_migrations(self, s: Session) -> None:  # noqa: B027 - optional: SQLite's BEGIN IMMEDIATE locks
         """Hold a lock for the rest of the transaction so concurrent starts migrate once."""
 
     async def migrate(self) -> None:

@@ -19,7 +19,6 @@ class PendingMeme:
 async def pending_memes(runtime: IngestRuntime, statuses: tuple[str, ...],
                         limit: int | None) -> AsyncIterator[PendingMeme]:
     """Each meme with one of ``statuses``, oldest first, with its object's bytes (or why not)."""
-    await runtime.open()
     memes: list[MemeRecord] = []
     for status in statuses:
         memes += await runtime.repo.list_memes(status, limit)

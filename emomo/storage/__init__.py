@@ -27,7 +27,7 @@ class ObjectStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
-    def keys(self) -> AsyncIterator[tuple[str, float]]:
+    def list_objects(self) -> AsyncIterator[tuple[str, float]]:
         """Every object's key and its last-modified time (seconds since the epoch), in pages."""
 
     def url(self, key: str) -> str:

@@ -85,7 +85,7 @@ class LocalObjectStore:
                     continue
         return found
 
-    async def keys(self) -> AsyncIterator[tuple[str, float]]:
+    async def list_objects(self) -> AsyncIterator[tuple[str, float]]:
         for entry in await asyncio.to_thread(self._list):
             yield entry
 

@@ -46,8 +46,8 @@ class S3ObjectStore:
             "s3",
             endpoint_url=self.endpoint,
             region_name=region,
-            aws_access_key_id=config.access_key or None,
-            aws_secret_access_key=config.secret_key or None,
+            aws_access_key_id=config.access_key.get_secret_value() or None,
+            aws_secret_access_key=config.secret_key.get_secret_value() or None,
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                           max_pool_connections=config.max_connections),
         )
@@ -118,7 +118,7 @@ class S3ObjectStore:
     async def exists(self, key: str) -> bool:
         return await self._threads.run(self._exists, key)
 
-    async def keys(self) -> AsyncIterator[tuple[str, float]]:
+    async def list_objects(self) -> AsyncIterator[tuple[str, float]]:
         pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, PaginationConfig={
             "PageSize": 1000})
         iterator = iter(pages)
