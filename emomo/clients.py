@@ -11,7 +11,7 @@ from emomo import registry
 from emomo.config import EmbeddingConfig, EmomoConfig
 from emomo.providers import Describer, Embedder
 from emomo.repositories import MemeRepository
-from emomo.repositories.qdrant import QdrantRepository
+from emomo.repositories.vector_index import VectorIndex
 from emomo.storage import ObjectStore
 
 
@@ -21,8 +21,11 @@ def build_repository(config: EmomoConfig) -> MemeRepository:
     return repo
 
 
-def build_index(config: EmomoConfig) -> QdrantRepository:
-    return QdrantRepository(config.qdrant)
+def build_index(config: EmomoConfig) -> VectorIndex:
+    """Qdrant Edge in this process when ``qdrant.path`` is set, else a Qdrant server."""
+    cls = registry.load_backend(registry.INDEXES, "edge" if config.qdrant.embedded else "server")
+    index: VectorIndex = cls(config.qdrant)
+    return index
 
 
 def build_store(config: EmomoConfig) -> ObjectStore:

@@ -66,6 +66,13 @@ class QdrantConfig(Section):
     api_key: SecretStr = SecretStr("")
     #: the collection of an embedding that names none
     collection: str = "emomo"
+    #: the embedded index builds its HNSW graph at the end of a crawl once this many points
+    #: are not in it yet (new points are searched exactly until then)
+    build_after_points: int = Field(20000, ge=1)
+
+    @property
+    def embedded(self) -> bool:
+        return bool(self.path)
 
 
 class StorageConfig(Section):

@@ -12,13 +12,13 @@ from emomo import clients
 from emomo.config import EmbeddingConfig, EmomoConfig
 from emomo.providers import Embedder
 from emomo.repositories import MemeRepository
-from emomo.repositories.qdrant import QdrantRepository
+from emomo.repositories.vector_index import SearchFilter, VectorIndex
 
 HIT_KEYS = ("meme_id", "md5", "score", "category", "tags", "description", "storage_url",
             "source_type", "source_id", "format", "is_animated")
 
 
-async def _open(config: EmomoConfig) -> tuple[MemeRepository, QdrantRepository]:
+async def _open(config: EmomoConfig) -> tuple[MemeRepository, VectorIndex]:
     index = clients.build_index(config)
     await index.open()
     repo = clients.build_repository(config)
@@ -36,7 +36,7 @@ class Searcher:
         self.embedding: EmbeddingConfig = config.embedding(embedding_name)
         self.embedder: Embedder = clients.build_embedder(self.embedding)
         self.repo: MemeRepository | None = None
-        self.index: QdrantRepository | None = None
+        self.index: VectorIndex | None = None
 
     async def open(self) -> Searcher:
         self.repo, self.index = await _open(self.config)
@@ -49,14 +49,15 @@ class Searcher:
         if self.index is not None:
             await self.index.close()
 
-    async def search(self, query: str, top: int = 10) -> list[dict[str, Any]]:
-        """Memes whose descriptions are nearest to ``query``, best first (keys: HIT_KEYS)."""
+    async def search(self, query: str, top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
+        """Memes whose descriptions are nearest to ``query``, best first (keys: HIT_KEYS),
+        among those that match ``where``."""
         assert self.repo is not None and self.index is not None, "Searcher.open() was not awaited"
         collection = self.embedding.collection
         if collection not in await self.index.collections():
             return []
         vector = await self.embedder.embed_query(query)
-        hits = await self.index.search(collection, vector, top)
+        hits = await self.index.search(collection, vector, top, where)
         memes = await self.repo.get_memes([str(h.payload.get("meme_id")) for h in hits])
         results = []
         for hit in hits:
@@ -79,12 +80,12 @@ class Searcher:
 
 
 async def search(config: EmomoConfig, query: str, embedding_name: str | None = None,
-                 top: int = 10) -> list[dict[str, Any]]:
+                 top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
     """One search: open, search, close."""
     searcher = Searcher(config, embedding_name)
     try:
         await searcher.open()
-        return await searcher.search(query, top)
+        return await searcher.search(query, top, where)
     finally:
         await searcher.close()
 

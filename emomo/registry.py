@@ -30,6 +30,12 @@ DATABASES: dict[str, Backend] = {
     "postgres": Backend("emomo.repositories.postgres.PostgresMemeRepository"),
 }
 
+#: the embedded index (qdrant.path) and a Qdrant server (qdrant.url / qdrant.host)
+INDEXES: dict[str, Backend] = {
+    "edge": Backend("emomo.repositories.qdrant_edge_index.EdgeIndex"),
+    "server": Backend("emomo.repositories.qdrant_client_index.QdrantClientIndex"),
+}
+
 OBJECT_STORES: dict[str, Backend] = {
     "local": Backend("emomo.storage.local.LocalObjectStore"),
     "s3": Backend("emomo.storage.s3.S3ObjectStore"),

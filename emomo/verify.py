@@ -23,7 +23,7 @@ from emomo.config import EmbeddingConfig, EmomoConfig
 from emomo.imaging import CONTENT_TYPES, ImageError, read_file
 from emomo.providers import Embedder
 from emomo.repositories import MemeRecord, MemeRepository, VectorRecord
-from emomo.repositories.qdrant import QdrantRepository, point_id, point_payload
+from emomo.repositories.vector_index import VectorIndex, point_id, point_payload
 from emomo.storage import ObjectStore
 from emomo.text import unescape_name
 
@@ -67,7 +67,7 @@ def _label(meme: MemeRecord) -> str:
     return f"meme {meme.id} ({meme.source_type}:{meme.source_id})"
 
 
-async def find_problems(repo: MemeRepository, index: QdrantRepository, store: ObjectStore,
+async def find_problems(repo: MemeRepository, index: VectorIndex, store: ObjectStore,
                         collection: str) -> Report:
     report = Report(collection)
     memes = await repo.all_memes()
@@ -105,7 +105,7 @@ async def find_problems(repo: MemeRepository, index: QdrantRepository, store: Ob
 
 
 class Repairer:
-    def __init__(self, repo: MemeRepository, index: QdrantRepository, store: ObjectStore,
+    def __init__(self, repo: MemeRepository, index: VectorIndex, store: ObjectStore,
                  embedding: EmbeddingConfig) -> None:
         self.repo, self.index, self.store, self.embedding = repo, index, store, embedding
         self._embedder: Embedder | None = None

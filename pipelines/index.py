@@ -11,7 +11,7 @@ from itemadapter import ItemAdapter
 
 from emomo.ingest.stage import Stage, item_locator
 from emomo.repositories import SourceRecord, VectorRecord
-from emomo.repositories.qdrant import point_id, point_payload
+from emomo.repositories.vector_index import point_id, point_payload
 
 
 class IndexPipeline(Stage):

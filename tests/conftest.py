@@ -7,6 +7,7 @@ from the SQLite file, the index folder and the object folder, not through our co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,40 @@ class State:
         }
 
 
+@contextlib.contextmanager
+def edge_shard(folder: Path) -> Iterator[Any]:
+    """One collection of an embedded index, opened with Qdrant Edge itself (not our code)."""
+    from qdrant_edge import EdgeShard
+
+    shard = EdgeShard.load(str(folder))
+    try:
+        yield shard
+    finally:
+        shard.flush()
+        shard.close()
+
+
+def read_points(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{collection: {point id: payload}} of the embedded index under ``root``."""
+    from qdrant_edge import ScrollRequest
+
+    points: dict[str, dict[str, dict[str, Any]]] = {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (folder / "edge_config.json").is_file():
+            continue
+        with edge_shard(folder) as shard:
+            found: dict[str, dict[str, Any]] = {}
+            offset = None
+            while True:
+                page, offset = shard.scroll(ScrollRequest(offset=offset, limit=1000, with_payload=True,
+                                                          with_vector=False))
+                found.update({str(p.id): dict(p.payload or {}) for p in page})
+                if offset is None:
+                    break
+            points[folder.name] = found
+    return points
+
+
 def read_state(cwd: Path) -> State:
     db = cwd / "data" / "emomo.db"
     conn = sqlite3.connect(db)
@@ -153,16 +189,7 @@ def read_state(cwd: Path) -> State:
         descriptions = [dict(r) for r in conn.execute("SELECT * FROM meme_descriptions ORDER BY md5_hash")]
     finally:
         conn.close()
-    from qdrant_client import QdrantClient
-
-    client = QdrantClient(path=str(cwd / "data" / "qdrant"))
-    try:
-        points: dict[str, dict[str, dict[str, Any]]] = {}
-        for c in client.get_collections().collections:
-            got, _ = client.scroll(c.name, limit=100_000, with_payload=True, with_vectors=False)
-            points[c.name] = {str(p.id): dict(p.payload or {}) for p in got}
-    finally:
-        client.close()
+    points = read_points(cwd / "data" / "qdrant")
     store = cwd / "data" / "objects"
     objects = sorted(p.relative_to(store).as_posix() for p in store.rglob("*")
                      if p.is_file() and p.relative_to(store).parts[0] != ".tmp") if store.exists() else []

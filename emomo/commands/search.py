@@ -9,11 +9,12 @@ from scrapy.exceptions import UsageError
 
 from emomo import query as queries
 from emomo.cli import EmomoCommand
+from emomo.repositories.vector_index import SearchFilter
 
 
 class Command(EmomoCommand):
     def syntax(self) -> str:
-        return '"QUERY" [--embedding NAME] [--top K] [--json]'
+        return '"QUERY" [--embedding NAME] [--top K] [--category C] [--animated yes|no] [--source S] [--json]'
 
     def short_desc(self) -> str:
         return "Search the meme index by meaning"
@@ -23,6 +24,10 @@ class Command(EmomoCommand):
         parser.add_argument("--embedding", default="", metavar="NAME",
                             help="embedding configuration to search (default: the is_default one)")
         parser.add_argument("--top", type=int, default=10, metavar="K", help="number of hits (default 10)")
+        parser.add_argument("--category", default=None, metavar="C", help="only memes of this category")
+        parser.add_argument("--animated", choices=("yes", "no"), default=None, help="only animated memes, or none")
+        parser.add_argument("--source", default=None, metavar="S",
+                            help="only memes from this source (chinesebqb, fabiaoqing, staging)")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         text = " ".join(args).strip()
@@ -30,7 +35,9 @@ class Command(EmomoCommand):
             raise UsageError("give a query: scrapy search \"我太难了\"")
         if opts.top <= 0:
             raise UsageError("--top must be a positive number")
-        hits = self.call(queries.search(self.config(), text, opts.embedding or None, opts.top))
+        where = SearchFilter(category=opts.category, source_type=opts.source,
+                             is_animated=None if opts.animated is None else opts.animated == "yes")
+        hits = self.call(queries.search(self.config(), text, opts.embedding or None, opts.top, where))
         if opts.json:
             print(json.dumps(hits, ensure_ascii=False))
             return

@@ -33,7 +33,7 @@ from emomo.ingest.state import ItemState, attach, detach, peek, state_of
 from emomo.providers import Describer, Embedder
 from emomo.providers.errors import ProviderError
 from emomo.repositories import MemeRepository, SourceRecord
-from emomo.repositories.qdrant import QdrantRepository
+from emomo.repositories.vector_index import VectorIndex
 from emomo.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class IngestRuntime:
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.repo: MemeRepository = clients.build_repository(config)
-        self.index: QdrantRepository = clients.build_index(config)
+        self.index: VectorIndex = clients.build_index(config)
         self.store: ObjectStore = clients.build_store(config)
         self.describer: Describer = clients.build_describer(config)
         self.embedder: Embedder = clients.build_embedder(embedding)
@@ -164,12 +164,29 @@ class IngestRuntime:
         for result in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 logger.error("A background write failed: %s", result)
+        if self._opened:
+            await self._build_index()
         for closer in (self.describer.close, self.embedder.close, self.store.close,
                        self.repo.close, self.index.close):
             try:
                 await closer()
             except Exception:
                 logger.exception("Error while closing %r", closer)
+
+    async def _build_index(self) -> None:
+        """Build the collection's search index once enough points wait outside it: minutes at
+        200k points, so at the end of a crawl and never when it was asked to stop now."""
+        if self.should_stop():
+            return
+        try:
+            report = await self.index.build(self.collection, self.config.qdrant.build_after_points)
+        except Exception as exc:
+            logger.error("Could not build the search index of %s (searches stay exact): %s", self.collection, exc)
+            return
+        if report.built:
+            self.stats.set_value("emomo/index/build_seconds", round(report.seconds, 1))
+            logger.info("Built the search index of %s: %d points (%d new) in %.1f s",
+                        self.collection, report.points, report.unindexed_before, report.seconds)
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` without awaiting it here; ``close`` waits for it before closing the clients."""

@@ -1,0 +1,167 @@
+"""The vector index on a Qdrant server or cluster (``qdrant.url`` / ``qdrant.host``) through qdrant-client.
+
+It also reads a folder written by qdrant-client's local mode, the embedded index of
+earlier Emomo versions, as the source of ``scrapy index copy --from local:PATH``.
+The synchronous client runs on one dedicated thread, off the reactor (local mode is
+not thread-safe either).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from emomo.blocking import DedicatedThread
+from emomo.config import QdrantConfig
+from emomo.errors import BackendUnavailable, ConfigError
+from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PointData, SearchFilter
+
+T = TypeVar("T")
+
+
+def dimension_mismatch(collection: str, size: int, dimensions: int, embedding_name: str) -> ConfigError:
+    return ConfigError(
+        f"embeddings[{embedding_name}].dimensions is {dimensions} but the Qdrant collection "
+        f"{collection!r} holds {size}-dimensional vectors; use the model's real dimension "
+        "or give this embedding another collection"
+    )
+
+
+class QdrantClientIndex:
+    def __init__(self, config: QdrantConfig, local_path: str | None = None) -> None:
+        self.config = config
+        self.local_path = local_path
+        self._thread = DedicatedThread("emomo-qdrant")
+        self._client: Any = None
+        c = config
+        self.where = f"local-mode folder {local_path}" if local_path else (c.url or f"{c.host}:{c.port}")
+
+    async def _run(self, fn: Callable[[Any], T]) -> T:
+        return await self._thread.run(lambda: fn(self._client))
+
+    def _connect(self) -> None:
+        from qdrant_client import QdrantClient
+
+        c = self.config
+        if self.local_path:
+            try:
+                self._client = QdrantClient(path=self.local_path)
+            except RuntimeError as exc:
+                if "already accessed" in str(exc):
+                    raise BackendUnavailable(
+                        f"the local-mode folder {self.local_path} is in use by another process") from None
+                raise
+            return
+        self._client = QdrantClient(
+            url=c.url or None, host=None if c.url else c.host, port=c.port, grpc_port=c.grpc_port,
+            prefer_grpc=c.prefer_grpc, https=c.https or None, api_key=c.api_key.get_secret_value() or None,
+            timeout=30,
+        )
+        try:
+            self._client.get_collections()
+        except Exception as exc:
+            # The client's messages name the address, never the API key.
+            cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise BackendUnavailable(
+                f"qdrant.url / QDRANT_HOST: cannot use the Qdrant server at {self.where}: {cause}"
+            ) from None
+
+    async def open(self) -> None:
+        await self._thread.run(self._connect)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._run(lambda client: client.close())
+            self._client = None
+        self._thread.shutdown()
+
+    async def dimensions(self, collection: str) -> int | None:
+        def dims(client: Any) -> int | None:
+            if not client.collection_exists(collection):
+                return None
+            vectors = client.get_collection(collection).config.params.vectors
+            return int(vectors.size) if hasattr(vectors, "size") else None
+        return await self._run(dims)
+
+    async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
+        size = await self.dimensions(collection)
+        if size is not None:
+            if size != dimensions:
+                raise dimension_mismatch(collection, size, dimensions, embedding_name)
+            return
+
+        def create(client: Any) -> None:
+            from qdrant_client import models
+
+            client.create_collection(
+                collection, vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE))
+            if self.local_path:
+                return  # local mode has no payload indexes
+            schemas = {"keyword": models.PayloadSchemaType.KEYWORD, "bool": models.PayloadSchemaType.BOOL}
+            for name, kind in FILTER_FIELDS.items():
+                client.create_payload_index(collection, name, field_schema=schemas[kind])
+        await self._run(create)
+
+    async def upsert(self, collection: str, points: list[PointData]) -> None:
+        def up(client: Any) -> None:
+            from qdrant_client import models
+
+            client.upsert(collection, wait=True, points=[
+                models.PointStruct(id=pid, vector=vector, payload=payload) for pid, vector, payload in points])
+        await self._run(up)
+
+    async def delete(self, collection: str, pid: str) -> None:
+        def rm(client: Any) -> None:
+            from qdrant_client import models
+
+            client.delete(collection, points_selector=models.PointIdsList(points=[pid]), wait=True)
+        await self._run(rm)
+
+    async def search(self, collection: str, vector: list[float], top: int,
+                     where: SearchFilter | None = None) -> list[Hit]:
+        def q(client: Any) -> list[Hit]:
+            from qdrant_client import models
+
+            conditions = where.conditions() if where else {}
+            query_filter = models.Filter(must=[
+                models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in conditions.items()
+            ]) if conditions else None
+            res = client.query_points(collection, query=vector, limit=top, with_payload=True,
+                                      query_filter=query_filter)
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+        return await self._run(q)
+
+    async def collections(self) -> list[str]:
+        return await self._run(lambda client: sorted(c.name for c in client.get_collections().collections))
+
+    async def count(self, collection: str) -> int:
+        return await self._run(lambda client: int(client.count(collection, exact=True).count))
+
+    async def _page(self, collection: str, offset: Any, limit: int, with_payload: Any,
+                    with_vectors: bool) -> tuple[list[Any], Any]:
+        return await self._run(lambda client: client.scroll(
+            collection, limit=limit, offset=offset, with_payload=with_payload, with_vectors=with_vectors))
+
+    async def points(self, collection: str) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        offset = None
+        while True:
+            page, offset = await self._page(collection, offset, 1000, ["md5"], False)
+            found.update({str(p.id): (p.payload or {}).get("md5") for p in page})
+            if offset is None:
+                return found
+
+    async def scroll(self, collection: str, offset: Any, limit: int) -> tuple[list[PointData], Any]:
+        page, following = await self._page(collection, offset, limit, True, True)
+        return [(str(p.id), list(p.vector), dict(p.payload or {})) for p in page], following
+
+    async def existing(self, collection: str, ids: list[str]) -> set[str]:
+        records = await self._run(lambda client: client.retrieve(
+            collection, ids=ids, with_payload=False, with_vectors=False))
+        return {str(r.id) for r in records}
+
+    async def build(self, collection: str, min_unindexed: int) -> BuildReport:
+        # A server builds its HNSW index in the background as points arrive.
+        started = time.monotonic()
+        return BuildReport(collection, False, await self.count(collection), 0, time.monotonic() - started)

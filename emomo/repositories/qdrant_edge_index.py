@@ -1,0 +1,258 @@
+"""The embedded vector index (``qdrant.path``): Qdrant Edge, the Qdrant engine in this process.
+
+One shard per collection under ``<qdrant.path>/<collection>/``. Opening a shard maps its
+segments from disk (tens of milliseconds at 100k points; qdrant-client's local mode read
+every point into memory), so a crawl, ``scrapy search`` and ``scrapy stats`` open only the
+shards they use. A shard is held by one process at a time (its write-ahead log is locked).
+
+New points go to a plain segment, searched exactly; ``build`` turns them into an HNSW
+index once enough have gathered (the crawl calls it at its end), so a search is right
+before the build and fast after it. Every call runs on one dedicated thread: the shard
+is not shared between threads, and its calls block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from emomo.blocking import DedicatedThread
+from emomo.config import QdrantConfig
+from emomo.errors import BackendUnavailable, ConfigError
+from emomo.repositories.qdrant_client_index import dimension_mismatch
+from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PointData, SearchFilter
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: the file Qdrant Edge writes into every shard it creates: a folder with it is a shard
+SHARD_MARKER = "edge_config.json"
+
+
+def local_mode_folder(root: Path) -> bool:
+    """A folder written by qdrant-client's local mode, the embedded index of earlier versions."""
+    return (root / "meta.json").is_file() and (root / "collection").is_dir()
+
+
+def legacy_message(root: Path) -> str:
+    old = f"{root}.local-mode"
+    return (f"qdrant.path: {root} holds an index written by qdrant-client's local mode, which this version "
+            "no longer opens (it read every point into memory); convert it once, nothing is lost: "
+            f"mv {root} {old} && scrapy index copy --from local:{old}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+
+
+class EdgeIndex:
+    def __init__(self, config: QdrantConfig, path: str | None = None) -> None:
+        self.config = config
+        self.root = Path(path or config.path)
+        self.where = f"embedded index {self.root}"
+        self._thread = DedicatedThread("emomo-qdrant-edge")
+        self._shards: dict[str, Any] = {}
+
+    # --- opening ------------------------------------------------------------
+
+    def folder(self, collection: str) -> Path:
+        if not collection or collection in (".", "..") or "/" in collection or "\\" in collection:
+            raise ConfigError(f"qdrant: {collection!r} cannot be a collection name (it names a folder)")
+        return self.root / collection
+
+    async def open(self) -> None:
+        # Only the folder is checked here; shards are opened when first used.
+        if local_mode_folder(self.root):
+            raise ConfigError(legacy_message(self.root))
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"qdrant.path: {self.root} is not a folder")
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            while self._shards:
+                name, shard = self._shards.popitem()
+                try:
+                    shard.flush()
+                finally:
+                    shard.close()
+        try:
+            await self._thread.run(close_all)
+        finally:
+            self._thread.shutdown()
+
+    def _config_of(self, collection: str) -> dict[str, Any] | None:
+        """The shard's own configuration file: what a start-up check reads, never the points."""
+        marker = self.folder(collection) / SHARD_MARKER
+        try:
+            data = json.loads(marker.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"qdrant.path: the index folder {marker.parent} is unreadable ({marker.name}: "
+                              f"{_first_line(exc)}); restore it from a backup, or move it aside and rebuild "
+                              "its points from the database with scrapy verify --repair") from None
+        return data if isinstance(data, dict) else {}
+
+    def _load(self, collection: str, dimensions: int | None = None) -> Any:
+        """The open shard of ``collection``; created (with ``dimensions``) when missing, else None."""
+        if collection in self._shards:
+            return self._shards[collection]
+        import qdrant_edge as edge
+
+        folder = self.folder(collection)
+        exists = (folder / SHARD_MARKER).is_file()
+        if not exists and dimensions is None:
+            return None
+        size = dimensions or 0
+        try:
+            if exists:
+                shard = edge.EdgeShard.load(str(folder))
+            else:
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                shard = edge.EdgeShard.create(str(folder), edge.EdgeConfig(
+                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine)))
+                kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
+                for name, kind in FILTER_FIELDS.items():
+                    shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
+        except Exception as exc:
+            raise self._open_error(folder, exc) from None
+        self._shards[collection] = shard
+        return shard
+
+    def _open_error(self, folder: Path, exc: Exception) -> ConfigError:
+        cause = _first_line(exc)
+        if "WouldBlock" in cause:
+            return BackendUnavailable(
+                f"qdrant.path: the embedded index folder {folder} is in use by another process (another crawl, "
+                "or a search); the embedded index is single-process: wait for it to finish, or set qdrant.url "
+                "to a Qdrant server to run jobs side by side")
+        if "is newer than application version" in cause:
+            return ConfigError(f"qdrant.path: the index folder {folder} was written by a newer version of Qdrant "
+                               f"Edge ({cause.rsplit(': ', 1)[-1]}); upgrade Emomo to open it")
+        return ConfigError(f"qdrant.path: cannot open the index folder {folder}: {cause}; restore it from a "
+                           "backup, or move it aside and rebuild its points from the database with "
+                           "scrapy verify --repair")
+
+    async def _with(self, collection: str, fn: Callable[[Any], T], empty: T) -> T:
+        """``fn(shard)`` on the index thread; ``empty`` when the collection does not exist."""
+        def call() -> T:
+            shard = self._load(collection)
+            return empty if shard is None else fn(shard)
+        return await self._thread.run(call)
+
+    # --- the interface ------------------------------------------------------
+
+    async def dimensions(self, collection: str) -> int | None:
+        config = self._config_of(collection)
+        if config is None:
+            return None
+        try:
+            return int(config["vectors"][""]["size"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
+        size = await self.dimensions(collection)
+        if size is not None and size != dimensions:
+            raise dimension_mismatch(collection, size, dimensions, embedding_name)
+        await self._thread.run(self._load, collection, dimensions)
+
+    async def upsert(self, collection: str, points: list[PointData]) -> None:
+        import qdrant_edge as edge
+
+        def up(shard: Any) -> bool:
+            shard.update(edge.UpdateOperation.upsert_points(
+                [edge.Point(pid, vector, payload) for pid, vector, payload in points]))
+            return True
+        if not await self._with(collection, up, False):
+            raise ConfigError(f"qdrant: the collection {collection!r} does not exist in {self.root}")
+
+    async def delete(self, collection: str, pid: str) -> None:
+        import qdrant_edge as edge
+
+        await self._with(collection, lambda shard: shard.update(edge.UpdateOperation.delete_points([pid])), None)
+
+    async def search(self, collection: str, vector: list[float], top: int,
+                     where: SearchFilter | None = None) -> list[Hit]:
+        import qdrant_edge as edge
+
+        conditions = where.conditions() if where else {}
+        query_filter = edge.Filter(must=[
+            edge.FieldCondition(key, match=edge.MatchValue(value)) for key, value in conditions.items()
+        ]) if conditions else None
+
+        def q(shard: Any) -> list[Hit]:
+            found = shard.query(edge.QueryRequest(limit=top, query=edge.Query.Nearest(vector),
+                                                  with_payload=True, filter=query_filter))
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+        return await self._with(collection, q, [])
+
+    async def collections(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / SHARD_MARKER).is_file())
+
+    async def count(self, collection: str) -> int:
+        import qdrant_edge as edge
+
+        return await self._with(collection, lambda shard: int(shard.count(edge.CountRequest(exact=True))), 0)
+
+    async def _page(self, collection: str, offset: Any, limit: int, with_payload: Any,
+                    with_vector: bool) -> tuple[list[Any], Any]:
+        import qdrant_edge as edge
+
+        return await self._with(collection, lambda shard: shard.scroll(edge.ScrollRequest(
+            offset=offset, limit=limit, with_payload=with_payload, with_vector=with_vector)), ([], None))
+
+    async def points(self, collection: str) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        offset = None
+        while True:
+            page, offset = await self._page(collection, offset, 1000, ["md5"], False)
+            found.update({str(p.id): (p.payload or {}).get("md5") for p in page})
+            if offset is None:
+                return found
+
+    async def scroll(self, collection: str, offset: Any, limit: int) -> tuple[list[PointData], Any]:
+        page, following = await self._page(collection, offset, limit, True, True)
+        return [(str(p.id), _dense(p.vector), dict(p.payload or {})) for p in page], following
+
+    async def existing(self, collection: str, ids: list[str]) -> set[str]:
+        records: list[Any] = await self._with(collection, lambda shard: shard.retrieve(ids, False, False), [])
+        return {str(r.id) for r in records}
+
+    async def build(self, collection: str, min_unindexed: int) -> BuildReport:
+        def run(shard: Any) -> BuildReport:
+            info = shard.info()
+            points, unindexed = int(info.points_count), int(info.points_count) - int(info.indexed_vectors_count)
+            started = time.monotonic()
+            built = unindexed >= min_unindexed and bool(shard.optimize())
+            if built:
+                shard.flush()
+            return BuildReport(collection, built, points, max(unindexed, 0), time.monotonic() - started)
+        return await self._with(collection, run, BuildReport(collection, False, 0, 0, 0.0))
+
+
+def _dense(vector: Any) -> list[float]:
+    """The unnamed dense vector of a record (Edge returns it by name)."""
+    if isinstance(vector, dict):
+        vector = vector.get("", next(iter(vector.values()), []))
+    return [float(x) for x in vector]
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes under ``path`` (for the benchmark and ``scrapy index info``)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total

@@ -1,0 +1,110 @@
+"""The vector index: one collection per embedding configuration, behind one interface.
+
+Two implementations, chosen by the config alone (``emomo.clients.build_index``):
+
+- ``qdrant.path``: Qdrant Edge, the Qdrant engine in this process, one shard per
+  collection under ``<qdrant.path>/<collection>/`` (emomo.repositories.qdrant_edge_index);
+- ``qdrant.url`` / ``qdrant.host``: a Qdrant server or cluster through qdrant-client
+  (emomo.repositories.qdrant_client_index).
+
+Both keep the same point ids, payloads, payload indexes and cosine distance, so that
+``scrapy index copy`` moves a collection between them point for point.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+#: point ids are derived from (collection, md5): re-running an item overwrites its point
+_POINT_NAMESPACE = uuid.UUID("6b0c1f3e-6d1a-4f57-9a55-8f0e2f7c4b21")
+
+#: payload fields that searches filter on: indexed on both implementations
+FILTER_FIELDS: dict[str, str] = {"category": "keyword", "source_type": "keyword", "is_animated": "bool"}
+
+#: (point id, vector, payload)
+PointData = tuple[str, list[float], dict[str, Any]]
+
+
+def point_id(collection: str, md5: str) -> str:
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection}/{md5}"))
+
+
+def point_payload(meme: Any, description: str, storage_url: str) -> dict[str, Any]:
+    """The seed's payload of a meme's point (plus its md5): what search shows and filters on."""
+    return {
+        "meme_id": meme.id, "source_type": meme.source_type, "category": meme.category,
+        "is_animated": meme.is_animated, "tags": meme.tags, "vlm_description": description,
+        "storage_url": storage_url, "md5": meme.md5_hash,
+    }
+
+
+@dataclass(frozen=True)
+class Hit:
+    point_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Exact matches on the indexed payload fields; None matches anything."""
+
+    category: str | None = None
+    source_type: str | None = None
+    is_animated: bool | None = None
+
+    def conditions(self) -> dict[str, str | bool]:
+        return {k: v for k, v in (("category", self.category), ("source_type", self.source_type),
+                                  ("is_animated", self.is_animated)) if v is not None}
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What ``VectorIndex.build`` did to one collection."""
+
+    collection: str
+    built: bool
+    points: int
+    unindexed_before: int
+    seconds: float
+
+
+class VectorIndex(Protocol):
+    #: where the index lives, for messages (a folder or a server address; never a key)
+    where: str
+
+    async def open(self) -> None:
+        """Connect, or check the folder; a locked, foreign or unreadable index raises ConfigError."""
+
+    async def close(self) -> None: ...
+
+    async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
+        """Create the collection (cosine, payload indexes) or check its dimension."""
+
+    async def dimensions(self, collection: str) -> int | None:
+        """The vector size of an existing collection (from its configuration, not its points)."""
+
+    async def upsert(self, collection: str, points: list[PointData]) -> None: ...
+
+    async def delete(self, collection: str, pid: str) -> None: ...
+
+    async def search(self, collection: str, vector: list[float], top: int,
+                     where: SearchFilter | None = None) -> list[Hit]: ...
+
+    async def collections(self) -> list[str]: ...
+
+    async def count(self, collection: str) -> int: ...
+
+    async def points(self, collection: str) -> dict[str, str | None]:
+        """Every point of ``collection``: its id and the md5 in its payload."""
+
+    async def scroll(self, collection: str, offset: Any, limit: int) -> tuple[list[PointData], Any]:
+        """A page of whole points (vectors and payloads) and the offset of the next; None at the end."""
+
+    async def existing(self, collection: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the collection holds."""
+
+    async def build(self, collection: str, min_unindexed: int) -> BuildReport:
+        """Build the search index (HNSW) when at least ``min_unindexed`` points are not in it yet."""
