@@ -24,6 +24,8 @@ T = TypeVar("T")
 
 class EmomoCommand(ScrapyCommand):
     requires_project = True
+    # Our commands run their own event loop: no crawler process, so no reactor and no start-up log.
+    requires_crawler_process = False
     # The output is for people and scripts: Scrapy's start-up log would bury it.
     default_settings = {"LOG_LEVEL": "WARNING"}
 

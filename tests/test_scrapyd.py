@@ -142,7 +142,7 @@ def test_deployed_egg_runs_chinesebqb_then_staging_with_arguments(scrapyd: Scrap
     assert {p.md5 for p in planted[:10]} <= state.active_md5s()
 
 
-def test_two_jobs_at_once_on_local_mode_one_refuses_clearly_and_data_stays_intact(
+def test_two_jobs_at_once_on_the_embedded_index_one_refuses_clearly_and_data_stays_intact(
         scrapyd: Scrapyd, tmp_path: Path, cjk_font: str) -> None:
     tree = tmp_path / "ChineseBQB"
     planted = build_tree(tree, CAPTIONS[132:150], CATEGORIES, seed=13)
@@ -153,7 +153,7 @@ def test_two_jobs_at_once_on_local_mode_one_refuses_clearly_and_data_stays_intac
     refused = [log for log in logs if "is in use by another process" in log]
     ran = [log for log in logs if f"Ingest summary: {len(planted)} processed" in log]
     assert len(refused) == 1 and len(ran) == 1, [log[-1500:] for log in logs]
-    assert "local mode is single-process" in refused[0]
+    assert "the embedded index is single-process" in refused[0]
     state = read_state(tmp_path)
     assert state.active_md5s() == {p.md5 for p in planted}
     assert_consistent(state, COLLECTION)

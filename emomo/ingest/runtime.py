@@ -179,7 +179,7 @@ class IngestRuntime:
         if self.should_stop():
             return
         try:
-            report = await self.index.build(self.collection, self.config.qdrant.build_after_points)
+            report = await self.index.build(self.collection)
         except Exception as exc:
             logger.error("Could not build the search index of %s (searches stay exact): %s", self.collection, exc)
             return

@@ -161,7 +161,7 @@ class QdrantClientIndex:
             collection, ids=ids, with_payload=False, with_vectors=False))
         return {str(r.id) for r in records}
 
-    async def build(self, collection: str, min_unindexed: int) -> BuildReport:
+    async def build(self, collection: str) -> BuildReport:
         # A server builds its HNSW index in the background as points arrive.
         started = time.monotonic()
         return BuildReport(collection, False, await self.count(collection), 0, time.monotonic() - started)

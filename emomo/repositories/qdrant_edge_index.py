@@ -48,7 +48,10 @@ def legacy_message(root: Path) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for noise in ("Service runtime error: ", "IO Error: "):
+        line = line.replace(noise, "")
+    return line[:400]
 
 
 class EdgeIndex:
@@ -94,9 +97,7 @@ class EdgeIndex:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"qdrant.path: the index folder {marker.parent} is unreadable ({marker.name}: "
-                              f"{_first_line(exc)}); restore it from a backup, or move it aside and rebuild "
-                              "its points from the database with scrapy verify --repair") from None
+            raise self._open_error(marker.parent, ValueError(f"{marker.name}: {_first_line(exc)}")) from None
         return data if isinstance(data, dict) else {}
 
     def _load(self, collection: str, dimensions: int | None = None) -> Any:
@@ -109,17 +110,24 @@ class EdgeIndex:
         exists = (folder / SHARD_MARKER).is_file()
         if not exists and dimensions is None:
             return None
-        size = dimensions or 0
+        size = dimensions or self._size_on_disk(collection)
         try:
-            if exists:
+            if size is None:
                 shard = edge.EdgeShard.load(str(folder))
             else:
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                shard = edge.EdgeShard.create(str(folder), edge.EdgeConfig(
-                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine)))
-                kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
-                for name, kind in FILTER_FIELDS.items():
-                    shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
+                # Edge optimizes only when told (build); then every segment gets its graph, however
+                # small: when to build is decided by build_after_points, not by segment sizes.
+                config = edge.EdgeConfig(
+                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine),
+                    optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
+                if exists:
+                    shard = edge.EdgeShard.load(str(folder), config)
+                else:
+                    folder.parent.mkdir(parents=True, exist_ok=True)
+                    shard = edge.EdgeShard.create(str(folder), config)
+                    kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
+                    for name, kind in FILTER_FIELDS.items():
+                        shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
         except Exception as exc:
             raise self._open_error(folder, exc) from None
         self._shards[collection] = shard
@@ -148,14 +156,15 @@ class EdgeIndex:
 
     # --- the interface ------------------------------------------------------
 
-    async def dimensions(self, collection: str) -> int | None:
+    def _size_on_disk(self, collection: str) -> int | None:
         config = self._config_of(collection)
-        if config is None:
-            return None
         try:
-            return int(config["vectors"][""]["size"])
+            return int(config["vectors"][""]["size"]) if config is not None else None
         except (KeyError, TypeError, ValueError):
             return None
+
+    async def dimensions(self, collection: str) -> int | None:
+        return self._size_on_disk(collection)
 
     async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
         size = await self.dimensions(collection)
@@ -183,14 +192,25 @@ class EdgeIndex:
         import qdrant_edge as edge
 
         conditions = where.conditions() if where else {}
+        # qdrant-edge-py 0.9 turns a Python bool into an integer in a match, which matches no
+        # boolean payload: the flag is checked here instead, fetching more until ``top`` are found.
+        flag = conditions.pop("is_animated", None)
         query_filter = edge.Filter(must=[
             edge.FieldCondition(key, match=edge.MatchValue(value)) for key, value in conditions.items()
         ]) if conditions else None
 
         def q(shard: Any) -> list[Hit]:
-            found = shard.query(edge.QueryRequest(limit=top, query=edge.Query.Nearest(vector),
-                                                  with_payload=True, filter=query_filter))
-            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+            limit = top if flag is None else top * 4
+            while True:
+                found = shard.query(edge.QueryRequest(limit=limit, query=edge.Query.Nearest(vector),
+                                                      with_payload=True, filter=query_filter))
+                hits = [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+                if flag is None:
+                    return hits
+                kept = [h for h in hits if bool(h.payload.get("is_animated")) == flag]
+                if len(kept) >= top or len(found) < limit:
+                    return kept[:top]
+                limit *= 4
         return await self._with(collection, q, [])
 
     async def collections(self) -> list[str]:
@@ -227,12 +247,12 @@ class EdgeIndex:
         records: list[Any] = await self._with(collection, lambda shard: shard.retrieve(ids, False, False), [])
         return {str(r.id) for r in records}
 
-    async def build(self, collection: str, min_unindexed: int) -> BuildReport:
+    async def build(self, collection: str) -> BuildReport:
         def run(shard: Any) -> BuildReport:
             info = shard.info()
             points, unindexed = int(info.points_count), int(info.points_count) - int(info.indexed_vectors_count)
             started = time.monotonic()
-            built = unindexed >= min_unindexed and bool(shard.optimize())
+            built = unindexed >= self.config.build_after_points and bool(shard.optimize())
             if built:
                 shard.flush()
             return BuildReport(collection, built, points, max(unindexed, 0), time.monotonic() - started)

@@ -106,5 +106,6 @@ class VectorIndex(Protocol):
     async def existing(self, collection: str, ids: list[str]) -> set[str]:
         """Which of ``ids`` the collection holds."""
 
-    async def build(self, collection: str, min_unindexed: int) -> BuildReport:
-        """Build the search index (HNSW) when at least ``min_unindexed`` points are not in it yet."""
+    async def build(self, collection: str) -> BuildReport:
+        """Build the search index (HNSW) when ``qdrant.build_after_points`` points are not in it yet
+        (a server builds its own as points arrive)."""
