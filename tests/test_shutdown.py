@@ -37,7 +37,10 @@ def slow_vlm() -> Iterator[tuple[FakeAPI, str]]:
 
 def setup(workdir: Path, mode: str, url: str) -> tuple[dict[str, str], dict[str, str]]:
     if mode == "ocr":
-        return {}, {}
+        # One OCR engine and a few items admitted: memes turn active a few at a time (not one
+        # embedding batch of all of them), and at the signal some items still wait for the engine.
+        (workdir / "ocr.yaml").write_text("ingest:\n  ocr_threads: 1\n", encoding="utf-8")
+        return {"EMOMO_CONFIG": "ocr.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": "8"}, {}
     (workdir / "vlm.yaml").write_text("vlm:\n  provider: openai\n  max_in_flight: 3\n", encoding="utf-8")
     return {"EMOMO_CONFIG": "vlm.yaml"}, {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
 

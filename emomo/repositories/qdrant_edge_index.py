@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -265,14 +264,3 @@ def _dense(vector: Any) -> list[float]:
         vector = vector.get("", next(iter(vector.values()), []))
     return [float(x) for x in vector]
 
-
-def disk_usage(path: Path) -> int:
-    """Bytes under ``path`` (for the benchmark and ``scrapy index info``)."""
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass
-    return total
