@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,37 @@ def test_python_api_refuses_a_lock_held_in_another_process(tmp_path: Path) -> No
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+RACE = """
+import asyncio, sys, time
+from emomo.config import QdrantConfig
+from emomo.repositories.qdrant_edge_index import EdgeIndex
+
+async def main() -> None:
+    index = EdgeIndex(QdrantConfig(path=sys.argv[1]))
+    await index.open()
+    while time.time() < float(sys.argv[2]):
+        pass
+    try:
+        await index.ensure_collection("c", 4, "local")
+        await asyncio.sleep(1.0)
+        print("opened")
+    except Exception as exc:
+        print(exc)
+    await index.close()
+
+asyncio.run(main())
+"""
+
+
+def test_two_processes_creating_one_shard_at_once_one_wins_the_other_is_told_it_is_in_use(tmp_path: Path) -> None:
+    for attempt in range(3):
+        root = tmp_path / str(attempt)
+        start = f"{time.time() + 2.0}"
+        procs = [subprocess.Popen([sys.executable, "-c", RACE, str(root), start], stdout=subprocess.PIPE, text=True,
+                                  env=scrapy_env()) for _ in range(2)]
+        outputs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+        assert outputs[0] == "opened", outputs
+        assert outputs[1].startswith(f"qdrant.path: the embedded index folder {root / 'c'} is in use by another "
+                                     "process"), outputs

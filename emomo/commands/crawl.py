@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
@@ -63,6 +65,10 @@ class Command(ScrapyCrawlCommand):
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
+        # The crawl is over and its state written; Scrapy's handlers are gone. A signal now (the
+        # second Ctrl-C of an impatient user, while threads wind down) exits at once, as during it.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: os._exit(INTERRUPTED))
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
             return

@@ -123,7 +123,14 @@ class EdgeIndex:
                     shard = edge.EdgeShard.load(str(folder), config)
                 else:
                     folder.parent.mkdir(parents=True, exist_ok=True)
-                    shard = edge.EdgeShard.create(str(folder), config)
+                    try:
+                        shard = edge.EdgeShard.create(str(folder), config)
+                    except Exception:
+                        # Another process created it at the same moment: open it (and so learn
+                        # that it is in use) rather than call a fresh shard damaged.
+                        if not (folder / "wal").is_dir():
+                            raise
+                        shard = edge.EdgeShard.load(str(folder), config)
                     kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
                     for name, kind in FILTER_FIELDS.items():
                         shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
