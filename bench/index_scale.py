@@ -60,6 +60,11 @@ def disk_mb(path: Path) -> float:
 
 
 def rss_mb() -> float:
+    """Peak RSS of this process's own memory map (VmHWM): ru_maxrss would include the RSS of
+    the parent at fork, which Linux carries over exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -103,8 +108,9 @@ def run_probe(kind: str, where: Path, queries: int) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-CLI_RSS = ("import resource, sys\nfrom scrapy.cmdline import execute\ntry:\n    execute()\nexcept SystemExit:\n"
-           "    pass\nsys.stderr.write('RSS %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+CLI_RSS = ("import sys\nfrom scrapy.cmdline import execute\ntry:\n    execute()\nexcept SystemExit:\n    pass\n"
+           "hwm = [x for x in open('/proc/self/status').read().splitlines() if x.startswith('VmHWM:')]\n"
+           "sys.stderr.write('RSS %s\\n' % hwm[0].split()[1])\n")
 
 
 def cli_search(workdir: Path, query: str) -> tuple[float, float, int]:

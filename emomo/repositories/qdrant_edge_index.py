@@ -114,10 +114,16 @@ class EdgeIndex:
             if size is None:
                 shard = edge.EdgeShard.load(str(folder))
             else:
+                # Vectors, graph, payloads and ids stay on disk, mapped (Memory.Cold): a process
+                # that opens 200k points and runs one search holds what it touched, not the shard.
                 # Edge optimizes only when told (build); then every segment gets its graph, however
                 # small: when to build is decided by build_after_points, not by segment sizes.
+                cold = edge.Memory.Cold
                 config = edge.EdgeConfig(
-                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine),
+                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine, memory=cold),
+                    hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000,
+                                                     memory=cold),
+                    payload_memory=cold, id_tracker_memory=cold,
                     optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
                 if exists:
                     shard = edge.EdgeShard.load(str(folder), config)
