@@ -100,7 +100,11 @@ class VLMConfig(Section):
     max_tokens: int = Field(300, ge=1)
     temperature: float = Field(0.3, ge=0, le=2)
     timeout: float = Field(60.0, gt=0)
-    max_in_flight: int = Field(16, ge=1)
+    #: the most VLM calls in flight; with ``adaptive`` the crawl finds the API's own limit below it
+    #: (starting at ``initial_in_flight``, growing while calls succeed, cut back on 429 and 5xx)
+    max_in_flight: int = Field(128, ge=1)
+    adaptive: bool = True
+    initial_in_flight: int = Field(8, ge=1)
     #: retries of the openai SDK (429, 5xx, timeouts; it honours Retry-After)
     retries: int = Field(3, ge=0)
     #: a Retry-After longer than this is not waited for: the item is parked at once
@@ -126,6 +130,9 @@ class EmbeddingConfig(Section):
     passage_prefix: str = ""
     timeout: float = Field(60.0, gt=0)
     retries: int = Field(3, ge=0)
+    #: embedding requests in flight (API providers), found adaptively below this as for the VLM
+    max_in_flight: int = Field(32, ge=1)
+    adaptive: bool = True
 
 
 def _local_embedding() -> list[EmbeddingConfig]:
@@ -139,7 +146,8 @@ class IngestConfig(Section):
     max_pixels: int = Field(40_000_000, ge=1)
     #: OCR lines below this confidence are ignored
     ocr_min_score: float = Field(0.5, ge=0, le=1)
-    #: OCR threads, each with a single-threaded engine; 0: one per core
+    #: threads of the local engines (OCR and the local embedder share them, one single-threaded
+    #: engine of each per thread, so they never fight for the cores); 0: one per core
     ocr_threads: int = Field(0, ge=0)
     #: text from a source is bounded before it costs anything (the embedder's time grows
     #: with the length): each tag or title, how many tags, the category, the description

@@ -4,7 +4,8 @@ EMOMO_CONFIG      path of a config file over the packaged one (else $EMOMO_CONFI
 EMOMO_EMBEDDING   embedding configuration to write (spider argument ``embedding``); empty: the default one
 EMOMO_FORCE       embed again even when (md5, collection) is already indexed (spider argument ``force``)
 EMOMO_ENABLED     False switches the ingest pipelines off (items pass through untouched)
-EMOMO_MAX_ITEMS_IN_FLIGHT  items a spider's start() lets into the pipelines at once (backpressure)
+EMOMO_MAX_ITEMS_IN_FLIGHT  items a spider's start() lets into the pipelines at once (backpressure);
+                  0: sized to the describer (a few per OCR engine; twice the VLM calls in flight)
 EMOMO_STATS_FILE  a path: the crawl's stats are written there as JSON when it closes
 """
 
@@ -14,7 +15,10 @@ EMOMO_CONFIG = ""
 EMOMO_EMBEDDING = ""
 EMOMO_FORCE = False
 EMOMO_ENABLED = True
-# Items wait on the VLM (~2 s), uploads, embeddings and writes: keep many in flight, so a slow
-# call never serialises the crawl, and few enough that memory stays flat on a big source.
-EMOMO_MAX_ITEMS_IN_FLIGHT = 128
+# Items wait on the VLM (~2 s), uploads, embeddings and writes: enough in flight that a slow call
+# never serialises the crawl, few enough that memory stays flat and latency low. The describer
+# knows how many (emomo.providers.Describer.admission); a number here overrides it.
+EMOMO_MAX_ITEMS_IN_FLIGHT = 0
+#: the admission of a describer that does not say
+FALLBACK_ITEMS_IN_FLIGHT = 128
 EMOMO_STATS_FILE = ""

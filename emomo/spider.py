@@ -45,14 +45,16 @@ def positive_int(name: str, value: Any) -> int | None:
     return number
 
 
-def positive_setting(settings: BaseSettings, name: str) -> int:
-    """A Scrapy setting that must be a positive whole number (0 would stall the crawl)."""
+def positive_setting(settings: BaseSettings, name: str, zero: str = "") -> int:
+    """A Scrapy setting that must be a positive whole number (0 would stall the crawl), or 0
+    where ``zero`` says what 0 means."""
     try:
         value = settings.getint(name)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise UsageError(f"{name} must be a positive whole number, got {settings.get(name)}")
+        value = -1
+    if value < 0 or (value == 0 and not zero):
+        allowed = f"0 ({zero}) or a positive whole number" if zero else "a positive whole number"
+        raise UsageError(f"{name} must be {allowed}, got {settings.get(name)}")
     return value
 
 
@@ -91,8 +93,8 @@ class MemeSpider(scrapy.Spider):
     def configure(self, settings: BaseSettings) -> None:
         """Load the config and check the arguments against it: an unknown
         embedding, a missing key or a missing folder fails in the first second."""
-        for name in ("CONCURRENT_ITEMS", "EMOMO_MAX_ITEMS_IN_FLIGHT"):
-            positive_setting(settings, name)
+        positive_setting(settings, "CONCURRENT_ITEMS")
+        positive_setting(settings, "EMOMO_MAX_ITEMS_IN_FLIGHT", zero="sized to the describer")
         self.config = config_from_settings(settings)
         self.mask = SecretMask(self.config.secrets()).install()
         self.config.embedding(self.embedding or settings.get("EMOMO_EMBEDDING") or None)

@@ -50,14 +50,20 @@ class IngestSummary:
         prefix = f"emomo/{spider.name}/skipped/" if spider is not None else "emomo//skipped/"
         skipped = sorted((key[len(prefix):], int(value)) for key, value in self.stats.get_stats().items()
                          if key.startswith(prefix))
+        # The adaptive limits of API calls: how far each went, and where it ended.
+        levels = [f"{label} calls in flight max {self.stats.get_value(f'emomo/{stage}/in_flight_max')}, final "
+                  f"{self.stats.get_value(f'emomo/{stage}/in_flight_level')}"
+                  for stage, label in (("describe", "VLM"), ("embed", "embedding"))
+                  if self.stats.get_value(f"emomo/{stage}/in_flight_level") is not None]
         logger.info(
             "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed%s "
-            "(%d items; %s)%s%s",
+            "(%d items; %s)%s%s%s",
             counts["processed"], counts["pending"], counts["duplicate"], counts["invalid"], counts["failed"],
             f", {counts['interrupted']} interrupted" if counts["interrupted"] else "",
             total, reason,
             f"; skipped by the spider: {', '.join(f'{n} {kind}' for kind, n in skipped)}" if skipped else "",
             f"; per item: {', '.join(timings)}" if timings else "",
+            f"; {'; '.join(levels)}" if levels else "",
             extra={"spider": spider},
         )
         stopped = self.stats.get_value("emomo/ingest/stopped")

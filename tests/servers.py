@@ -261,3 +261,85 @@ def fake_api(api: FakeAPI) -> Iterator[str]:
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as r:  # loopback only
         return json.loads(r.read())
+
+
+@dataclass
+class RateLimitedVLM:
+    """An OpenAI-compatible chat API that answers in ``delay`` seconds and refuses with 429
+    (Retry-After: ``retry_after``) every call beyond ``limit`` in flight, as paid APIs do."""
+
+    limit: int
+    delay: float = 0.2
+    retry_after: str = "1"
+    in_flight: int = 0
+    peak: int = 0
+    answered: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with api.lock:
+                    if api.in_flight >= api.limit:
+                        api.refused += 1
+                        refused = True
+                    else:
+                        api.in_flight += 1
+                        api.peak = max(api.peak, api.in_flight)
+                        refused = False
+                if refused:
+                    self.reply(429, {"error": {"message": "rate limit: too many requests in flight"}},
+                               {"Retry-After": api.retry_after})
+                    return
+                try:
+                    time.sleep(api.delay)
+                finally:
+                    with api.lock:
+                        api.in_flight -= 1
+                        api.answered += 1
+                self.reply(200, {
+                    "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                        "role": "assistant", "content": "图中文字是“好的”。一个卡通脸点头说好的表情包。"}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                })
+
+        return Handler
+
+
+class _BusyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # hundreds of calls may connect at once
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on loopback with a thread per connection; yields the base URL (…/v1)."""
+    server = _BusyServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

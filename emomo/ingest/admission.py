@@ -18,7 +18,8 @@ POLL = 0.05
 
 
 class Admission:
-    def __init__(self, limit: int, in_flight: Callable[[], int]) -> None:
+    def __init__(self, limit: Callable[[], int], in_flight: Callable[[], int]) -> None:
+        #: read at each admission: the describer's need changes as its API limit is found
         self.limit = limit
         self.in_flight = in_flight
         self._room = asyncio.Event()
@@ -34,7 +35,7 @@ class Admission:
 
     async def wait(self, stopping: Callable[[], bool]) -> bool:
         """Wait for room; False when the crawl stops meanwhile (admit nothing more)."""
-        return await self._until(lambda: self.in_flight() < self.limit, stopping)
+        return await self._until(lambda: self.in_flight() < self.limit(), stopping)
 
     async def drained(self, stopping: Callable[[], bool]) -> bool:
         """Wait until no item is in the pipelines; False when the crawl stops meanwhile."""

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -31,6 +32,7 @@ from emomo.ingest.batcher import MicroBatcher, counted
 from emomo.ingest.spool import DescriptionSpool
 from emomo.ingest.state import ItemState, attach, detach, peek, state_of
 from emomo.providers import Describer, Embedder
+from emomo.providers.concurrency import AdaptiveLimit
 from emomo.providers.errors import ProviderError
 from emomo.repositories import MemeRepository, SourceRecord
 from emomo.repositories.vector_index import VectorIndex
@@ -85,7 +87,17 @@ class IngestRuntime:
                                           isolate=lambda exc: isinstance(exc, ProviderError) and exc.item_fault)
         self.upsert_batcher = MicroBatcher(self._upsert, writes, wait, "upsert", on_batch=on_batch)
         self.vector_batcher = MicroBatcher(self.repo.record_vectors, writes, wait, "vectors", on_batch=on_batch)
-        self.admission = Admission(max_items_in_flight, self._items_in_process)
+        self.max_items_in_flight = max_items_in_flight
+        self.admission = Admission(self._admission_limit, self._items_in_process)
+        # The adaptive limits of API calls report their level to the stats as it changes.
+        self.limits = {stage: limit for stage, limit in (("describe", getattr(self.describer, "limit", None)),
+                                                          ("embed", getattr(self.embedder, "limit", None)))
+                       if isinstance(limit, AdaptiveLimit)}
+        for stage, limit in self.limits.items():
+            limit.on_change = partial(self._level_changed, stage)
+            self._level_changed(stage, limit.level)
+        #: wall-clock start of the first processed item and end of the last (throughput)
+        self._span: tuple[float, float] | None = None
         self.spool = DescriptionSpool(config.ingest.spool_dir)
         #: seconds from read to indexed, per processed item (for p50/p95 in stats)
         self.latencies: list[float] = []
@@ -154,6 +166,15 @@ class IngestRuntime:
         if self._closed:
             return
         self._closed = True
+        if self._span is not None:
+            start, end = self._span
+            processed = int(self.stats.get_value("emomo/ingest/processed", 0))
+            self.stats.set_value("emomo/ingest/first_start", round(start, 3))
+            self.stats.set_value("emomo/ingest/last_end", round(end, 3))
+            if end > start:
+                self.stats.set_value("emomo/ingest/items_per_second", round(processed / (end - start), 2))
+        for stage, limit in self.limits.items():
+            self.stats.set_value(f"emomo/{stage}/pushed_back", limit.congestion_events)
         if self.latencies:
             ordered = sorted(self.latencies)
             for name, q in (("p50", 0.50), ("p95", 0.95), ("max", 1.0)):
@@ -389,4 +410,19 @@ class IngestRuntime:
         return leftovers
 
     def record_latency(self, state: ItemState) -> None:
-        self.latencies.append(time.monotonic() - state.started)
+        took = time.monotonic() - state.started
+        self.latencies.append(took)
+        now = time.time()
+        start = now - took
+        self._span = (start, now) if self._span is None else (min(self._span[0], start), now)
+
+    def _admission_limit(self) -> int:
+        if self.max_items_in_flight > 0:
+            return self.max_items_in_flight
+        hint = getattr(self.describer, "admission", None)
+        return int(hint()) if hint is not None else defaults.FALLBACK_ITEMS_IN_FLIGHT
+
+    def _level_changed(self, stage: str, level: int) -> None:
+        self.stats.set_value(f"emomo/{stage}/in_flight_level", level)
+        self.stats.max_value(f"emomo/{stage}/in_flight_max", level)
+        logger.debug("%s calls in flight: now at most %d", stage, level)

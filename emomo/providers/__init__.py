@@ -33,6 +33,10 @@ class Describer(Protocol):
 
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str: ...
 
+    def admission(self) -> int:
+        """How many items the crawl should let into the pipelines now to keep this describer
+        busy, and no more (EMOMO_MAX_ITEMS_IN_FLIGHT, when set, wins)."""
+
     async def close(self) -> None: ...
 
 

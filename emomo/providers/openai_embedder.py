@@ -13,6 +13,7 @@ from typing import Any
 
 from emomo.config import EmbeddingConfig
 from emomo.providers import embed_in_batches
+from emomo.providers.concurrency import AdaptiveLimit
 from emomo.providers.errors import provider_error
 from emomo.providers.openai_compat import async_client
 
@@ -41,21 +42,28 @@ class OpenAIEmbedder:
         self.base_url = config.base_url or DEFAULT_BASE_URLS[provider]
         self.key_setting = config.api_key_env or KEY_ENVS.get(provider, "api_key")
         self._client = async_client(config.api_key.get_secret_value(), self.base_url, config.timeout,
-                                    max_retries=config.retries, max_delay=MAX_DELAY)
+                                    max_retries=config.retries, max_delay=MAX_DELAY,
+                                    connections=2 * config.max_in_flight)
+        self.limit = AdaptiveLimit(config.max_in_flight, adaptive=config.adaptive)
+        self.retries = config.retries
 
     def extra(self, query: bool) -> dict[str, Any]:
         """Provider-specific arguments of a request."""
         return {}
 
-    async def _batch(self, texts: list[str], query: bool) -> list[list[float]]:
+    async def _request(self, texts: list[str], query: bool) -> list[list[float]]:
         try:
             response = await self._client.embeddings.create(
                 model=self.query_model if query else self.model, input=texts, encoding_format="float",
                 **self.extra(query))
         except Exception as exc:
-            raise provider_error(exc, f"embedding {self.name!r} at {self.base_url}", self.key_setting) from None
+            raise provider_error(exc, f"embedding {self.name!r} at {self.base_url}", self.key_setting,
+                                 ("the embedding's Retry-After cap", MAX_DELAY)) from None
         data = sorted(response.data, key=lambda d: d.index)
         return [list(map(float, d.embedding)) for d in data]
+
+    async def _batch(self, texts: list[str], query: bool) -> list[list[float]]:
+        return await self.limit.run(lambda: self._request(texts, query), self.retries)
 
     async def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
         prefix = self.query_prefix if query else self.passage_prefix

@@ -16,6 +16,7 @@ from emomo.config import IngestConfig, VLMConfig
 from emomo.errors import ConfigError, Interrupted
 from emomo.imaging import CONTENT_TYPES, first_frame_rgb
 from emomo.providers import DescribeContext
+from emomo.providers.concurrency import AdaptiveLimit
 from emomo.providers.errors import ProviderError, provider_error
 from emomo.providers.openai_compat import STOPPING, async_client
 
@@ -64,11 +65,13 @@ class OpenAIDescriber:
         self.max_tokens = config.max_tokens
         self.temperature = config.temperature
         self.max_delay = ("vlm.retry_max_delay", config.retry_max_delay)
+        self.retries = config.retries
         self._client = async_client(config.api_key.get_secret_value(), self.base_url, config.timeout,
                                     max_retries=config.retries, max_delay=config.retry_max_delay,
                                     connections=2 * config.max_in_flight)
-        # A cap on calls in flight: the API's rate limit, and backpressure on the crawl.
-        self._slots = asyncio.Semaphore(max(1, config.max_in_flight))
+        # Calls in flight: the API's rate limit, found by the crawl, and backpressure on it.
+        self.limit = AdaptiveLimit(config.max_in_flight, adaptive=config.adaptive,
+                                   initial=config.initial_in_flight)
         self.calls = 0
 
     def messages(self, url: str, context: DescribeContext) -> list[dict[str, Any]]:
@@ -100,11 +103,18 @@ class OpenAIDescriber:
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str:
         url = await asyncio.to_thread(data_url, image, fmt)
         messages = self.messages(url, context)
-        async with self._slots:
+
+        async def attempt() -> str:
             if context.should_stop():
                 raise Interrupted(f"{context.source}: the crawl is stopping; not sent")
             STOPPING.set(context.should_stop)  # this task's context: its retries stop with the crawl
             return await self._call(messages)
+        return await self.limit.run(attempt, self.retries, context.should_stop)
+
+    def admission(self) -> int:
+        """Items to let into the pipelines: enough to keep every VLM slot busy while the items
+        described before them are stored, embedded and indexed."""
+        return 2 * self.limit.level + 16
 
     async def close(self) -> None:
         await self._client.close()
