@@ -86,20 +86,33 @@ async def probe(kind: str, where: str, queries: int) -> dict[str, float]:
     await index.open()
     count = await index.count(COLLECTION)
     opened = time.perf_counter() - started
-    page, _ = await index.scroll(COLLECTION, None, queries)
     rng = random.Random(7)
-    vectors = [unit([x + rng.gauss(0, 0.02) for x in p[1]]) for p in page]
-    for v in vectors[:5]:
-        await index.search(COLLECTION, v, 10)
-    times = []
-    for v in vectors:
-        t = time.perf_counter()
-        await index.search(COLLECTION, v, 10)
-        times.append((time.perf_counter() - t) * 1000)
+    offset, vectors = None, []
+    for _ in range(8):  # query vectors near points from all over the collection
+        page, offset = await index.scroll(COLLECTION, offset, max(1, count // 8))
+        vectors += [unit([x + rng.gauss(0, 0.02) for x in p[1]]) for p in rng.sample(page, min(len(page), 50))]
+        if offset is None:
+            break
+    rng.shuffle(vectors)
+
+    async def timed(batch: list[list[float]]) -> list[float]:
+        times = []
+        for v in batch:
+            t = time.perf_counter()
+            await index.search(COLLECTION, v, 10)
+            times.append((time.perf_counter() - t) * 1000)
+        return sorted(times)
+
+    fresh = await timed(vectors[:queries])  # a process that just opened the index: pages come from disk
+    await timed(vectors[queries:] * 3)      # a process that has been searching for a while (a server)
+    warm = await timed(vectors[:queries])
+    rss = rss_mb()
     await index.close()
-    times.sort()
-    return {"points": count, "open_ms": opened * 1000, "p50_ms": times[len(times) // 2],
-            "p95_ms": times[min(len(times) - 1, int(len(times) * 0.95))], "rss_mb": rss_mb()}
+
+    def pct(times: list[float], q: float) -> float:
+        return times[min(len(times) - 1, int(len(times) * q))]
+    return {"points": count, "open_ms": opened * 1000, "p50_ms": pct(fresh, 0.5), "p95_ms": pct(fresh, 0.95),
+            "warm_p50_ms": pct(warm, 0.5), "warm_p95_ms": pct(warm, 0.95), "rss_mb": rss}
 
 
 def run_probe(kind: str, where: Path, queries: int) -> dict[str, float]:
@@ -250,27 +263,32 @@ def print_row(kind: str, r: dict[str, float]) -> None:
     extra = (f"  build {r['build_s']:.1f} s  scrapy search {r['cli_s']:.2f} s {r['cli_rss_mb']:.0f} MB "
              f"({r['cli_hits']:.0f} hits)") if kind == "edge" else ""
     print(f"[{kind:5}] {r['points']:>7,} points: upsert {r['upsert_ms']:.3f} ms/pt, write path {r['item_ms']:.3f} "
-          f"ms/pt, fresh open {r['open_ms']:.0f} ms, search p50 {r['p50_ms']:.1f} / p95 {r['p95_ms']:.1f} ms, "
+          f"ms/pt, fresh open {r['open_ms']:.0f} ms, search p50/p95 {r['p50_ms']:.1f}/{r['p95_ms']:.1f} ms fresh, "
+          f"{r['warm_p50_ms']:.1f}/{r['warm_p95_ms']:.1f} ms warm, "
           f"RSS {r['rss_mb']:.0f} MB, disk {r['disk_mb']:.0f} MB{extra}", flush=True)
 
 
 def table(edge: list[dict[str, float]], local: list[dict[str, float]]) -> None:
     by_size = {r["points"]: r for r in local}
-    print("\npoints   | Edge: upsert ms/pt  open ms  p50/p95 ms   RSS MB  disk MB  build s | "
-          "local mode: upsert ms/pt  open ms  p50/p95 ms   RSS MB  disk MB")
+    print("\nsearch p50/p95: the first queries of a fresh process (fresh), and after it searched for a while (warm)")
+    print("points   | Edge: upsert ms/pt  open ms  fresh p50/p95  warm p50/p95  RSS MB  disk MB  build s | "
+          "local mode: upsert ms/pt  open ms  fresh p50/p95  warm p50/p95  RSS MB  disk MB")
     for e in edge:
         lo = by_size.get(e["points"])
         right = (f"{lo['upsert_ms']:>10.3f} {lo['open_ms']:>8.0f} {lo['p50_ms']:>6.1f}/{lo['p95_ms']:<6.1f} "
+                 f"{lo['warm_p50_ms']:>6.1f}/{lo['warm_p95_ms']:<6.1f} "
                  f"{lo['rss_mb']:>7.0f} {lo['disk_mb']:>8.0f}") if lo else "   (not run)"
         print(f"{e['points']:>8,} | {e['upsert_ms']:>10.3f} {e['open_ms']:>8.0f} "
-              f"{e['p50_ms']:>6.1f}/{e['p95_ms']:<6.1f} {e['rss_mb']:>7.0f} {e['disk_mb']:>8.0f} "
+              f"{e['p50_ms']:>6.1f}/{e['p95_ms']:<6.1f} {e['warm_p50_ms']:>6.1f}/{e['warm_p95_ms']:<6.1f} "
+              f"{e['rss_mb']:>7.0f} {e['disk_mb']:>8.0f} "
               f"{e['build_s']:>7.1f} | {right}")
     first, last = edge[0], edge[-1]
     print(f"\nscrapy search end to end: {first['cli_s']:.2f} s at {first['points']:,}, {last['cli_s']:.2f} s at "
           f"{last['points']:,} ({last['cli_s'] / first['cli_s']:.2f}x; target <= 1.3x); peak RSS "
           f"{first['cli_rss_mb']:.0f} -> {last['cli_rss_mb']:.0f} MB "
           f"({last['cli_rss_mb'] / first['cli_rss_mb']:.2f}x; target <= 2x)")
-    print(f"in-process search p95 at {last['points']:,} after the build: {last['p95_ms']:.1f} ms (target <= 20)")
+    print(f"in-process search p95 at {last['points']:,} after the build: {last['warm_p95_ms']:.1f} ms warm "
+          f"(target <= 20); {last['p95_ms']:.1f} ms for the first queries of a fresh process")
     print(f"write path per point: {first['item_ms']:.3f} ms up to {first['points']:,}, {last['item_ms']:.3f} ms "
           f"for the last step ({last['item_ms'] / first['item_ms']:.2f}x; target <= 1.2x)")
 
@@ -283,7 +301,7 @@ def main() -> None:
                         help="checkpoints (those above --points are dropped; --points is always one)")
     parser.add_argument("--local-max", type=int, default=100_000, help="local mode stops here (0: skip it)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--probe", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:

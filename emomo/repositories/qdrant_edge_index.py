@@ -114,17 +114,7 @@ class EdgeIndex:
             if size is None:
                 shard = edge.EdgeShard.load(str(folder))
             else:
-                # Vectors, graph, payloads and ids stay on disk, mapped (Memory.Cold): a process
-                # that opens 200k points and runs one search holds what it touched, not the shard.
-                # Edge optimizes only when told (build); then every segment gets its graph, however
-                # small: when to build is decided by build_after_points, not by segment sizes.
-                cold = edge.Memory.Cold
-                config = edge.EdgeConfig(
-                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine, memory=cold),
-                    hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000,
-                                                     memory=cold),
-                    payload_memory=cold, id_tracker_memory=cold,
-                    optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
+                config = _shard_config(edge, size)
                 if exists:
                     shard = edge.EdgeShard.load(str(folder), config)
                 else:
@@ -269,6 +259,22 @@ class EdgeIndex:
                 shard.flush()
             return BuildReport(collection, built, points, max(unindexed, 0), time.monotonic() - started)
         return await self._with(collection, run, BuildReport(collection, False, 0, 0, 0.0))
+
+
+def _shard_config(edge: Any, size: int) -> Any:
+    """How a shard keeps its data: vectors, search graph, payloads and ids on disk, mapped
+    (Memory.Cold). A process that opens 200k points and runs one search (``scrapy search``)
+    holds the pages it touched, not the shard; a process that searches all day (a server)
+    keeps its working set in memory and answers in milliseconds.
+
+    Edge optimizes only when told (``build``); then every segment gets its graph, however
+    small: when to build is decided by build_after_points, not by segment sizes."""
+    cold = edge.Memory.Cold
+    return edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine, memory=cold),
+        hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000, memory=cold),
+        payload_memory=cold, id_tracker_memory=cold,
+        optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
 
 
 def _dense(vector: Any) -> list[float]:
