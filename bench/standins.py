@@ -1,6 +1,7 @@
 """Loopback stand-ins with the seed's latencies, run as a process of their own.
 
-- ``/v1/chat/completions`` (an OpenAI-compatible VLM): answers after ``--vlm-ms``.
+- ``/v1/chat/completions`` (an OpenAI-compatible VLM): answers after ``--vlm-ms``; with
+  ``--vlm-limit N``, a call beyond N in flight gets 429 with Retry-After: 1 at once.
 - ``/v1/embeddings`` (Jina's wire format): answers a whole batch after ``--embed-ms``.
 - an S3 front for moto: PUT after ``--s3-put-ms``, anything else after ``--s3-other-ms``.
 
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 COUNTS: Counter[str] = Counter()
+IN_FLIGHT = [0, 0]  # now, peak
 SIZES: list[int] = []
 LOCK = threading.Lock()
 
@@ -40,16 +42,18 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 512
 
 
-def api_handler(vlm_s: float, embed_s: float, dims: int) -> type[BaseHTTPRequestHandler]:
+def api_handler(vlm_s: float, embed_s: float, dims: int, vlm_limit: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *args: Any) -> None:
             return None
 
-        def reply(self, body: dict[str, Any]) -> None:
+        def reply(self, body: dict[str, Any], status: int = 200) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "1")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -58,7 +62,7 @@ def api_handler(vlm_s: float, embed_s: float, dims: int) -> type[BaseHTTPRequest
         def do_GET(self) -> None:
             if self.path == "/stats":
                 with LOCK:
-                    self.reply({"counts": dict(COUNTS), "embed_batch_sizes": SIZES})
+                    self.reply({"counts": dict(COUNTS), "embed_batch_sizes": SIZES, "vlm_peak": IN_FLIGHT[1]})
                 return
             self.send_error(404)
 
@@ -67,7 +71,20 @@ def api_handler(vlm_s: float, embed_s: float, dims: int) -> type[BaseHTTPRequest
             if self.path.endswith("/chat/completions"):
                 with LOCK:
                     COUNTS["chat"] += 1
-                time.sleep(vlm_s)
+                    refused = 0 < vlm_limit <= IN_FLIGHT[0]
+                    if refused:
+                        COUNTS["chat_429"] += 1
+                    else:
+                        IN_FLIGHT[0] += 1
+                        IN_FLIGHT[1] = max(IN_FLIGHT)
+                if refused:
+                    self.reply({"error": {"message": "rate limit: too many requests in flight"}}, status=429)
+                    return
+                try:
+                    time.sleep(vlm_s)
+                finally:
+                    with LOCK:
+                        IN_FLIGHT[0] -= 1
                 digest = hashlib.md5(json.dumps(body["messages"][-1], sort_keys=True).encode()).hexdigest()[:8]
                 self.reply({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                             "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -126,8 +143,9 @@ def main() -> None:
     ap.add_argument("--s3-other-ms", type=float, default=20)
     ap.add_argument("--moto-port", type=int, required=True)
     ap.add_argument("--dims", type=int, default=384)
+    ap.add_argument("--vlm-limit", type=int, default=0)
     a = ap.parse_args()
-    api = Server(("127.0.0.1", 0), api_handler(a.vlm_ms / 1000, a.embed_ms / 1000, a.dims))
+    api = Server(("127.0.0.1", 0), api_handler(a.vlm_ms / 1000, a.embed_ms / 1000, a.dims, a.vlm_limit))
     s3 = Server(("127.0.0.1", 0), s3_handler(a.moto_port, a.s3_put_ms / 1000, a.s3_other_ms / 1000))
     for server in (api, s3):
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -42,7 +42,9 @@ class DatabaseConfig(Section):
     password: SecretStr = SecretStr("")
     dbname: str = ""
     pool_min_size: int = Field(1, ge=0)
-    pool_max_size: int = Field(10, ge=1)
+    #: 0: sized to the work in flight (10 on the local path; 10 + a quarter of vlm.max_in_flight,
+    #: at most 50, when a VLM API describes: its items arrive at the writes many at a time)
+    pool_max_size: int = Field(0, ge=0)
 
     def dsn(self) -> str:
         """The PostgreSQL DSN: ``url``, else one made of the seed's keys when ``dbname`` is set."""

@@ -62,6 +62,14 @@ async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None
         raise BackendUnavailable(f"embeddings[{embedding.name}]: {exc}") from None
 
 
+def sized_pool(config: EmomoConfig) -> EmomoConfig:
+    """The config with its PostgreSQL pool sized to the work in flight, unless the user set it."""
+    if config.database.pool_max_size:
+        return config
+    size = 10 if config.vlm.provider == "local" else min(50, 10 + config.vlm.max_in_flight // 4)
+    return config.model_copy(update={"database": config.database.model_copy(update={"pool_max_size": size})})
+
+
 class IngestRuntime:
     def __init__(self, crawler: Crawler, config: EmomoConfig, embedding: EmbeddingConfig, force: bool,
                  max_items_in_flight: int) -> None:
@@ -72,7 +80,7 @@ class IngestRuntime:
         self.force = force
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.repo: MemeRepository = clients.build_repository(config)
+        self.repo: MemeRepository = clients.build_repository(sized_pool(config))
         self.index: VectorIndex = clients.build_index(config)
         self.store: ObjectStore = clients.build_store(config)
         self.describer: Describer = clients.build_describer(config)
@@ -96,8 +104,11 @@ class IngestRuntime:
         for stage, limit in self.limits.items():
             limit.on_change = partial(self._level_changed, stage)
             self._level_changed(stage, limit.level)
-        #: wall-clock start of the first processed item and end of the last (throughput)
-        self._span: tuple[float, float] | None = None
+        #: (wall clock, process CPU) at the first item's start and at the last processed item's
+        #: end: throughput and CPU per item from item timestamps (Scrapy's elapsed time counts
+        #: its start-up and rounds to its 5-second idle check)
+        self._first: tuple[float, float] | None = None
+        self._last: tuple[float, float] | None = None
         self.spool = DescriptionSpool(config.ingest.spool_dir)
         #: seconds from read to indexed, per processed item (for p50/p95 in stats)
         self.latencies: list[float] = []
@@ -166,11 +177,12 @@ class IngestRuntime:
         if self._closed:
             return
         self._closed = True
-        if self._span is not None:
-            start, end = self._span
+        if self._first is not None and self._last is not None:
+            (start, cpu_start), (end, cpu_end) = self._first, self._last
             processed = int(self.stats.get_value("emomo/ingest/processed", 0))
             self.stats.set_value("emomo/ingest/first_start", round(start, 3))
             self.stats.set_value("emomo/ingest/last_end", round(end, 3))
+            self.stats.set_value("emomo/ingest/cpu_seconds", round(cpu_end - cpu_start, 3))
             if end > start:
                 self.stats.set_value("emomo/ingest/items_per_second", round(processed / (end - start), 2))
         for stage, limit in self.limits.items():
@@ -350,6 +362,8 @@ class IngestRuntime:
     # --- items in flight ---------------------------------------------------
 
     def start(self, item: Any, md5: str, source: str) -> ItemState:
+        if self._first is None:
+            self._first = (time.time(), time.process_time())
         return attach(item, ItemState(md5=md5, source=source))
 
     @staticmethod
@@ -410,11 +424,8 @@ class IngestRuntime:
         return leftovers
 
     def record_latency(self, state: ItemState) -> None:
-        took = time.monotonic() - state.started
-        self.latencies.append(took)
-        now = time.time()
-        start = now - took
-        self._span = (start, now) if self._span is None else (min(self._span[0], start), now)
+        self.latencies.append(time.monotonic() - state.started)
+        self._last = (time.time(), time.process_time())
 
     def _admission_limit(self) -> int:
         if self.max_items_in_flight > 0:

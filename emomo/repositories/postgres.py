@@ -53,7 +53,7 @@ class PostgresMemeRepository(SQLMemeRepository):
         if not self.dsn:
             raise ConfigError("database.url is empty: set DATABASE_URL (postgresql://user:pass@host:5432/emomo)")
         self.min_size = config.pool_min_size
-        self.max_size = config.pool_max_size
+        self.max_size = config.pool_max_size or 10
         self._pool: Any = None
 
     async def open(self) -> None:

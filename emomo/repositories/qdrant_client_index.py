@@ -32,7 +32,8 @@ class QdrantClientIndex:
     def __init__(self, config: QdrantConfig, local_path: str | None = None) -> None:
         self.config = config
         self.local_path = local_path
-        self._thread = DedicatedThread("emomo-qdrant")
+        # A server takes writes side by side: a few threads; local mode is not thread-safe: one.
+        self._thread = DedicatedThread("emomo-qdrant", workers=1 if local_path else 4)
         self._client: Any = None
         c = config
         self.where = f"local-mode folder {local_path}" if local_path else (c.url or f"{c.host}:{c.port}")
