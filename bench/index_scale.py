@@ -75,7 +75,7 @@ def unit(v: list[float]) -> list[float]:
 
 # --- the probe: a fresh process opens the index and searches it -----------------------------
 
-async def probe(kind: str, where: str, queries: int) -> dict[str, float]:
+async def probe(kind: str, where: str, queries: int, vectors: list[list[float]]) -> dict[str, float]:
     from emomo.config import QdrantConfig
     from emomo.repositories.qdrant_client_index import QdrantClientIndex
     from emomo.repositories.qdrant_edge_index import EdgeIndex
@@ -86,14 +86,6 @@ async def probe(kind: str, where: str, queries: int) -> dict[str, float]:
     await index.open()
     count = await index.count(COLLECTION)
     opened = time.perf_counter() - started
-    rng = random.Random(7)
-    offset, vectors = None, []
-    for _ in range(8):  # query vectors near points from all over the collection
-        page, offset = await index.scroll(COLLECTION, offset, max(1, count // 8))
-        vectors += [unit([x + rng.gauss(0, 0.02) for x in p[1]]) for p in rng.sample(page, min(len(page), 50))]
-        if offset is None:
-            break
-    rng.shuffle(vectors)
 
     async def timed(batch: list[list[float]]) -> list[float]:
         times = []
@@ -115,8 +107,9 @@ async def probe(kind: str, where: str, queries: int) -> dict[str, float]:
             "warm_p50_ms": pct(warm, 0.5), "warm_p95_ms": pct(warm, 0.95), "rss_mb": rss}
 
 
-def run_probe(kind: str, where: Path, queries: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--probe", kind, str(where), "--queries", str(queries)],
+def run_probe(kind: str, where: Path, queries: int, vectors: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--probe", kind, str(where), str(vectors),
+                          "--queries", str(queries)],
                          capture_output=True, text=True, check=True, env=env_for(where))
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -149,6 +142,13 @@ class Writer:
         self.bases = bases
         self.rng = random.Random(seed)
         self.written = 0
+
+    def queries(self, n: int, path: Path) -> Path:
+        """``4 n`` query vectors near the memes' (a caption's vector and some noise)."""
+        rng = random.Random(7)
+        path.write_text(json.dumps([unit([x + rng.gauss(0, 0.02) for x in self.bases[rng.randrange(len(self.bases))]])
+                                    for _ in range(4 * n)]))
+        return path
 
     def meme(self, i: int) -> tuple[Any, str, list[float]]:
         from emomo.repositories import MemeRecord
@@ -224,7 +224,8 @@ async def edge_phase(workdir: Path, sizes: list[int], bases: list[list[float]], 
         report = await built.build(COLLECTION)
         await built.close()
         row = {"points": size, "upsert_ms": upsert_ms, "item_ms": item_ms, "build_s": report.seconds}
-        row.update(run_probe("edge", Path(writer.config.qdrant.path), queries))
+        row.update(run_probe("edge", Path(writer.config.qdrant.path), queries,
+                             writer.queries(queries, workdir / ".queries.json")))
         seconds, rss, hits = cli_search(workdir, CAPTIONS[size % len(CAPTIONS)])
         row.update({"cli_s": seconds, "cli_rss_mb": rss, "cli_hits": hits,
                     "disk_mb": disk_mb(Path(writer.config.qdrant.path))})
@@ -252,7 +253,7 @@ async def local_phase(folder: Path, sizes: list[int], bases: list[list[float]], 
         await repo.close()
         await index.close()
         row = {"points": size, "upsert_ms": upsert_ms, "item_ms": item_ms}
-        row.update(run_probe("local", folder / "qdrant", queries))
+        row.update(run_probe("local", folder / "qdrant", queries, writer.queries(queries, folder / ".queries.json")))
         row["disk_mb"] = disk_mb(folder / "qdrant")
         rows.append(row)
         print_row("local", row)
@@ -302,10 +303,13 @@ def main() -> None:
     parser.add_argument("--local-max", type=int, default=100_000, help="local mode stops here (0: skip it)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--probe", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", nargs=3, metavar=("KIND", "PATH", "VECTORS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
-        print(json.dumps(asyncio.run(probe(args.probe[0], args.probe[1], args.queries))))
+        # Query vectors come from the writer (near the memes' vectors): reading them from the
+        # index would map the whole collection into this process.
+        vectors = json.loads(Path(args.probe[2]).read_text())
+        print(json.dumps(asyncio.run(probe(args.probe[0], args.probe[1], args.queries, vectors))))
         return
     if args.workdir is None:
         parser.error("--workdir is required")
