@@ -7,7 +7,7 @@ API fails for some calls; the pipelines, undo and stats under test are ours.
 from __future__ import annotations
 
 from emomo.config import EmbeddingConfig
-from emomo.providers.local_embedder import LocalEmbedder, _encode
+from emomo.providers.local_embedder import LocalEmbedder, _encode, _load
 
 #: captions whose embedding requests fail
 FAILING = ("这个锅我不背", "重启试试", "在我电脑上是好的")
@@ -28,5 +28,5 @@ class PaddedEmbedder(LocalEmbedder):
     """A stand-in for another model with more dimensions: e5's vectors padded with zeros."""
 
     async def _run(self, texts: list[str], is_query: bool) -> list[list[float]]:
-        vectors = await self._pool.run(_encode, texts, is_query)
+        vectors = await self._pool.run("e5", _load, _encode, texts, is_query)
         return [v + [0.0] * (self.dimensions - len(v)) for v in vectors]

@@ -88,7 +88,8 @@ def test_admission_waits_for_room_and_for_the_last_item() -> None:
 
     in_flight = [3]
     stopping = [False]
-    admission = Admission(3, lambda: in_flight[0])
+    limit = [3]
+    admission = Admission(lambda: limit[0], lambda: in_flight[0])
 
     async def run() -> list[str]:
         events: list[str] = []
@@ -105,7 +106,9 @@ def test_admission_waits_for_room_and_for_the_last_item() -> None:
             asyncio.ensure_future(finish_one())
         assert await admission.drained(lambda: stopping[0])
         events.append(f"drained at {in_flight[0]}")
-        in_flight[0] = 5
+        in_flight[0], limit[0] = 4, 6  # the limit rises (a VLM level found higher): room again
+        assert await admission.wait(lambda: stopping[0])
+        in_flight[0] = 6
         stopping[0] = True
         assert not await admission.wait(lambda: stopping[0])  # a stopping crawl admits nothing
         return events
