@@ -106,6 +106,10 @@ def crawl(workdir: Path, tree: Path, env: dict[str, str],
     log_path = workdir / "crawl.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if os.environ.get("BENCH_PYSPY"):  # a flame profile of the crawl: BENCH_PYSPY=out.txt
+            subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(proc.pid), "-f", "raw", "-o",
+                              os.environ["BENCH_PYSPY"], "-r", "50"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rss = RSS(proc.pid)
         rss.start()
         proc.wait()
@@ -132,6 +136,10 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
     print(f"first to last        {span:.1f} s "
           f"(Scrapy's elapsed_time_seconds: {stats.get('elapsed_time_seconds', 0):.1f})")
     print(f"throughput           {rate:.1f} items/s")
+    if span > 0:
+        cpu = stats.get("emomo/ingest/cpu_seconds", 0)
+        print(f"crawl process CPU    {cpu:.1f} s: {cpu / span:.2f} of {os.cpu_count()} cores, "
+              f"{cpu * 1000 / max(processed, 1):.1f} ms an item")
     print(f"item latency         p50 {stats.get('emomo/ingest/latency_p50_ms', 0)} ms, "
           f"p95 {stats.get('emomo/ingest/latency_p95_ms', 0)} ms")
     for stage, label in (("describe", "VLM"), ("embed", "embedding")):

