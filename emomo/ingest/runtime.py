@@ -64,8 +64,8 @@ async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None
 
 #: items in flight at most when sized automatically (an item holds its image: tens of kilobytes)
 MAX_ADMISSION = 1024
-#: the item time counted against a VLM call's: an item's time includes its waits, and admitting
-#: more because items wait would only make them wait longer
+#: the most places per VLM slot for the items behind it (their time there includes waits:
+#: admitting more because items wait would only make them wait longer)
 MAX_RATIO = 8.0
 
 
@@ -445,10 +445,13 @@ class IngestRuntime:
         item_seconds = self._item_seconds()
         if limit is not None and limit.call_seconds and item_seconds:
             # Little's law: to keep ``level`` calls busy, the items behind the VLM (stored, embedded,
-            # indexed) take item/call times as many places, and ``level`` more wait for a slot
-            # (which is what lets the level grow). A fast VLM (0.1 s) behind 0.5 s uploads and
-            # embeddings needs far more items in flight than its slots.
-            ratio = min(MAX_RATIO, max(1.0, item_seconds / limit.call_seconds))
+            # indexed) take (their time there / a call's time) places per slot, and ``level`` more
+            # wait for a slot (which is what lets the level grow). A fast VLM (0.1 s) before 0.5 s
+            # uploads and embeddings needs many more items in flight than it has slots.
+            described = self.stats.get_value("emomo/describe/items", 0)
+            describing = self.stats.get_value("emomo/describe/ms", 0) / 1000 / described if described else 0.0
+            behind = max(0.0, item_seconds - describing)
+            ratio = min(MAX_RATIO, max(1.0, behind / limit.call_seconds))
             return min(MAX_ADMISSION, int(limit.level * (ratio + 1)) + 16)
         hint = getattr(self.describer, "admission", None)
         return int(hint()) if hint is not None else defaults.FALLBACK_ITEMS_IN_FLIGHT

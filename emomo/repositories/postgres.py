@@ -74,7 +74,8 @@ class PostgresMemeRepository(SQLMemeRepository):
             ) from None
         self._pool = AsyncConnectionPool(
             self.dsn, min_size=self.min_size, max_size=self.max_size, open=False,
-            kwargs={"row_factory": dict_row, "autocommit": False}, name="emomo",
+            # Autocommit: a lone read is one round trip; session() opens its transaction explicitly.
+            kwargs={"row_factory": dict_row, "autocommit": True}, name="emomo",
         )
         await self._pool.open(wait=True, timeout=30)
         await self.migrate()
@@ -91,4 +92,10 @@ class PostgresMemeRepository(SQLMemeRepository):
     async def session(self) -> AsyncIterator[_PgSession]:
         assert self._pool is not None, "PostgresMemeRepository.open() was not awaited"
         async with self._pool.connection() as conn, conn.transaction():
+            yield _PgSession(conn)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[_PgSession]:
+        assert self._pool is not None, "PostgresMemeRepository.open() was not awaited"
+        async with self._pool.connection() as conn:
             yield _PgSession(conn)

@@ -61,6 +61,11 @@ class SQLMemeRepository(ABC):
     @abstractmethod
     def session(self) -> AbstractAsyncContextManager[Session]: ...
 
+    def reading(self) -> AbstractAsyncContextManager[Session]:
+        """For one read-only statement: a driver may skip the transaction around it (a round
+        trip each for BEGIN and COMMIT, on every item)."""
+        return self.session()
+
     @abstractmethod
     async def open(self) -> None: ...
 
@@ -85,13 +90,13 @@ class SQLMemeRepository(ABC):
 
     async def find_vector(self, md5: str, collection: str) -> str | None:
         """The meme whose vector for ``md5`` is in ``collection``, if any."""
-        async with self.session() as s:
+        async with self.reading() as s:
             row = await s.fetchone(
                 "SELECT meme_id FROM meme_vectors WHERE md5_hash = ? AND collection = ?", (md5, collection))
         return str(row["meme_id"]) if row else None
 
     async def get_source(self, source_type: str, source_id: str) -> SourceRecord | None:
-        async with self.session() as s:
+        async with self.reading() as s:
             row = await s.fetchone(
                 "SELECT meme_id, md5_hash FROM meme_sources WHERE source_type = ? AND source_id = ?",
                 (source_type, source_id))
@@ -132,14 +137,14 @@ class SQLMemeRepository(ABC):
         return [(r["collection"], r["qdrant_point_id"]) for r in rows]
 
     async def get_meme_by_md5(self, md5: str) -> MemeRecord | None:
-        async with self.session() as s:
+        async with self.reading() as s:
             row = await s.fetchone(f"SELECT {_MEME_COLUMNS} FROM memes WHERE md5_hash = ?", (md5,))
         return _meme(row) if row else None
 
     async def get_memes(self, ids: list[str]) -> dict[str, MemeRecord]:
         if not ids:
             return {}
-        async with self.session() as s:
+        async with self.reading() as s:
             rows = await s.fetchall(
                 f"SELECT {_MEME_COLUMNS} FROM memes WHERE id IN ({','.join('?' * len(ids))})", ids)
         return {str(r["id"]): _meme(r) for r in rows}
@@ -159,7 +164,7 @@ class SQLMemeRepository(ABC):
             return [_meme(r) for r in await s.fetchall(sql, params)]
 
     async def get_description(self, md5: str, model: str) -> str | None:
-        async with self.session() as s:
+        async with self.reading() as s:
             row = await s.fetchone(
                 "SELECT description FROM meme_descriptions WHERE md5_hash = ? AND model = ?", (md5, model))
         return row["description"] if row else None
