@@ -163,6 +163,17 @@ class Writer:
                           tags=[caption], status="pending")
         return meme, f"图中文字：{caption}。标签：{caption}", vector
 
+    async def step(self, repo: Any, index: Any, upto: int, batch: int) -> tuple[float, float]:
+        """Open ``repo`` and ``index``, write up to ``upto`` memes, close both (a fresh process opens them next)."""
+        await repo.open()
+        await index.open()
+        try:
+            await index.ensure_collection(COLLECTION, len(self.bases[0]), "local")
+            return await self.write(repo, index, upto, batch)
+        finally:
+            await repo.close()
+            await index.close()
+
     async def write(self, repo: Any, index: Any, upto: int, batch: int) -> tuple[float, float]:
         """Write memes until ``upto``; (ms a point in the index upsert alone, ms a point in all)."""
         from emomo.repositories import VectorRecord
@@ -210,13 +221,8 @@ async def edge_phase(workdir: Path, sizes: list[int], bases: list[list[float]], 
     writer = Writer(workdir, bases)
     rows = []
     for size in sizes:
-        repo, index = build_repository(writer.config), build_index(writer.config)
-        await repo.open()
-        await index.open()
-        await index.ensure_collection(COLLECTION, len(bases[0]), "local")
-        upsert_ms, item_ms = await writer.write(repo, index, size, batch)
-        await repo.close()
-        await index.close()
+        upsert_ms, item_ms = await writer.step(build_repository(writer.config), build_index(writer.config),
+                                               size, batch)
         # the build a crawl's end (or scrapy index build) does, whatever build_after_points says
         now = writer.config.qdrant.model_copy(update={"build_after_points": 1})
         built = build_index(writer.config.model_copy(update={"qdrant": now}))
@@ -246,12 +252,7 @@ async def local_phase(folder: Path, sizes: list[int], bases: list[list[float]], 
         # rows go to a scratch database: only the index is compared
         repo = SQLiteMemeRepository(writer.config.database.model_copy(update={"path": str(folder / "scratch.db")}))
         index = QdrantClientIndex(QdrantConfig(path=""), local_path=str(folder / "qdrant"))
-        await repo.open()
-        await index.open()
-        await index.ensure_collection(COLLECTION, len(bases[0]), "local")
-        upsert_ms, item_ms = await writer.write(repo, index, size, batch)
-        await repo.close()
-        await index.close()
+        upsert_ms, item_ms = await writer.step(repo, index, size, batch)
         row = {"points": size, "upsert_ms": upsert_ms, "item_ms": item_ms}
         row.update(run_probe("local", folder / "qdrant", queries, writer.queries(queries, folder / ".queries.json")))
         row["disk_mb"] = disk_mb(folder / "qdrant")

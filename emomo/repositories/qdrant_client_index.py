@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
 from emomo.errors import BackendUnavailable, ConfigError
-from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PointData, SearchFilter
+from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PagedIndex, PointData, SearchFilter
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ def dimension_mismatch(collection: str, size: int, dimensions: int, embedding_na
     )
 
 
-class QdrantClientIndex:
+class QdrantClientIndex(PagedIndex):
     def __init__(self, config: QdrantConfig, local_path: str | None = None) -> None:
         self.config = config
         self.local_path = local_path
@@ -143,19 +143,6 @@ class QdrantClientIndex:
                     with_vectors: bool) -> tuple[list[Any], Any]:
         return await self._run(lambda client: client.scroll(
             collection, limit=limit, offset=offset, with_payload=with_payload, with_vectors=with_vectors))
-
-    async def points(self, collection: str) -> dict[str, str | None]:
-        found: dict[str, str | None] = {}
-        offset = None
-        while True:
-            page, offset = await self._page(collection, offset, 1000, ["md5"], False)
-            found.update({str(p.id): (p.payload or {}).get("md5") for p in page})
-            if offset is None:
-                return found
-
-    async def scroll(self, collection: str, offset: Any, limit: int) -> tuple[list[PointData], Any]:
-        page, following = await self._page(collection, offset, limit, True, True)
-        return [(str(p.id), list(p.vector), dict(p.payload or {})) for p in page], following
 
     async def existing(self, collection: str, ids: list[str]) -> set[str]:
         records = await self._run(lambda client: client.retrieve(

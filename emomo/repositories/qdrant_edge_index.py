@@ -24,7 +24,7 @@ from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
 from emomo.errors import BackendUnavailable, ConfigError
 from emomo.repositories.qdrant_client_index import dimension_mismatch
-from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PointData, SearchFilter
+from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PagedIndex, PointData, SearchFilter
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _first_line(exc: BaseException) -> str:
     return line[:400]
 
 
-class EdgeIndex:
+class EdgeIndex(PagedIndex):
     def __init__(self, config: QdrantConfig, path: str | None = None) -> None:
         self.config = config
         self.root = Path(path or config.path)
@@ -232,19 +232,6 @@ class EdgeIndex:
         return await self._with(collection, lambda shard: shard.scroll(edge.ScrollRequest(
             offset=offset, limit=limit, with_payload=with_payload, with_vector=with_vector)), ([], None))
 
-    async def points(self, collection: str) -> dict[str, str | None]:
-        found: dict[str, str | None] = {}
-        offset = None
-        while True:
-            page, offset = await self._page(collection, offset, 1000, ["md5"], False)
-            found.update({str(p.id): (p.payload or {}).get("md5") for p in page})
-            if offset is None:
-                return found
-
-    async def scroll(self, collection: str, offset: Any, limit: int) -> tuple[list[PointData], Any]:
-        page, following = await self._page(collection, offset, limit, True, True)
-        return [(str(p.id), _dense(p.vector), dict(p.payload or {})) for p in page], following
-
     async def existing(self, collection: str, ids: list[str]) -> set[str]:
         records: list[Any] = await self._with(collection, lambda shard: shard.retrieve(ids, False, False), [])
         return {str(r.id) for r in records}
@@ -275,11 +262,3 @@ def _shard_config(edge: Any, size: int) -> Any:
         hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000, memory=cold),
         payload_memory=cold, id_tracker_memory=cold,
         optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
-
-
-def _dense(vector: Any) -> list[float]:
-    """The unnamed dense vector of a record (Edge returns it by name)."""
-    if isinstance(vector, dict):
-        vector = vector.get("", next(iter(vector.values()), []))
-    return [float(x) for x in vector]
-

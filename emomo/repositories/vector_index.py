@@ -14,6 +14,7 @@ Both keep the same point ids, payloads, payload indexes and cosine distance, so 
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +70,35 @@ class BuildReport:
     points: int
     unindexed_before: int
     seconds: float
+
+
+def dense_vector(vector: Any) -> list[float]:
+    """A record's unnamed dense vector (Qdrant Edge returns it by name, qdrant-client as a list)."""
+    if isinstance(vector, dict):
+        vector = vector.get("", next(iter(vector.values()), []))
+    return [float(x) for x in vector]
+
+
+class PagedIndex(ABC):
+    """What both implementations derive from their own page of records."""
+
+    @abstractmethod
+    async def _page(self, collection: str, offset: Any, limit: int, with_payload: Any,
+                    with_vector: bool) -> tuple[list[Any], Any]:
+        """Records (``.id``, ``.vector``, ``.payload``) from ``offset``, and the next offset."""
+
+    async def points(self, collection: str) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        offset = None
+        while True:
+            page, offset = await self._page(collection, offset, 1000, ["md5"], False)
+            found.update({str(p.id): (p.payload or {}).get("md5") for p in page})
+            if offset is None:
+                return found
+
+    async def scroll(self, collection: str, offset: Any, limit: int) -> tuple[list[PointData], Any]:
+        page, following = await self._page(collection, offset, limit, True, True)
+        return [(str(p.id), dense_vector(p.vector), dict(p.payload or {})) for p in page], following
 
 
 class VectorIndex(Protocol):
