@@ -14,6 +14,7 @@ from emomo.config import EmomoConfig
 from emomo.errors import SourceUnreadable
 from emomo.ingest.runtime import IngestRuntime, config_from_settings
 from emomo.logmask import SecretMask
+from emomo.sharding import Shard
 
 if TYPE_CHECKING:
     from typing import Self
@@ -64,17 +65,19 @@ SOURCE_UNREADABLE = "source_unreadable"
 
 class MemeSpider(scrapy.Spider):
     """Arguments: ``embedding=NAME`` (which embedding configuration to write),
-    ``limit=N`` (at most N items), ``force=1`` (embed again what is indexed)."""
+    ``limit=N`` (at most N items), ``force=1`` (embed again what is indexed), and for
+    file-based spiders ``shard=K/N`` (this worker's share of the source, emomo.sharding)."""
 
     config: EmomoConfig
     mask: SecretMask
 
     def __init__(self, *args: Any, embedding: str = "", limit: Any = None, force: Any = None,
-                 **kwargs: Any) -> None:
+                 shard: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.embedding = embedding or ""
         self.limit = positive_int("limit", limit)
         self.force = flag("force", force)
+        self.shard = Shard.parse(shard)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -97,6 +100,11 @@ class MemeSpider(scrapy.Spider):
         positive_setting(settings, "EMOMO_MAX_ITEMS_IN_FLIGHT", zero="sized to the describer")
         self.config = config_from_settings(settings)
         self.mask = SecretMask(self.config.secrets()).install()
+        if self.shard is not None and self.config.database.driver == "sqlite":
+            # Workers on several machines (or processes) must see each other's memes.
+            raise UsageError(f"-a shard={self.shard}: the workers of a shared crawl need one database, and "
+                             "database.driver is sqlite (a file of one machine): set database.driver: postgres "
+                             "and DATABASE_URL")
         self.config.embedding(self.embedding or settings.get("EMOMO_EMBEDDING") or None)
         self.setup()
 
@@ -140,6 +148,13 @@ class MemeSpider(scrapy.Spider):
         # next idle check (every 5 s), which would also blur elapsed_time_seconds.
         if await runtime.drained():
             raise CloseSpider("finished")
+
+    def mine(self, source_id: str) -> bool:
+        """Whether this worker takes the item (always, without ``shard``); the others are counted."""
+        if self.shard is None or self.shard.holds(source_id):
+            return True
+        self.count("other_shard")
+        return False
 
     def count(self, outcome: str) -> None:
         assert self.crawler.stats is not None

@@ -22,7 +22,8 @@ class PendingSpider(MemeSpider):
         self.statuses = ("pending", "failed") if flag("failed", failed) else ("pending",)
 
     async def items(self) -> AsyncIterator[Any]:
-        async for found in pending_memes(self.runtime(), self.statuses, self.limit):
+        take = None if self.shard is None else (lambda meme: self.mine(meme.source_id))
+        async for found in pending_memes(self.runtime(), self.statuses, self.limit, take):
             meme = found.meme
             if found.body is None:
                 self.count("missing_object")

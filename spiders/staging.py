@@ -45,6 +45,8 @@ class StagingSpider(MemeSpider):
             if isinstance(entry, StagingProblem):
                 self.skip(entry.kind, manifest, entry.message)
                 continue
+            if not self.mine(f"{self.source}_{entry.id}"):
+                continue
             if self.limit is not None and yielded >= self.limit:
                 break
             yielded += 1

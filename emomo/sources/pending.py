@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from emomo.ingest.runtime import IngestRuntime
@@ -16,12 +16,14 @@ class PendingMeme:
     error: str | None = None
 
 
-async def pending_memes(runtime: IngestRuntime, statuses: tuple[str, ...],
-                        limit: int | None) -> AsyncIterator[PendingMeme]:
-    """Each meme with one of ``statuses``, oldest first, with its object's bytes (or why not)."""
+async def pending_memes(runtime: IngestRuntime, statuses: tuple[str, ...], limit: int | None,
+                        take: Callable[[MemeRecord], bool] | None = None) -> AsyncIterator[PendingMeme]:
+    """Each meme with one of ``statuses`` that ``take`` accepts (this worker's shard), oldest first,
+    with its object's bytes (or why not)."""
     memes: list[MemeRecord] = []
     for status in statuses:
-        memes += await runtime.repo.list_memes(status, limit)
+        found = await runtime.repo.list_memes(status, limit if take is None else None)
+        memes += found if take is None else [meme for meme in found if take(meme)]
     for meme in memes[:limit]:
         try:
             body = await runtime.store.get(meme.storage_key)
