@@ -165,6 +165,9 @@ class IngestConfig(Section):
     write_batch_size: int = Field(64, ge=1)
     #: writes failing in a row (an outage) before the crawl stops instead of paying for more
     max_write_failures: int = Field(10, ge=1)
+    #: workers sharing a database claim each image before its paid work; a claim this old
+    #: (seconds: its worker was killed mid-item) is taken over by another worker
+    claim_timeout: float = Field(600.0, gt=0)
     #: where descriptions wait when the database refuses them (the next start saves them)
     spool_dir: str = "./data/spool"
 

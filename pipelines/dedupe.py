@@ -41,8 +41,15 @@ class DedupePipeline(Stage):
             meme_id = await runtime.repo.find_vector(state.md5, collection)
             state.had_vector = meme_id is not None
             if meme_id is None or runtime.force:
-                self.count("new" if meme_id is None else "forced")
-                return
+                other = await runtime.claim_shared(state)
+                if other is None:
+                    self.count("new" if meme_id is None else "forced")
+                    return
+                # Another worker is ingesting this image now: it pays for it, not us. This source
+                # is linked to its meme by the next run that reads it.
+                self.conclude("duplicate")
+                self.count("claimed_elsewhere")
+                raise DuplicateMeme(f"{state.source}: md5 {state.md5} is being ingested by worker {other}")
             if state.source_record is None or state.replaces:
                 # Indexed already, under another source: this source holds it too.
                 link = SourceRecord(source_type, source_id, meme_id, state.md5)

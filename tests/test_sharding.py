@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psycopg
@@ -55,3 +56,85 @@ def test_three_shards_of_chinesebqb_ingest_every_meme_once(tmp_path: Path, cjk_f
     assert [c.stat("emomo/chinesebqb/other_shard") for c in crawls] == [len(planted) - n for n in taken]
     assert sorted(r[0] for r in rows) == sorted(p.md5 for p in planted)
     assert {r[1] for r in rows} == {"active"}
+
+
+def worker_config(folder: Path, name: str, claim_timeout: float = 600) -> str:
+    """A worker's config: the shared PostgreSQL and VLM, an embedded index of its own."""
+    (folder / f"{name}.yaml").write_text(
+        "database:\n  driver: postgres\nvlm:\n  provider: openai\n"
+        f"qdrant:\n  path: data/qdrant-{name}\ningest:\n  claim_timeout: {claim_timeout}\n", encoding="utf-8")
+    return f"{name}.yaml"
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_source_pay_for_each_image_once(tmp_path: Path, cjk_font: str) -> None:
+    import json
+
+    from conftest import kill, start_crawl
+    from servers import FakeAPI, Faults, fake_api
+
+    root = tmp_path / "ChineseBQB"
+    planted = build_tree(root, CAPTIONS[64:94], CATEGORIES, seed=15)
+    api = FakeAPI(api_key="sk-workers", vlm_faults=Faults(delay=0.3))
+    with fake_api(api) as url, postgres_database() as dsn:
+        env = {"DATABASE_URL": dsn, "OPENAI_API_KEY": "sk-workers", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
+        procs = [start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}",
+                             "-s", f"EMOMO_CONFIG={worker_config(tmp_path, name)}",
+                             "-s", f"EMOMO_STATS_FILE={tmp_path / name}.json", env=env, log=tmp_path / f"{name}.log")
+                 for name in ("a", "b")]
+        try:
+            codes = [p.wait(timeout=300) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    kill(p)
+        assert codes == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:] for n in ("a", "b")]
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT md5_hash, status FROM memes").fetchall()
+            claims = conn.execute("SELECT COUNT(*) FROM meme_claims").fetchone()
+    stats = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("a", "b")]
+    processed = [s.get("emomo/ingest/processed", 0) for s in stats]
+    assert sorted(r[0] for r in rows) == sorted(p.md5 for p in planted) and {r[1] for r in rows} == {"active"}
+    assert set(api.seen.values()) == {1} and len(api.seen) == len(planted)  # each image described once
+    assert sum(processed) == len(planted) and all(n > 0 for n in processed), processed
+    assert sum(s.get("emomo/dedupe/claimed_elsewhere", 0) for s in stats) > 0
+    assert claims == (0,)  # every claim released
+
+
+@pytest.mark.slow
+def test_a_killed_workers_claims_are_taken_over_after_the_timeout(tmp_path: Path, cjk_font: str) -> None:
+    import signal
+    import time
+
+    from conftest import start_crawl, wait_for
+
+    root = tmp_path / "ChineseBQB"
+    planted = build_tree(root, CAPTIONS[94:118], CATEGORIES, seed=16)
+    from servers import FakeAPI, Faults, fake_api
+
+    api = FakeAPI(api_key="sk-workers", vlm_faults=Faults(delay=1.0))
+    with fake_api(api) as url, postgres_database() as dsn:
+        env = {"DATABASE_URL": dsn, "OPENAI_API_KEY": "sk-workers", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
+
+        def active() -> int:
+            with psycopg.connect(dsn) as conn:
+                try:
+                    return int(conn.execute("SELECT COUNT(*) FROM memes WHERE status = 'active'").fetchone()[0])
+                except psycopg.errors.UndefinedTable:
+                    return 0
+
+        doomed = start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}",
+                             "-s", f"EMOMO_CONFIG={worker_config(tmp_path, 'a', claim_timeout=3)}", env=env)
+        assert wait_for(lambda: active() >= 2, timeout=120)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=30)
+        with psycopg.connect(dsn) as conn:
+            left = conn.execute("SELECT COUNT(*) FROM meme_claims").fetchone()[0]
+        assert left > 0  # what it was doing when it died
+        time.sleep(3.5)
+        survivor = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
+                             settings={"EMOMO_CONFIG": worker_config(tmp_path, "b", claim_timeout=3)}, env=env)
+        assert "emomo/dedupe/claimed_elsewhere" not in survivor.stats  # the stale claims were taken over
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT md5_hash, status FROM memes").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(p.md5 for p in planted) and {r[1] for r in rows} == {"active"}

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -131,6 +134,10 @@ class IngestRuntime:
         self._poke_due = False
         #: md5 -> the source of the item that holds it in this crawl
         self._claims: dict[str, str] = {}
+        #: workers sharing a database (PostgreSQL) also claim each md5 there before paying for it;
+        #: one SQLite file serves one machine, where the in-memory claim suffices
+        self.shared_claims = config.database.driver != "sqlite"
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: md5 -> sources read while another item held that md5: linked to its meme once it is done
         self._followers: dict[str, list[tuple[str, str, str | None]]] = {}
         #: writes that failed in a row (any item that completes resets it): the circuit breaker
@@ -392,6 +399,15 @@ class IngestRuntime:
             self._claims[state.md5] = state.source
         return holder
 
+    async def claim_shared(self, state: ItemState) -> str | None:
+        """Claim the item's md5 among the workers sharing the database; the worker holding it, if
+        another. Released when the item leaves the pipelines (``finish``)."""
+        if not self.shared_claims:
+            return None
+        holder = await self.repo.claim(state.md5, self.collection, self.worker, self.config.ingest.claim_timeout)
+        state.shared_claim = holder is None
+        return holder
+
     def follow(self, md5: str, source_type: str, source_id: str, locator: str | None) -> None:
         """A source whose image is in flight with another item: it is linked to that item's
         meme once the meme is recorded (``link_followers``), or forgotten if it fails."""
@@ -417,7 +433,16 @@ class IngestRuntime:
         state = detach(item)
         if state is not None and self._claims.get(state.md5) == state.source:
             del self._claims[state.md5]
+        if state is not None and state.shared_claim:
+            state.shared_claim = False
+            self.background(self._release(state.md5))
         return state
+
+    async def _release(self, md5: str) -> None:
+        try:
+            await self.repo.release(md5, self.collection, self.worker)
+        except Exception as exc:  # the claim times out by itself
+            logger.warning("Could not release the claim on %s: %s", md5, exc)
 
     async def rollback(self, item: Any) -> list[str]:
         """Undo what the stages wrote for ``item``, newest first; what could not be undone."""

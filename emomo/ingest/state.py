@@ -26,6 +26,8 @@ class ItemState:
     started: float = field(default_factory=time.monotonic)
     meme: MemeRecord | None = None
     had_vector: bool = False
+    #: this worker holds the md5's claim in the shared database (released when the item leaves)
+    shared_claim: bool = False
     #: why the describer or the embedder failed: the meme is parked, not undone
     deferred: str | None = None
     #: the status a parked meme is recorded with: pending (retry later) or failed

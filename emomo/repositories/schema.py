@@ -131,4 +131,18 @@ MIGRATIONS: list[tuple[int, list[Statement]]] = [
         "INSERT INTO meme_sources (source_type, source_id, meme_id, md5_hash, locator) "
         "SELECT source_type, source_id, id, md5_hash, source_url FROM memes",
     ]),
+    (4, [
+        # Which worker is ingesting an image for a collection, so that workers sharing one
+        # database never describe or upload it twice; a claim older than ingest.claim_timeout
+        # (a worker killed mid-item) is taken over. claimed_at: seconds since the epoch.
+        """
+        CREATE TABLE IF NOT EXISTS meme_claims (
+            md5_hash TEXT NOT NULL,
+            collection TEXT NOT NULL,
+            worker TEXT NOT NULL,
+            claimed_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (md5_hash, collection)
+        )
+        """,
+    ]),
 ]

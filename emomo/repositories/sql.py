@@ -8,6 +8,7 @@ paramstyle differs.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -192,6 +193,28 @@ class SQLMemeRepository(ABC):
             if meme.vlm_description and meme.vlm_model:
                 await s.execute(_UPSERT_DESCRIPTION, (meme.md5_hash, meme.vlm_model, meme.vlm_description))
         return meme
+
+    async def claim(self, md5: str, collection: str, worker: str, stale_after: float) -> str | None:
+        """Claim ``md5`` for ``collection`` for ``worker``: None when it is ours now (free, ours
+        already, or held by a claim older than ``stale_after`` seconds), else the worker holding it."""
+        now = time.time()
+        async with self.session() as s:
+            row = await s.fetchone(
+                "INSERT INTO meme_claims (md5_hash, collection, worker, claimed_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (md5_hash, collection) DO UPDATE SET worker = excluded.worker, "
+                "claimed_at = excluded.claimed_at "
+                "WHERE meme_claims.worker = excluded.worker OR meme_claims.claimed_at < ? RETURNING worker",
+                (md5, collection, worker, now, now - stale_after))
+            if row is not None:
+                return None
+            held = await s.fetchone("SELECT worker FROM meme_claims WHERE md5_hash = ? AND collection = ?",
+                                    (md5, collection))
+        return str(held["worker"]) if held else None
+
+    async def release(self, md5: str, collection: str, worker: str) -> None:
+        async with self.session() as s:
+            await s.execute("DELETE FROM meme_claims WHERE md5_hash = ? AND collection = ? AND worker = ?",
+                            (md5, collection, worker))
 
     async def save_description(self, md5: str, model: str, description: str) -> None:
         """Keep a description the moment it exists: it was paid for, whatever happens to its item."""
