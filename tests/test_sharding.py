@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import scrapy
+from conftest import kill, scrapy, start_crawl, wait_for
 from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree
 from scrapy.exceptions import UsageError
-from servers import postgres_database
+from servers import FakeAPI, Faults, fake_api, postgres_database
 
 from emomo.sharding import Shard
 
@@ -66,20 +71,24 @@ def worker_config(folder: Path, name: str, claim_timeout: float = 600) -> str:
     return f"{name}.yaml"
 
 
+@contextmanager
+def shared_backends(delay: float) -> Iterator[tuple[FakeAPI, str, dict[str, str]]]:
+    """What workers share: a VLM that counts each image it describes, and one PostgreSQL database."""
+    api = FakeAPI(api_key="sk-workers", vlm_faults=Faults(delay=delay))
+    with fake_api(api) as url, postgres_database() as dsn:
+        yield api, dsn, {"DATABASE_URL": dsn, "OPENAI_API_KEY": "sk-workers", "OPENAI_BASE_URL": url,
+                         "VLM_MODEL": "test/vlm"}
+
+
 @pytest.mark.slow
 def test_two_workers_on_one_source_pay_for_each_image_once(tmp_path: Path, cjk_font: str) -> None:
-    import json
-
-    from conftest import kill, start_crawl
-    from servers import FakeAPI, Faults, fake_api
-
     root = tmp_path / "ChineseBQB"
     planted = build_tree(root, CAPTIONS[64:94], CATEGORIES, seed=15)
-    api = FakeAPI(api_key="sk-workers", vlm_faults=Faults(delay=0.3))
-    with fake_api(api) as url, postgres_database() as dsn:
-        env = {"DATABASE_URL": dsn, "OPENAI_API_KEY": "sk-workers", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
+    with shared_backends(delay=0.3) as (api, dsn, env):
         procs = [start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}",
                              "-s", f"EMOMO_CONFIG={worker_config(tmp_path, name)}",
+                             # a few items at a time each, so that neither claims the whole source at once
+                             "-s", "EMOMO_MAX_ITEMS_IN_FLIGHT=4",
                              "-s", f"EMOMO_STATS_FILE={tmp_path / name}.json", env=env, log=tmp_path / f"{name}.log")
                  for name in ("a", "b")]
         try:
@@ -103,18 +112,9 @@ def test_two_workers_on_one_source_pay_for_each_image_once(tmp_path: Path, cjk_f
 
 @pytest.mark.slow
 def test_a_killed_workers_claims_are_taken_over_after_the_timeout(tmp_path: Path, cjk_font: str) -> None:
-    import signal
-    import time
-
-    from conftest import start_crawl, wait_for
-
     root = tmp_path / "ChineseBQB"
     planted = build_tree(root, CAPTIONS[94:118], CATEGORIES, seed=16)
-    from servers import FakeAPI, Faults, fake_api
-
-    api = FakeAPI(api_key="sk-workers", vlm_faults=Faults(delay=1.0))
-    with fake_api(api) as url, postgres_database() as dsn:
-        env = {"DATABASE_URL": dsn, "OPENAI_API_KEY": "sk-workers", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"}
+    with shared_backends(delay=1.0) as (_, dsn, env):
 
         def active() -> int:
             with psycopg.connect(dsn) as conn:
