@@ -86,10 +86,14 @@ def test_one_signal_ends_the_crawl_within_seconds_and_a_rerun_completes(
         assert api.calls["chat"] == len(planted)  # no image described twice
 
 
-def test_a_second_signal_exits_at_once_and_a_rerun_completes(tmp_path: Path, tree: tuple[Path, list]) -> None:
+def test_a_second_signal_exits_at_once_and_a_rerun_completes(
+        tmp_path: Path, tree: tuple[Path, list], slow_vlm: tuple[FakeAPI, str]) -> None:
     root, planted = tree
+    # VLM calls of a second: the first signal's graceful stop is still waiting for them at the second.
+    settings, env = setup(tmp_path, "vlm", slow_vlm[1])
+    args = [a for key, value in settings.items() for a in ("-s", f"{key}={value}")]
     log = tmp_path / "crawl.log"
-    proc = start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", log=log)
+    proc = start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", *args, env=env, log=log)
     try:
         assert wait_for(lambda: count_memes(tmp_path) >= 2, timeout=180), log.read_text()[-3000:]
         os.kill(proc.pid, signal.SIGINT)
@@ -104,7 +108,7 @@ def test_a_second_signal_exits_at_once_and_a_rerun_completes(tmp_path: Path, tre
     assert took < 5, took
     assert code == 3
     assert "forcing unclean shutdown" in log.read_text(encoding="utf-8")
-    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=settings, env=env)
     final = read_state(tmp_path)
     assert final.active_md5s() == {p.md5 for p in planted}
     assert_consistent(final, COLLECTION)

@@ -13,8 +13,10 @@ import argparse
 import logging
 import os
 import signal
+import sys
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
@@ -64,19 +66,32 @@ class Command(ScrapyCrawlCommand):
                 return
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
-        self.crawler_process.start()
-        # The crawl is over and its state written; Scrapy's handlers are gone. A signal now (the
-        # second Ctrl-C of an impatient user, while threads wind down) exits at once, as during it.
+        # Outside the crawl a signal exits at once with the interrupted code. Scrapy installs its
+        # own handlers while the crawl runs; when the reactor stops, Twisted puts back the ones it
+        # found, these, so a second Ctrl-C while threads wind down cannot end in a traceback (-2).
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: os._exit(INTERRUPTED))
+        self.crawler_process.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: os._exit(INTERRUPTED))
+        self.exitcode = self.exit_code(crawler)
+        if self.exitcode == INTERRUPTED:
+            # Interrupted, everything written and closed: leave now. The interpreter's own teardown
+            # (joining idle engine threads) is where an impatient second Ctrl-C used to land, as a
+            # traceback and exit code -2.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED)
+
+    def exit_code(self, crawler: Crawler) -> int:
+        assert self.crawler_process is not None
         if self.crawler_process.bootstrap_failed:
-            self.exitcode = 1
-            return
+            return 1
         stats = crawler.stats
         if stats is None:
-            return
+            return 0
         reason = str(stats.get_value("finish_reason", ""))
         if reason in EXIT_CODES:
-            self.exitcode = EXIT_CODES[reason]
-        elif stats.get_value("emomo/ingest/stopped"):
-            self.exitcode = 1
+            return EXIT_CODES[reason]
+        return 1 if stats.get_value("emomo/ingest/stopped") else 0
