@@ -1,4 +1,4 @@
-"""Adaptive concurrency of API calls (issue 13): the limit's rule on a clock of its own, then
+"""Adaptive concurrency of API calls (issue 13): the limit's rule on its own, then
 the real describer against a loopback API that refuses calls beyond its own limit, then a crawl
 at the default config."""
 

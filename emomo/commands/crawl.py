@@ -46,6 +46,12 @@ EXIT_CODES = {
 }
 
 
+def exit_on_signal() -> None:
+    """SIGINT and SIGTERM end the process at once with the interrupted exit code."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: os._exit(INTERRUPTED))
+
+
 class Command(ScrapyCrawlCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
@@ -69,11 +75,9 @@ class Command(ScrapyCrawlCommand):
         # Outside the crawl a signal exits at once with the interrupted code. Scrapy installs its
         # own handlers while the crawl runs; when the reactor stops, Twisted puts back the ones it
         # found, these, so a second Ctrl-C while threads wind down cannot end in a traceback (-2).
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: os._exit(INTERRUPTED))
+        exit_on_signal()
         self.crawler_process.start()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: os._exit(INTERRUPTED))
+        exit_on_signal()
         self.exitcode = self.exit_code(crawler)
         if self.exitcode == INTERRUPTED:
             # Interrupted, everything written and closed: leave now. The interpreter's own teardown

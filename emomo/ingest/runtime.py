@@ -120,9 +120,10 @@ class IngestRuntime:
         #: end: throughput and CPU per item from item timestamps (Scrapy's elapsed time counts
         #: its start-up and rounds to its 5-second idle check)
         self._first: tuple[float, float] | None = None
+        self._last: tuple[float, float] | None = None
+        #: the median item time, recomputed every 25 items (admission reads it per item)
         self._item_seconds_cached: float | None = None
         self._item_seconds_at = 0
-        self._last: tuple[float, float] | None = None
         self.spool = DescriptionSpool(config.ingest.spool_dir)
         #: seconds from read to indexed, per processed item (for p50/p95 in stats)
         self.latencies: list[float] = []

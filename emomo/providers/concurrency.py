@@ -35,14 +35,14 @@ T = TypeVar("T")
 CALL: contextvars.ContextVar[CallReport | None] = contextvars.ContextVar("emomo_call", default=None)
 
 
-def _never() -> bool:
+def never() -> bool:
     return False
 
 
 class AdaptiveLimit:
     def __init__(self, maximum: int, *, adaptive: bool = True, initial: int = 8, decrease: float = 0.75,
-                 latency_tolerance: float = 2.0, probe_rounds: int = 3, on_change: Callable[[int], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 latency_tolerance: float = 2.0, probe_rounds: int = 3,
+                 on_change: Callable[[int], None] | None = None) -> None:
         self.maximum = max(1, maximum)
         self.adaptive = adaptive
         self.level = min(self.maximum, max(1, initial)) if adaptive else self.maximum
@@ -53,7 +53,6 @@ class AdaptiveLimit:
         self._ceiling: int | None = None  # the level at the last push-back
         self._clean_rounds = 0
         self.on_change = on_change
-        self.clock = clock
         self.in_flight = 0
         self.congestion_events = 0
         self._slow_start = True
@@ -82,7 +81,7 @@ class AdaptiveLimit:
             report.done()
 
     async def run(self, call: Callable[[], Awaitable[T]], retries: int,
-                  should_stop: Callable[[], bool] = _never) -> T:
+                  should_stop: Callable[[], bool] = never) -> T:
         """``call()`` in a slot. Rate limited (a 429), the call gives its slot back while it
         waits out the Retry-After, then tries again, up to ``retries`` times: a waiting call
         holds no slot, so the level counts the calls the API is serving."""
@@ -118,7 +117,7 @@ class AdaptiveLimit:
         self.congestion_events += 1
         if not self.adaptive:
             return
-        now = self.clock()
+        now = time.monotonic()
         if now - self._last_cut < (self._recent or 1.0):
             return  # the same burst: the calls in flight were sent before the last cut
         self._last_cut = now
@@ -171,7 +170,7 @@ class CallReport:
 
     def __init__(self, limit: AdaptiveLimit) -> None:
         self.limit = limit
-        self.started = limit.clock()
+        self.started = time.monotonic()
         self.pushed_back = False
         self.ok = False
 
@@ -186,4 +185,4 @@ class CallReport:
     def done(self) -> None:
         # A call that was pushed back and then retried took the API's wait, not its own time.
         if self.ok and not self.pushed_back:
-            self.limit.succeeded(self.limit.clock() - self.started)
+            self.limit.succeeded(time.monotonic() - self.started)

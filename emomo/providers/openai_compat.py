@@ -14,16 +14,11 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from emomo.providers.concurrency import CALL
+from emomo.providers.concurrency import CALL, never
 from emomo.providers.errors import retry_after_seconds
 
-
-def _never() -> bool:
-    return False
-
-
 #: whether the crawl is stopping, for the calls made in this context (set around each call)
-STOPPING: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar("emomo_stopping", default=_never)
+STOPPING: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar("emomo_stopping", default=never)
 #: answers that say "fewer calls at once": rate limited, overloaded, or failing under load
 PUSH_BACK = frozenset({429, 500, 502, 503, 504, 529})
 

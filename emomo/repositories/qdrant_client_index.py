@@ -14,18 +14,10 @@ from typing import Any, TypeVar
 
 from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
-from emomo.errors import BackendUnavailable, ConfigError
+from emomo.errors import BackendUnavailable
 from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PagedIndex, PointData, SearchFilter
 
 T = TypeVar("T")
-
-
-def dimension_mismatch(collection: str, size: int, dimensions: int, embedding_name: str) -> ConfigError:
-    return ConfigError(
-        f"embeddings[{embedding_name}].dimensions is {dimensions} but the Qdrant collection "
-        f"{collection!r} holds {size}-dimensional vectors; use the model's real dimension "
-        "or give this embedding another collection"
-    )
 
 
 class QdrantClientIndex(PagedIndex):
@@ -86,10 +78,7 @@ class QdrantClientIndex(PagedIndex):
         return await self._run(dims)
 
     async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
-        size = await self.dimensions(collection)
-        if size is not None:
-            if size != dimensions:
-                raise dimension_mismatch(collection, size, dimensions, embedding_name)
+        if await self.existing_size(collection, dimensions, embedding_name) is not None:
             return
 
         def create(client: Any) -> None:

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
 from emomo.errors import BackendUnavailable, ConfigError
-from emomo.repositories.qdrant_client_index import dimension_mismatch
 from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PagedIndex, PointData, SearchFilter
 
 logger = logging.getLogger(__name__)
@@ -169,9 +168,7 @@ class EdgeIndex(PagedIndex):
         return self._size_on_disk(collection)
 
     async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
-        size = await self.dimensions(collection)
-        if size is not None and size != dimensions:
-            raise dimension_mismatch(collection, size, dimensions, embedding_name)
+        await self.existing_size(collection, dimensions, embedding_name)
         await self._thread.run(self._load, collection, dimensions)
 
     async def upsert(self, collection: str, points: list[PointData]) -> None:

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from emomo.errors import ConfigError
+
 #: point ids are derived from (collection, md5): re-running an item overwrites its point
 _POINT_NAMESPACE = uuid.UUID("6b0c1f3e-6d1a-4f57-9a55-8f0e2f7c4b21")
 
@@ -80,7 +82,20 @@ def dense_vector(vector: Any) -> list[float]:
 
 
 class PagedIndex(ABC):
-    """What both implementations derive from their own page of records."""
+    """What both implementations derive from their own page of records and collection sizes."""
+
+    @abstractmethod
+    async def dimensions(self, collection: str) -> int | None: ...
+
+    async def existing_size(self, collection: str, dimensions: int, embedding_name: str) -> int | None:
+        """The vector size of an existing ``collection``; a size other than ``dimensions`` is refused."""
+        size = await self.dimensions(collection)
+        if size is not None and size != dimensions:
+            raise ConfigError(
+                f"embeddings[{embedding_name}].dimensions is {dimensions} but the Qdrant collection "
+                f"{collection!r} holds {size}-dimensional vectors; use the model's real dimension "
+                "or give this embedding another collection")
+        return size
 
     @abstractmethod
     async def _page(self, collection: str, offset: Any, limit: int, with_payload: Any,
