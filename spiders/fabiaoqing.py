@@ -111,18 +111,19 @@ class FabiaoqingSpider(MemeSpider):
     # --- requests -------------------------------------------------------------
 
     async def start(self) -> AsyncIterator[Any]:
+        # With JOBDIR, Scrapy restores spider.state with the queue: the pages whose image
+        # requests come back are known again, so the cursor goes on advancing. The tracker is
+        # set before the first await: the restored requests may be parsed while start() waits.
+        saved: dict[str, Any] = getattr(self, "state", None) or {}
+        if "pages" in saved:
+            self.first_page = int(saved["first_page"])
+            self.tracker = site.PageTracker.from_dict(saved["pages"], self._save_cursor)
         cursor = await self._load_state()
         page = self.start_page
         if self.resume and cursor:
             page = int(cursor) + 1
             self.logger.info("Resuming after list page %s", cursor)
-        # With JOBDIR, Scrapy restores spider.state with the queue: the pages whose image
-        # requests come back are known again, so the cursor goes on advancing.
-        saved: dict[str, Any] = getattr(self, "state", None) or {}
-        if "pages" in saved:
-            self.first_page = int(saved["first_page"])
-            self.tracker = site.PageTracker.from_dict(saved["pages"], self._save_cursor)
-        else:
+        if "pages" not in saved:
             self.first_page = page
             self.tracker = site.PageTracker(page, self._save_cursor)
         if hasattr(self, "state"):

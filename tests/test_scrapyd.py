@@ -100,13 +100,13 @@ def scrapyd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrapyd]:
         proc.wait(timeout=20)
 
 
-def write_config(folder: Path) -> Path:
+def write_config(folder: Path, extra: str = "") -> Path:
     """Absolute paths: a scrapyd job runs in scrapyd's folder, not ours."""
     data = folder / "data"
     config = folder / "config.yaml"
     config.write_text(
         f"database:\n  path: {data / 'emomo.db'}\nqdrant:\n  path: {data / 'qdrant'}\n"
-        f"storage:\n  path: {data / 'objects'}\n", encoding="utf-8")
+        f"storage:\n  path: {data / 'objects'}\n{extra}", encoding="utf-8")
     return config
 
 
@@ -165,7 +165,8 @@ def test_cancel_json_ends_a_running_job_cleanly_with_its_summary(scrapyd: Scrapy
 
     tree = tmp_path / "ChineseBQB"
     planted = build_tree(tree, CAPTIONS[:60], CATEGORIES, seed=17)
-    config = write_config(tmp_path)
+    # One OCR engine: at the cancel some admitted items still wait for it (and are interrupted).
+    config = write_config(tmp_path, "ingest:\n  ocr_threads: 1\n")
     job = scrapyd.schedule("chinesebqb", f"EMOMO_CONFIG={config}", repo_path=str(tree))
     assert wait_for(lambda: count_memes(tmp_path) >= 3, timeout=180)
     answer = scrapyd.call("cancel.json", project="emomo", job=job)  # SIGTERM, as an operator's cancel
