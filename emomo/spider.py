@@ -139,6 +139,8 @@ class MemeSpider(scrapy.Spider):
                 if not await runtime.admit():
                     self.logger.warning("Not reading further: %s", runtime.stop_cause or "the crawl is stopping")
                     return
+                # Counted once it is handed to Scrapy: an item read but refused here is not yielded.
+                self.count("yielded")
                 yield item
         except SourceUnreadable as exc:
             # The check before the crawl passed; the source went away since. Nothing more can be read.

@@ -44,6 +44,5 @@ class ChineseBQBSpider(MemeSpider):
         self.logger.info("Found %d image files under %s", len(files), self.repo_path)
         files = [f for f in files if self.mine(f.rel_path)]
         for f in files[: self.limit]:
-            self.count("yielded")
             yield MemeItem(source_type="chinesebqb", source_id=f.rel_path, path=f.path,
                            category=f.category, tags=f.tags)

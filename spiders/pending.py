@@ -29,6 +29,5 @@ class PendingSpider(MemeSpider):
                 self.count("missing_object")
                 self.logger.error("meme %s (%s:%s): %s", meme.id, meme.source_type, meme.source_id, found.error)
                 continue
-            self.count("yielded")
             yield MemeItem(source_type=meme.source_type, source_id=meme.source_id, url=meme.source_url,
                            body=found.body, category=meme.category, tags=meme.tags)

@@ -50,7 +50,6 @@ class StagingSpider(MemeSpider):
             if self.limit is not None and yielded >= self.limit:
                 break
             yielded += 1
-            self.count("yielded")
             yield MemeItem(
                 source_type=f"staging:{self.source}", source_id=f"{self.source}_{entry.id}", url=entry.source_url,
                 path=entry.path, category=entry.category, tags=entry.tags,
