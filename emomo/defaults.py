@@ -7,6 +7,12 @@ EMOMO_ENABLED     False switches the ingest pipelines off (items pass through un
 EMOMO_MAX_ITEMS_IN_FLIGHT  items a spider's start() lets into the pipelines at once (backpressure);
                   0: sized to the describer (a few per OCR engine; twice the VLM calls in flight)
 EMOMO_STATS_FILE  a path: the crawl's stats are written there as JSON when it closes
+EMOMO_FRONTIER    a Redis URL (redis://HOST:PORT/DB): the crawl's requests are shared there with the
+                  other workers started with the same arguments (spider argument ``frontier``)
+EMOMO_FRONTIER_CRAWL  the name under which the workers of one shared crawl meet (spider argument
+                  ``crawl``); empty: the collection and the site
+EMOMO_FRONTIER_BUSY_TTL  seconds a worker's busy mark lasts in Redis unless renewed: how long a killed
+                  worker holds the end of a shared crawl back
 """
 
 from __future__ import annotations
@@ -22,3 +28,6 @@ EMOMO_MAX_ITEMS_IN_FLIGHT = 0
 #: the admission of a describer that does not say
 FALLBACK_ITEMS_IN_FLIGHT = 128
 EMOMO_STATS_FILE = ""
+EMOMO_FRONTIER = ""
+EMOMO_FRONTIER_CRAWL = ""
+EMOMO_FRONTIER_BUSY_TTL = 60

@@ -1,5 +1,5 @@
 """``scrapy crawl fabiaoqing [-a start_page=N] [-a max_pages=N] [-a limit=N] [-a output=ingest|staging]
-[-a base_url=URL] [-a embedding=NAME] [-a resume=1]``"""
+[-a base_url=URL] [-a embedding=NAME] [-a resume=1] [-a frontier=redis://HOST:PORT/DB [-a crawl=NAME]]``"""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from scrapy.exceptions import DownloadCancelledError, UsageError
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
+from emomo.frontier import Frontier, SharedPageTracker, check_url, default_crawl_name, frontier_key, frontier_settings
 from emomo.items import MemeItem
 from emomo.sources import fabiaoqing as site
 from emomo.spider import MemeSpider, flag, positive_int
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
+    from scrapy.settings import BaseSettings
 
 
 class FabiaoqingSpider(MemeSpider):
@@ -31,6 +33,11 @@ class FabiaoqingSpider(MemeSpider):
 
     ``resume=1`` starts after the last page whose images were all handled, a cursor kept
     with the data (the database, or the staging folder). JOBDIR works as for any spider.
+
+    ``frontier=redis://…`` shares the crawl with every worker started with the same arguments
+    (emomo.frontier): list pages and images are taken from one queue in Redis, each fetched
+    once, and the crawl ends when the queue is drained and no worker is busy. ``limit`` then
+    counts the images this worker found.
     """
 
     name = "fabiaoqing"
@@ -53,7 +60,8 @@ class FabiaoqingSpider(MemeSpider):
     }
 
     def __init__(self, *args: Any, start_page: Any = 1, max_pages: Any = None, output: str = "ingest",
-                 base_url: str = "", resume: Any = None, **kwargs: Any) -> None:
+                 base_url: str = "", resume: Any = None, frontier: str = "", crawl: str = "",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.start_page = positive_int("start_page", start_page) or 1
         self.max_pages = positive_int("max_pages", max_pages)
@@ -64,7 +72,11 @@ class FabiaoqingSpider(MemeSpider):
         if not self.base_url.startswith(("http://", "https://")):
             raise UsageError(f"-a base_url={base_url}: expected an http(s) URL")
         self.resume = flag("resume", resume)
+        self.frontier_url = frontier
+        self.crawl_name = crawl
+        self.frontier: Frontier | None = None
         self.known: set[str] = set()
+        self.tracker: site.PageTracker | SharedPageTracker
         self.requested = 0
 
     @classmethod
@@ -76,9 +88,35 @@ class FabiaoqingSpider(MemeSpider):
                                  priority="spider")
             crawler.settings.set("EMOMO_STAGING_SOURCE", site.SOURCE, priority="spider")
         spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.frontier_url:
+            crawler.settings.setdict(frontier_settings(spider.frontier_url, spider.frontier_key), priority="spider")
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._item_done, signal=signal)
         return spider
+
+    def configure(self, settings: BaseSettings) -> None:
+        super().configure(settings)
+        self.frontier_url = self.frontier_url or settings.get("EMOMO_FRONTIER") or ""
+        if not self.frontier_url:
+            return
+        url = check_url(self.frontier_url)
+        where = f"-a frontier={url}"
+        if self.output == "staging":
+            raise UsageError(f"{where}: a staging folder is one machine's; share the crawl with output=ingest")
+        if self.config.database.driver == "sqlite":
+            raise UsageError(f"{where}: the workers of a shared crawl need one database, and database.driver is "
+                             "sqlite (a file of one machine): set database.driver: postgres and DATABASE_URL")
+        if settings.get("JOBDIR"):
+            raise UsageError(f"{where}: the queue is kept in Redis, which resumes the crawl; leave JOBDIR unset")
+        crawl = self.crawl_name or settings.get("EMOMO_FRONTIER_CRAWL") or default_crawl_name(
+            self.config.embedding(self.embedding or settings.get("EMOMO_EMBEDDING") or None).collection
+            or self.config.qdrant.collection, self.base_url)
+        self.frontier_key = frontier_key(self.name, crawl)
+        try:
+            self.frontier = Frontier.from_url(url, self.frontier_key)
+            self.frontier.server.ping()
+        except Exception as exc:
+            raise UsageError(f"{where}: cannot reach Redis: {exc}") from None
 
     def needs_backends(self) -> bool:
         return self.output == "ingest"
@@ -123,10 +161,14 @@ class FabiaoqingSpider(MemeSpider):
         if self.resume and cursor:
             page = int(cursor) + 1
             self.logger.info("Resuming after list page %s", cursor)
-        if "pages" not in saved:
+        if self.frontier is not None:
+            # Shared with the other workers: the first to start sets the first page.
+            self.tracker = self.frontier.tracker(page, self._save_cursor)
+            self.first_page = self.tracker.first_page
+        elif "pages" not in saved:
             self.first_page = page
             self.tracker = site.PageTracker(page, self._save_cursor)
-        if hasattr(self, "state"):
+        if hasattr(self, "state") and isinstance(self.tracker, site.PageTracker):
             self.state["first_page"] = self.first_page
             self.tracker.on_change = lambda pages: self.state.__setitem__("pages", pages)
         self.logger.info("%d fabiaoqing images already %s", len(self.known),
@@ -146,7 +188,7 @@ class FabiaoqingSpider(MemeSpider):
             return
         requests = []
         for entry in entries:
-            if entry.source_id in self.known:
+            if entry.source_id in self.known or (self.frontier and not self.frontier.first_listing(entry.source_id)):
                 self.count("known")
                 continue
             if self.limit is not None and self.requested >= self.limit:

@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -16,7 +14,8 @@ from conftest import kill, scrapy, start_crawl, wait_for
 from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree
 from scrapy.exceptions import UsageError
-from servers import FakeAPI, Faults, fake_api, postgres_database
+from servers import postgres_database
+from workers import shared_backends, worker_config
 
 from emomo.sharding import Shard
 
@@ -61,23 +60,6 @@ def test_three_shards_of_chinesebqb_ingest_every_meme_once(tmp_path: Path, cjk_f
     assert [c.stat("emomo/chinesebqb/other_shard") for c in crawls] == [len(planted) - n for n in taken]
     assert sorted(r[0] for r in rows) == sorted(p.md5 for p in planted)
     assert {r[1] for r in rows} == {"active"}
-
-
-def worker_config(folder: Path, name: str, claim_timeout: float = 600) -> str:
-    """A worker's config: the shared PostgreSQL and VLM, an embedded index of its own."""
-    (folder / f"{name}.yaml").write_text(
-        "database:\n  driver: postgres\nvlm:\n  provider: openai\n"
-        f"qdrant:\n  path: data/qdrant-{name}\ningest:\n  claim_timeout: {claim_timeout}\n", encoding="utf-8")
-    return f"{name}.yaml"
-
-
-@contextmanager
-def shared_backends(delay: float) -> Iterator[tuple[FakeAPI, str, dict[str, str]]]:
-    """What workers share: a VLM that counts each image it describes, and one PostgreSQL database."""
-    api = FakeAPI(api_key="sk-workers", vlm_faults=Faults(delay=delay))
-    with fake_api(api) as url, postgres_database() as dsn:
-        yield api, dsn, {"DATABASE_URL": dsn, "OPENAI_API_KEY": "sk-workers", "OPENAI_BASE_URL": url,
-                         "VLM_MODEL": "test/vlm"}
 
 
 @pytest.mark.slow

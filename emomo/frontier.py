@@ -1,0 +1,296 @@
+"""``-a frontier=redis://HOST:PORT/DB``: several processes share one crawl of a site through Redis.
+
+scrapy-redis holds the shared request queue and dupefilter: every worker started with the same
+arguments pushes the requests its callbacks yield there and takes the next one from there, so
+list pages and images are spread over the workers and none is fetched twice. This module adds
+what scrapy-redis leaves to its users:
+
+- **One crawl, one key.** The workers of a crawl meet under ``emomo:<spider>:<crawl>``; the name
+  defaults to the collection and the site, so the same arguments mean the same crawl.
+- **An end.** scrapy-redis spiders wait for more work forever (or for a guessed idle timeout).
+  Here a worker marks itself busy in Redis *before* it takes a request, and idle when its engine
+  is idle (nothing queued, downloading or in the pipelines). The crawl is over when the queue is
+  empty and no worker is busy, read in one Redis script: a busy worker is the only one that can
+  add requests, and it adds them before it goes idle, so that state cannot change afterwards.
+  A worker that dies stops renewing its mark, which lapses after ``EMOMO_FRONTIER_BUSY_TTL`` seconds.
+- **Shared bookkeeping.** Which images are already listed (an image listed on two pages is
+  requested once, whoever parsed the pages), and the page tracker whose cursor ``resume=1`` reads.
+
+The frontier's keys stay in Redis while the crawl is unfinished: workers started again with the
+same arguments go on with its queue. The worker that sees the crawl finished deletes them. The
+requests a killed worker had taken are lost with it; their list page then never counts as done,
+so the cursor stays before it and the next ``resume=1`` crawl lists it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import DontCloseSpider, UsageError
+from scrapy_redis.connection import get_redis
+from scrapy_redis.scheduler import Scheduler as RedisScheduler
+from twisted.internet import task
+
+from emomo.defaults import EMOMO_FRONTIER_BUSY_TTL
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from redis import Redis
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+    from scrapy.http import Request
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+# The crawl is over: nothing queued, and no worker marked busy whose mark is still alive.
+_DONE = """
+if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
+local now = tonumber(redis.call('TIME')[1])
+local marks = redis.call('HGETALL', KEYS[2])
+for i = 2, #marks, 2 do
+  if tonumber(marks[i]) > now then return 0 end
+end
+return 1
+"""
+
+# Mark this worker busy until now + ttl, by the Redis server's clock (workers' clocks may differ).
+_BUSY = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+return now
+"""
+
+# Advance the cursor over the pages that are parsed and have no image outstanding; returns the
+# last page now done, or 0 when the cursor did not move. KEYS: next page, parsed set, outstanding hash.
+_ADVANCE = """
+local function advance()
+  local nxt = tonumber(redis.call('GET', KEYS[1]))
+  local start = nxt
+  while redis.call('SISMEMBER', KEYS[2], nxt) == 1 and tonumber(redis.call('HGET', KEYS[3], nxt) or '0') <= 0 do
+    redis.call('HDEL', KEYS[3], nxt)
+    redis.call('SREM', KEYS[2], nxt)
+    nxt = nxt + 1
+  end
+  if nxt == start then return 0 end
+  redis.call('SET', KEYS[1], nxt)
+  return nxt - 1
+end
+if ARGV[1] == 'parsed' then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('HINCRBY', KEYS[3], ARGV[2], ARGV[3])
+elseif redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
+else
+  return 0
+end
+return advance()
+"""
+
+
+#: seconds between an idle worker's looks at the shared queue
+WAKE_INTERVAL = 0.5
+
+
+def frontier_key(spider: str, crawl: str) -> str:
+    return f"emomo:{spider}:{crawl}"
+
+
+def default_crawl_name(collection: str, base_url: str) -> str:
+    """The workers of one collection crawling one site meet under one name."""
+    return f"{collection}:{hashlib.sha1(base_url.encode()).hexdigest()[:10]}"
+
+
+def check_url(url: str) -> str:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"-a frontier={url}: expected a Redis URL, redis://HOST:PORT/DB")
+    return url
+
+
+def frontier_settings(url: str, key: str) -> dict[str, Any]:
+    """The Scrapy settings that put a crawl's requests in Redis under ``key``."""
+    return {
+        "SCHEDULER": "emomo.frontier.FrontierScheduler",
+        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+        "SCHEDULER_QUEUE_CLASS": "scrapy_redis.queue.PriorityQueue",
+        "SCHEDULER_QUEUE_KEY": f"{key}:requests",
+        "SCHEDULER_DUPEFILTER_KEY": f"{key}:dupefilter",
+        # Several workers share the queue: the one that sees the crawl finished clears it, not
+        # each worker as it closes (scrapy-redis's default would empty it under the others).
+        "SCHEDULER_PERSIST": True,
+        "REDIS_URL": url,
+        "EMOMO_FRONTIER_KEY": key,
+    }
+
+
+class Frontier:
+    """A crawl's shared state in Redis, besides scrapy-redis's queue and dupefilter."""
+
+    def __init__(self, server: Redis, key: str, worker: str = "", busy_ttl: int = EMOMO_FRONTIER_BUSY_TTL) -> None:
+        self.server = server
+        self.key = key
+        self.worker = worker
+        self.busy_ttl = busy_ttl
+        self.is_busy = False
+        self._done = server.register_script(_DONE)
+        self._busy = server.register_script(_BUSY)
+
+    @classmethod
+    def from_url(cls, url: str, key: str, worker: str = "", busy_ttl: int = EMOMO_FRONTIER_BUSY_TTL) -> Self:
+        return cls(get_redis(url=url), key, worker, busy_ttl)
+
+    @property
+    def queue_key(self) -> str:
+        return f"{self.key}:requests"
+
+    def mark_busy(self) -> None:
+        self._busy(keys=[f"{self.key}:busy"], args=[self.worker, self.busy_ttl])
+        self.is_busy = True
+
+    def mark_idle(self) -> None:
+        self.server.hdel(f"{self.key}:busy", self.worker)
+        self.is_busy = False
+
+    def renew(self) -> None:
+        if self.is_busy:
+            self.mark_busy()
+
+    def done(self) -> bool:
+        return bool(self._done(keys=[self.queue_key, f"{self.key}:busy"]))
+
+    def first_listing(self, source_id: str) -> bool:
+        """True for the first worker to find this image on a list page in this crawl."""
+        return bool(self.server.sadd(f"{self.key}:listed", source_id))
+
+    def clear(self) -> None:
+        """Delete every key of the crawl: the next crawl with these arguments starts afresh."""
+        keys = list(self.server.scan_iter(match=f"{self.key}:*", count=1000))
+        if keys:
+            self.server.delete(*keys)
+
+    def tracker(self, start_page: int, on_advance: Callable[[int], None]) -> SharedPageTracker:
+        return SharedPageTracker(self, start_page, on_advance)
+
+
+class SharedPageTracker:
+    """The page tracker of emomo.sources.fabiaoqing.PageTracker, kept in Redis so that every
+    worker counts the images of every page: a page is done when the images it listed are, by
+    whichever workers. The worker whose image completes a page moves the cursor."""
+
+    def __init__(self, frontier: Frontier, start_page: int, on_advance: Callable[[int], None]) -> None:
+        self.server = frontier.server
+        key = frontier.key
+        self.keys = [f"{key}:next_page", f"{key}:parsed", f"{key}:outstanding"]
+        # The first worker sets where the crawl starts; the others (and workers started again on
+        # an unfinished crawl) go on from there.
+        self.server.set(self.keys[0], start_page, nx=True)
+        self.server.set(f"{key}:first_page", start_page, nx=True)
+        self.first_page = int(self.server.get(f"{key}:first_page") or start_page)
+        self.on_advance = on_advance
+        self._script = self.server.register_script(_ADVANCE)
+
+    def page_parsed(self, page: int, images: int) -> None:
+        self._moved(self._script(keys=self.keys, args=["parsed", page, images]))
+
+    def image_done(self, page: int) -> None:
+        self._moved(self._script(keys=self.keys, args=["done", page]))
+
+    def _moved(self, done_up_to: Any) -> None:
+        if int(done_up_to):
+            self.on_advance(int(done_up_to))
+
+
+class FrontierScheduler(RedisScheduler):
+    """scrapy-redis's scheduler that knows when the shared crawl is over (see the module)."""
+
+    frontier: Frontier
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        scheduler = super().from_crawler(crawler)
+        settings: BaseSettings = crawler.settings
+        scheduler.frontier = Frontier(scheduler.server, settings["EMOMO_FRONTIER_KEY"], _worker_name(),
+                                      settings.getint("EMOMO_FRONTIER_BUSY_TTL"))
+        scheduler.crawler = crawler
+        # scrapy-redis counts with the spider argument Scrapy 2.19 deprecates: count here instead.
+        scheduler.stats = None
+        crawler.signals.connect(scheduler.spider_idle, signal=signals.spider_idle)
+        return scheduler
+
+    def open(self, spider: Spider) -> None:
+        super().open(spider)
+        self._renewal = task.LoopingCall(self.frontier.renew)
+        self._renewal.start(max(1, self.frontier.busy_ttl // 4), now=False)
+        self._wake = task.LoopingCall(self._wake_when_work_arrives)
+        self._wake.start(WAKE_INTERVAL, now=False)
+
+    def _wake_when_work_arrives(self) -> None:
+        # An idle engine asks for requests only at its 5 s heartbeat; other workers' list pages
+        # fill the queue meanwhile. Ask sooner (the engine's own wake-up call, as a finished
+        # download makes it).
+        if self.frontier.is_busy or not len(self.queue):
+            return
+        slot = getattr(self.crawler.engine, "_slot", None)
+        if slot is not None:
+            slot.nextcall.schedule()
+
+    def next_request(self) -> Request | None:
+        # Take a request only when the ones taken are all on the wire: Scrapy would otherwise
+        # pull up to CONCURRENT_REQUESTS into its downloader, where the other workers could
+        # not have them (and a killed worker would lose them).
+        if not len(self.queue) or self._waiting_to_download():
+            return None
+        # Busy before taking anything: a worker holding a request is never seen idle.
+        if not self.frontier.is_busy:
+            self.frontier.mark_busy()
+        request = super().next_request()
+        if request is not None:
+            self.crawler.stats.inc_value("scheduler/dequeued/redis")
+        return request
+
+    def enqueue_request(self, request: Request) -> bool:
+        queued = bool(super().enqueue_request(request))
+        if queued:
+            self.crawler.stats.inc_value("scheduler/enqueued/redis")
+        return queued
+
+    def _waiting_to_download(self) -> bool:
+        # A request is waiting when the downloader has it (in a middleware, say robots.txt's,
+        # or a download slot's queue) but is not transferring it yet.
+        engine = self.crawler.engine
+        if engine is None:
+            return False
+        downloader = engine.downloader
+        return len(downloader.active) > sum(len(slot.transferring) for slot in downloader.slots.values())
+
+    def spider_idle(self, spider: Spider) -> None:
+        """Scrapy found this worker idle: the crawl ends here only if it is over everywhere."""
+        if self.frontier.is_busy:
+            self.frontier.mark_idle()
+        if not self.frontier.done():
+            raise DontCloseSpider
+        logger.info("The shared frontier %s is drained and no worker is busy: the crawl is over",
+                    self.frontier.key, extra={"spider": spider})
+
+    def close(self, reason: str) -> None:
+        for loop in (self._renewal, self._wake):
+            if loop.running:
+                loop.stop()
+        try:
+            if self.frontier.is_busy:
+                self.frontier.mark_idle()
+            if reason == "finished" and self.frontier.done():
+                self.frontier.clear()
+        except Exception as exc:  # Redis gone at the end: its keys stay, the busy mark lapses
+            logger.warning("Could not update the shared frontier %s: %s", self.frontier.key, exc)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
