@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -120,3 +121,51 @@ def test_a_killed_workers_claims_are_taken_over_after_the_timeout(tmp_path: Path
         with psycopg.connect(dsn) as conn:
             rows = conn.execute("SELECT md5_hash, status FROM memes").fetchall()
     assert sorted(r[0] for r in rows) == sorted(p.md5 for p in planted) and {r[1] for r in rows} == {"active"}
+
+
+@pytest.mark.slow
+def test_three_shard_workers_at_once_one_killed_its_shard_run_again_completes_the_source(
+        tmp_path: Path, cjk_font: str) -> None:
+    root = tmp_path / "ChineseBQB"
+    planted = build_tree(root, CAPTIONS[118:154], CATEGORIES, seed=18)
+    names = {1: "a", 2: "b", 3: "c"}
+    with shared_backends(delay=0.5) as (api, dsn, env):
+
+        def worker(k: int, name: str) -> subprocess.Popen[str]:
+            return start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}", "-a", f"shard={k}/3",
+                               "-s", f"EMOMO_CONFIG={worker_config(tmp_path, name, claim_timeout=3)}",
+                               "-s", "EMOMO_MAX_ITEMS_IN_FLIGHT=4",
+                               "-s", f"EMOMO_STATS_FILE={tmp_path / name}.json", env=env,
+                               log=tmp_path / f"{name}.log")
+
+        def active() -> int:
+            with psycopg.connect(dsn) as conn:
+                try:
+                    return int(conn.execute("SELECT COUNT(*) FROM memes WHERE status = 'active'").fetchone()[0])
+                except psycopg.errors.UndefinedTable:
+                    return 0
+
+        procs = {k: worker(k, name) for k, name in names.items()}
+        try:
+            assert wait_for(lambda: active() >= 6, timeout=180)
+            os.killpg(procs[2].pid, signal.SIGKILL)  # mid-crawl, with items in flight
+            codes = {k: p.wait(timeout=300) for k, p in procs.items()}
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    kill(p)
+        assert codes == {1: 0, 2: -signal.SIGKILL, 3: 0}, [(tmp_path / f"{n}.log").read_text()[-2000:]
+                                                            for n in ("a", "c")]
+        time.sleep(3.5)  # the killed worker's claims lapse
+        again = worker(2, "b2")  # the operator schedules its shard again
+        assert again.wait(timeout=300) == 0, (tmp_path / "b2.log").read_text()[-2000:]
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT md5_hash, status FROM memes").fetchall()
+            claims = conn.execute("SELECT COUNT(*) FROM meme_claims").fetchone()
+    stats = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "c", "b2")}
+    assert sorted(r[0] for r in rows) == sorted(p.md5 for p in planted) and {r[1] for r in rows} == {"active"}
+    assert all(s.get("emomo/ingest/processed", 0) > 0 for s in stats.values()), stats
+    assert "emomo/dedupe/claimed_elsewhere" not in stats["b2"]  # the dead worker's claims were taken over
+    assert claims == (0,)
+    # Only what the killed worker was describing when it died may have been paid for twice.
+    assert len(api.seen) == len(planted) and sum(api.seen.values()) - len(planted) <= 4, api.seen
