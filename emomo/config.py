@@ -192,6 +192,20 @@ class ServerConfig(Section):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class DedupeConfig(Section):
+    """Near-duplicates (emomo.near): a file whose perceptual hash is within ``near_distance``
+    bits of a recorded meme's and whose image carries the same text is recorded as another
+    source of that meme: no VLM call, no new point."""
+
+    near: bool = True
+    #: bits of the 64-bit hash; re-encoding and resizing move 0-4, crops of a few pixels up to
+    #: about 8, another meme about 32 (the text check guards the rest)
+    near_distance: int = Field(10, ge=0, le=20)
+    #: how alike the two images' text must be (0-1, after dropping spaces and punctuation;
+    #: OCR reads a re-encoded caption nearly but not always exactly the same)
+    near_text_similarity: float = Field(0.8, gt=0, le=1)
+
+
 class EmomoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -201,6 +215,7 @@ class EmomoConfig(BaseModel):
     vlm: VLMConfig = VLMConfig()
     embeddings: list[EmbeddingConfig] = Field(default_factory=_local_embedding, min_length=1)
     ingest: IngestConfig = IngestConfig()
+    dedupe: DedupeConfig = DedupeConfig()
     sources: SourcesConfig = SourcesConfig()
     server: ServerConfig = ServerConfig()
     #: where the user's file came from, for error messages

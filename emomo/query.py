@@ -91,10 +91,12 @@ async def search(config: EmomoConfig, query: str, embedding_name: str | None = N
 
 
 async def stats(config: EmomoConfig) -> dict[str, Any]:
-    """``{"memes": {status: N}, "collections": {name: {"points": N, "vectors": N}}}``."""
+    """``{"memes": {status: N}, "sources": {"total": N, "near_duplicate": N},
+    "collections": {name: {"points": N, "vectors": N}}}``."""
     repo, index = await _open(config)
     try:
         memes = await repo.count_memes()
+        sources = await repo.count_sources()
         vectors = await repo.count_vectors()
         existing = set(await index.collections())
         configured = {e.collection for e in config.embeddings}
@@ -105,4 +107,4 @@ async def stats(config: EmomoConfig) -> dict[str, Any]:
     finally:
         await repo.close()
         await index.close()
-    return {"memes": memes, "collections": collections}
+    return {"memes": memes, "sources": sources, "collections": collections}

@@ -9,7 +9,9 @@ from typing import Any
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
+from emomo.ingest.near_dupes import find_near_duplicate, hash_item
 from emomo.ingest.stage import Stage, item_locator
+from emomo.ingest.state import ItemState
 from emomo.repositories import SourceRecord
 
 
@@ -40,9 +42,15 @@ class DedupePipeline(Stage):
         else:
             meme_id = await runtime.repo.find_vector(state.md5, collection)
             state.had_vector = meme_id is not None
+            if (meme_id is None and state.source_record is not None and not state.replaces and not runtime.force
+                    and await runtime.repo.meme_indexed(state.source_record.meme_id, collection)):
+                # A source recorded as a near-duplicate of another file's meme: done already.
+                meme_id = state.source_record.meme_id
             if meme_id is None or runtime.force:
                 other = await runtime.claim_shared(state)
                 if other is None:
+                    if meme_id is None and runtime.config.dedupe.near:
+                        await self.near_duplicate(state, adapter)
                     self.count("new" if meme_id is None else "forced")
                     return
                 # Another worker is ingesting this image now: it pays for it, not us. This source
@@ -60,4 +68,22 @@ class DedupePipeline(Stage):
             reason = f"md5 {state.md5} is already in collection {collection}"
         self.conclude("duplicate")
         self.log(logging.DEBUG, "Skipped %s as a duplicate: %s", state.source, reason)
+        raise DuplicateMeme(f"{state.source}: {reason}")
+
+    async def near_duplicate(self, state: ItemState, adapter: ItemAdapter) -> None:
+        """Drop the item as another source of a recorded meme it nearly duplicates, if any."""
+        runtime = self.runtime
+        state.near = await hash_item(adapter["body"])
+        match = await find_near_duplicate(runtime, state, adapter["body"], state.near)
+        if match is None:
+            return
+        link = SourceRecord(str(adapter["source_type"]), str(adapter["source_id"]), match.meme_id, state.md5)
+        previous = await runtime.repo.link_source(link, item_locator(adapter), replace=True)
+        if previous is not None:
+            await runtime.retire(previous)
+        await runtime.link_followers(state.md5, match.meme_id)
+        self.count("near_duplicate")
+        self.conclude("duplicate")
+        reason = f"a near-duplicate of meme {match.meme_id} (hash {match.distance} bits away, the same text)"
+        self.log(logging.DEBUG, "Recorded %s as another source: %s", state.source, reason)
         raise DuplicateMeme(f"{state.source}: {reason}")

@@ -25,7 +25,8 @@ class DescribePipeline(Stage):
         state = self.state(item)
         describer = self.runtime.describer
         context = DescribeContext(source=state.source, category=adapter.get("category") or "",
-                                  tags=list(adapter.get("tags") or []), should_stop=self.runtime.should_stop)
+                                  tags=list(adapter.get("tags") or []), should_stop=self.runtime.should_stop,
+                                  image_text=state.near.image_text if state.near else None)
         try:
             description, cut = clean_text(await describer.describe(adapter["body"], adapter["format"], context),
                                           self.runtime.config.ingest.max_description_chars)
@@ -34,6 +35,8 @@ class DescribePipeline(Stage):
                 self.count("truncated")
             if not description:
                 raise ValueError(f"describer {describer.model} returned an empty description")
+            if state.near is not None:
+                state.near.image_text = context.image_text  # read by a local describer: kept for later checks
         except Interrupted:
             raise
         except Exception as exc:

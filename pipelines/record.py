@@ -45,6 +45,10 @@ class RecordPipeline(Stage):
             await self.update_reused(state, adapter)
             return
         state.undo.append((f"meme row {meme.id}", partial(self.runtime.repo.delete_meme, meme.id)))
+        if state.near is not None:
+            # Its hash rows go with the row if it is undone (ON DELETE CASCADE).
+            await self.runtime.repo.save_phash(meme.id, state.near.phash, state.near.band_keys,
+                                               state.near.image_text)
         state.meme = meme
         adapter["meme_id"] = meme.id
         self.count("created")

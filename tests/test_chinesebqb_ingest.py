@@ -202,6 +202,7 @@ def test_scrapy_stats_command_json(first: tuple[Run, State], workdir: Path) -> N
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {
         "memes": {"active": 150, "pending": 0, "failed": 0, "retired": 0},
+        "sources": {"total": 151, "near_duplicate": 0},  # one image under two names
         "collections": {COLLECTION: {"points": 150, "vectors": 150}},
     }
 

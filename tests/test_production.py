@@ -237,6 +237,7 @@ def test_postgres_s3_vlm_and_jina_then_a_second_embedding_without_new_vlm_calls_
     stats = scrapy(stack.workdir, "stats", "--json", "-s", "EMOMO_CONFIG=config.yaml", env=env)
     assert json.loads(stats.stdout) == {
         "memes": {"active": n, "pending": 0, "failed": 0, "retired": 0},
+        "sources": {"total": n, "near_duplicate": 0},
         "collections": {"emomo-jina": {"points": n, "vectors": n}, "emomo-qwen3": {"points": n, "vectors": n}},
     }
 

@@ -23,6 +23,8 @@ class Command(EmomoCommand):
             return
         memes = counts["memes"]
         print("memes: " + ", ".join(f"{n} {status}" for status, n in memes.items()))
+        sources = counts["sources"]
+        print(f"sources: {sources['total']} ({sources['near_duplicate']} near-duplicate files of another)")
         for name, c in counts["collections"].items():
             flag = "" if c["points"] == c["vectors"] else "  (points and vectors differ: run the crawl again)"
             print(f"collection {name}: {c['points']} points, {c['vectors']} vectors{flag}")

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-def _never() -> bool:
+def never() -> bool:
+    """A ``should_stop`` for work outside a crawl: it never stops."""
     return False
 
 
-@dataclass(frozen=True)
+@dataclass
 class DescribeContext:
     """What the source says about the meme, for describers that use it; and whether the crawl
     is stopping: a describer checks ``should_stop`` before it starts paid or slow work (and
@@ -24,7 +25,10 @@ class DescribeContext:
     source: str
     category: str = ""
     tags: list[str] = field(default_factory=list)
-    should_stop: Callable[[], bool] = _never
+    should_stop: Callable[[], bool] = never
+    #: the text on the image when something read it already (the near-duplicate check's OCR);
+    #: a describer that reads it sets it
+    image_text: str | None = None
 
 
 class Describer(Protocol):

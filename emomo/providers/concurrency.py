@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+from emomo.providers import never
 from emomo.providers.errors import ProviderError
 
 T = TypeVar("T")
@@ -33,10 +34,6 @@ T = TypeVar("T")
 #: the report of the call made in this context, for the HTTP client's response hook
 #: (emomo.providers.openai_compat): it tells the limit of every push-back, retried ones included
 CALL: contextvars.ContextVar[CallReport | None] = contextvars.ContextVar("emomo_call", default=None)
-
-
-def never() -> bool:
-    return False
 
 
 class AdaptiveLimit:

@@ -7,6 +7,7 @@ models; nothing is downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from emomo.config import IngestConfig, VLMConfig
 from emomo.errors import Interrupted
 from emomo.imaging import first_frame_rgb
-from emomo.providers import DescribeContext
+from emomo.providers import DescribeContext, never
 from emomo.providers.engines import engine_pool, engine_threads
 
 
@@ -44,9 +45,10 @@ def _load(single_threaded: bool) -> Any:
     return RapidOCR(**kwargs)
 
 
-class OCRDescriber:
-    def __init__(self, config: VLMConfig, ingest: IngestConfig) -> None:
-        self.model = f"local-ocr/{config.model}"
+class TextReader:
+    """The text drawn on an image, read by OCR on the process's shared engines."""
+
+    def __init__(self, ingest: IngestConfig) -> None:
         self.min_score = ingest.ocr_min_score
         self.threads = engine_threads(ingest.ocr_threads)
         # One engine per thread (RapidOCR keeps per-call state on the object), loaded once per process.
@@ -61,15 +63,27 @@ class OCRDescriber:
         lines = [text.strip() for _box, text, score in (result or []) if float(score) >= self.min_score]
         return " ".join(line for line in lines if line)
 
-    def _read_unless_stopping(self, engine: Any, image: bytes, context: DescribeContext) -> str:
+    def _read_unless_stopping(self, engine: Any, image: bytes, should_stop: Callable[[], bool], source: str) -> str:
         # Items queue here for an engine; once the crawl stops, those still waiting cost nothing.
-        if context.should_stop():
-            raise Interrupted(f"{context.source}: the crawl is stopping; not read")
+        if should_stop():
+            raise Interrupted(f"{source}: the crawl is stopping; not read")
         return self.read_text(engine, image)
 
+    async def read(self, image: bytes, source: str = "", should_stop: Callable[[], bool] = never) -> str:
+        return await self._pool.run("ocr", self._load, self._read_unless_stopping, image, should_stop, source)
+
+
+class OCRDescriber:
+    def __init__(self, config: VLMConfig, ingest: IngestConfig) -> None:
+        self.model = f"local-ocr/{config.model}"
+        self.reader = TextReader(ingest)
+        self.threads = self.reader.threads
+
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str:
-        text = await self._pool.run("ocr", self._load, self._read_unless_stopping, image, context)
-        return compose_description(text, context)
+        # The near-duplicate check may have read the text already.
+        if context.image_text is None:
+            context.image_text = await self.reader.read(image, context.source, context.should_stop)
+        return compose_description(context.image_text, context)
 
     def admission(self) -> int:
         # A few items per engine: one being read, the next ones decoded and waiting; more would

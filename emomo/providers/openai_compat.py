@@ -14,7 +14,8 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from emomo.providers.concurrency import CALL, never
+from emomo.providers import never
+from emomo.providers.concurrency import CALL
 from emomo.providers.errors import retry_after_seconds
 
 #: whether the crawl is stopping, for the calls made in this context (set around each call)

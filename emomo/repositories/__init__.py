@@ -46,6 +46,20 @@ class SourceRecord:
     md5_hash: str
 
 
+@dataclass(frozen=True)
+class NearCandidate:
+    """A recorded meme whose perceptual hash shares a band key with an item's (emomo.near)."""
+
+    meme_id: str
+    phash: int
+    #: the text read on its image; None until OCR has read it
+    image_text: str | None
+    md5_hash: str
+    storage_key: str
+    width: int
+    height: int
+
+
 @dataclass
 class VectorRecord:
     id: str
@@ -64,6 +78,16 @@ class MemeRepository(Protocol):
     async def close(self) -> None: ...
 
     async def find_vector(self, md5: str, collection: str) -> str | None: ...
+
+    async def meme_indexed(self, meme_id: str, collection: str) -> bool: ...
+
+    async def save_phash(self, meme_id: str, phash: int, band_keys: list[int], image_text: str | None) -> None: ...
+
+    async def set_image_text(self, meme_id: str, image_text: str) -> None: ...
+
+    async def near_candidates(self, keys: list[int]) -> list[NearCandidate]: ...
+
+    async def count_sources(self) -> dict[str, int]: ...
 
     async def get_source(self, source_type: str, source_id: str) -> SourceRecord | None: ...
 

@@ -145,4 +145,25 @@ MIGRATIONS: list[tuple[int, list[Statement]]] = [
         )
         """,
     ]),
+    (5, [
+        # A meme's perceptual hash (emomo.near) and the text read on its image (NULL until OCR
+        # has read it: on the VLM path, when a near-duplicate first needs it).
+        """
+        CREATE TABLE IF NOT EXISTS meme_phashes (
+            meme_id TEXT PRIMARY KEY REFERENCES memes (id) ON DELETE CASCADE,
+            phash BIGINT NOT NULL,
+            image_text TEXT
+        )
+        """,
+        # The hash's four 16-bit bands, each a key (band number and value): a lookup seeks the
+        # keys near its own instead of comparing every hash.
+        """
+        CREATE TABLE IF NOT EXISTS meme_phash_bands (
+            band_key INTEGER NOT NULL,
+            meme_id TEXT NOT NULL REFERENCES memes (id) ON DELETE CASCADE,
+            PRIMARY KEY (band_key, meme_id)
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS idx_meme_phash_bands_meme ON meme_phash_bands (meme_id)",
+    ]),
 ]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from emomo.repositories import STATUSES, MemeRecord, SourceRecord, VectorRecord
+from emomo.repositories import STATUSES, MemeRecord, NearCandidate, SourceRecord, VectorRecord
 from emomo.repositories.schema import MIGRATIONS
 
 _MEME_COLUMNS = (
@@ -136,6 +136,39 @@ class SQLMemeRepository(ABC):
             await s.execute("UPDATE memes SET status = 'retired', updated_at = CURRENT_TIMESTAMP WHERE id = ?",
                             (meme_id,))
         return [(r["collection"], r["qdrant_point_id"]) for r in rows]
+
+    async def meme_indexed(self, meme_id: str, collection: str) -> bool:
+        """Whether the meme has its vector in ``collection``."""
+        async with self.reading() as s:
+            row = await s.fetchone("SELECT 1 AS x FROM meme_vectors WHERE meme_id = ? AND collection = ?",
+                                   (meme_id, collection))
+        return row is not None
+
+    async def save_phash(self, meme_id: str, phash: int, band_keys: list[int], image_text: str | None) -> None:
+        async with self.session() as s:
+            await s.execute("INSERT INTO meme_phashes (meme_id, phash, image_text) VALUES (?, ?, ?) "
+                            "ON CONFLICT (meme_id) DO NOTHING", (meme_id, phash, image_text))
+            for key in band_keys:
+                await s.execute("INSERT INTO meme_phash_bands (band_key, meme_id) VALUES (?, ?) "
+                                "ON CONFLICT (band_key, meme_id) DO NOTHING", (key, meme_id))
+
+    async def set_image_text(self, meme_id: str, image_text: str) -> None:
+        async with self.session() as s:
+            await s.execute("UPDATE meme_phashes SET image_text = ? WHERE meme_id = ?", (image_text, meme_id))
+
+    async def near_candidates(self, keys: list[int]) -> list[NearCandidate]:
+        """The active memes stored under any of ``keys`` (emomo.near.probe_keys), with their hash."""
+        if not keys:
+            return []
+        marks = ", ".join("?" * len(keys))
+        async with self.reading() as s:
+            rows = await s.fetchall(
+                "SELECT p.meme_id, p.phash, p.image_text, m.md5_hash, m.storage_key, m.width, m.height "
+                "FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
+                f"WHERE p.meme_id IN (SELECT meme_id FROM meme_phash_bands WHERE band_key IN ({marks})) "
+                "AND m.status = 'active'", keys)
+        return [NearCandidate(str(r["meme_id"]), int(r["phash"]), r["image_text"], r["md5_hash"],
+                              r["storage_key"], int(r["width"]), int(r["height"])) for r in rows]
 
     async def get_meme_by_md5(self, md5: str) -> MemeRecord | None:
         async with self.reading() as s:
@@ -263,6 +296,16 @@ class SQLMemeRepository(ABC):
                     (vector.meme_id,))
                 new.append(not existed)
         return new
+
+    async def count_sources(self) -> dict[str, int]:
+        """Sources by kind: every place a meme came from, and those whose file is a near-duplicate
+        of the meme's (another md5 than the meme's own file)."""
+        async with self.reading() as s:
+            row = await s.fetchone(
+                "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN s.md5_hash <> m.md5_hash THEN 1 ELSE 0 END), 0) "
+                "AS near FROM meme_sources s JOIN memes m ON m.id = s.meme_id")
+        assert row is not None
+        return {"total": int(row["total"]), "near_duplicate": int(row["near"])}
 
     async def list_vectors(self, collection: str) -> list[VectorRecord]:
         async with self.session() as s:

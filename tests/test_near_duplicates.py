@@ -1,0 +1,178 @@
+"""Near-duplicates (issue 15): one meme, many files; a template with another caption stays apart."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import read_state, scrapy
+from crawling import run_crawl
+from memegen import CAPTIONS, CATEGORIES, meme_bytes
+from PIL import Image
+
+from emomo.near import band_keys, hamming, perceptual_hash, probe_keys, same_text
+
+COLLECTION = "emomo-e5-small"
+
+
+def variant(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
+    """Another file of the same meme, as memes circulate: (bytes, extension)."""
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    buf = io.BytesIO()
+    if kind == "jpeg":  # re-encoded
+        im.save(buf, "JPEG", quality=rnd.randint(50, 80))
+        return buf.getvalue(), "jpg"
+    if kind == "resize":
+        f = rnd.choice((0.5, 0.7, 1.3, 1.5))
+        im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.LANCZOS).save(buf, "PNG")
+        return buf.getvalue(), "png"
+    if kind == "convert":  # PNG <-> JPG
+        im.save(buf, "PNG")
+        return buf.getvalue(), "png"
+    # a crop of a few pixels
+    d = rnd.randint(2, 5)
+    im.crop((d, rnd.randint(2, 5), im.width - rnd.randint(2, 5), im.height - d)).save(buf, "JPEG", quality=85)
+    return buf.getvalue(), "jpg"
+
+
+KINDS = ("jpeg", "resize", "convert", "crop")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_of_near_duplicate_hashes_within_the_default_distance(kind: str, cjk_font: str) -> None:
+    rnd = random.Random(kind)
+    for i in range(30):
+        original = meme_bytes(CAPTIONS[i], 900 + i, "jpg")
+        copy, _ = variant(original, kind, rnd)
+        assert hamming(perceptual_hash(original), perceptual_hash(copy)) <= 10, (kind, i)
+
+
+def test_the_band_keys_find_every_hash_within_the_distance() -> None:
+    rnd = random.Random(5)
+    for _ in range(2000):
+        a = rnd.getrandbits(64) - (1 << 63)
+        flips = rnd.sample(range(64), rnd.randint(0, 10))
+        b = a ^ sum(1 << bit for bit in flips)
+        b = b - (1 << 64) if b >= 1 << 63 else b
+        assert hamming(a, b) == len(flips)
+        assert set(band_keys(b)) & set(probe_keys(a, 10)), flips
+    assert len(probe_keys(0, 10)) == 4 * (1 + 16 + 120)
+
+
+def test_same_text_tolerates_ocr_noise_but_not_another_caption() -> None:
+    assert same_text("我先溜了", "我先溜了。", 0.8)
+    assert same_text("你是懂表情包的 人", "你是懂表情包的人", 0.8)
+    assert same_text("", "", 0.8)  # two pictures without words
+    assert not same_text("我先溜了", "", 0.8)
+    assert not same_text("我先溜了", "你是懂表情包的", 0.8)
+
+
+def plant(root: Path, category: str, name: str, data: bytes) -> None:
+    path = root / category / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def sources(workdir: Path) -> dict[str, str]:
+    conn = sqlite3.connect(workdir / "data" / "emomo.db")
+    try:
+        return dict(conn.execute("SELECT source_id, meme_id FROM meme_sources").fetchall())
+    finally:
+        conn.close()
+
+
+def test_near_duplicates_become_sources_of_one_meme_and_other_captions_stay_apart(
+        tmp_path: Path, cjk_font: str) -> None:
+    root = tmp_path / "ChineseBQB"
+    rnd = random.Random(15)
+    originals: dict[str, str] = {}  # source id -> caption
+    copies: dict[str, str] = {}  # source id -> the original's source id
+    others: list[str] = []
+    for i in range(8):
+        caption = CAPTIONS[150 + i]
+        data = meme_bytes(caption, 700 + i, "png")
+        name = f"{CATEGORIES[0]}/原图{i:03d}.png"
+        plant(root, CATEGORIES[0], f"原图{i:03d}.png", data)
+        originals[name] = caption
+        kind = KINDS[i % len(KINDS)]
+        copy, ext = variant(data, kind, rnd)
+        # In another folder, read after the originals (the walk goes folder by folder).
+        plant(root, CATEGORIES[1], f"副本{i:03d}.{ext}", copy)
+        copies[f"{CATEGORIES[1]}/副本{i:03d}.{ext}"] = name
+        if i < 3:  # the same template with another caption: another meme
+            plant(root, CATEGORIES[2], f"换字{i:03d}.png", meme_bytes(CAPTIONS[160 + i], 700 + i, "png"))
+            others.append(f"{CATEGORIES[2]}/换字{i:03d}.png")
+    # One item at a time: a copy is read once its original is recorded.
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
+    assert run.stat("emomo/dedupe/near_duplicate") == len(copies)
+    assert run.stat("emomo/ingest/processed") == len(originals) + len(others)
+    assert run.stat("emomo/ingest/duplicate") == len(copies)
+    state = read_state(tmp_path)
+    assert len(state.memes) == len(originals) + len(others)
+    assert len(state.points[COLLECTION]) == len(state.memes)  # one search hit per meme
+    linked = sources(tmp_path)
+    for copy, original in copies.items():
+        assert linked[copy] == linked[original], copy  # the copy is another source of the original's meme
+    assert len({linked[o] for o in others} | {linked[o] for o in originals}) == len(originals) + len(others)
+
+    # A re-run sees every source as done: no OCR, no new meme, nothing merged again.
+    again = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert again.stat("emomo/ingest/duplicate") == len(originals) + len(copies) + len(others)
+    assert "emomo/dedupe/near_duplicate" not in again.stats
+    assert read_state(tmp_path).comparable() == state.comparable()
+
+    # A near-duplicate arriving in a later crawl joins the meme it copies.
+    late, _ = variant(meme_bytes(CAPTIONS[151], 701, "png"), "jpeg", random.Random(1))
+    plant(root, CATEGORIES[3], "后来的.jpg", late)
+    later = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert later.stat("emomo/dedupe/near_duplicate") == 1
+    assert sources(tmp_path)[f"{CATEGORIES[3]}/后来的.jpg"] == linked[f"{CATEGORIES[0]}/原图001.png"]
+    assert len(read_state(tmp_path).memes) == len(state.memes)
+    counted = scrapy(tmp_path, "stats", "--json")
+    assert json.loads(counted.stdout)["sources"] == {"total": len(originals) + len(copies) + len(others) + 1,
+                                                     "near_duplicate": len(copies) + 1}
+
+
+def test_near_false_keeps_every_file_its_own_meme(tmp_path: Path, cjk_font: str) -> None:
+    root = tmp_path / "ChineseBQB"
+    data = meme_bytes(CAPTIONS[164], 710, "png")
+    plant(root, CATEGORIES[0], "原图.png", data)
+    plant(root, CATEGORIES[1], "副本.jpg", variant(data, "jpeg", random.Random(2))[0])
+    (tmp_path / "off.yaml").write_text("dedupe:\n  near: false\n", encoding="utf-8")
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
+                    settings={"EMOMO_CONFIG": "off.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
+    assert run.stat("emomo/ingest/processed") == 2
+    assert "emomo/dedupe/near_duplicate" not in run.stats
+    assert len(read_state(tmp_path).memes) == 2
+
+
+def test_on_the_vlm_path_a_near_duplicate_costs_an_ocr_read_not_a_call(tmp_path: Path, cjk_font: str) -> None:
+    from servers import FakeAPI, fake_api
+
+    root = tmp_path / "ChineseBQB"
+    rnd = random.Random(16)
+    for i in range(4):
+        data = meme_bytes(CAPTIONS[140 + i], 800 + i, "png")
+        plant(root, CATEGORIES[0], f"原图{i}.png", data)
+        plant(root, CATEGORIES[1], f"副本{i}.jpg", variant(data, KINDS[i], rnd)[0])
+    plant(root, CATEGORIES[2], "换字.png", meme_bytes(CAPTIONS[145], 800, "png"))  # template of 原图0
+    (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
+    api = FakeAPI(api_key="sk-near")
+    with fake_api(api) as url:
+        run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
+                        settings={"EMOMO_CONFIG": "vlm.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": 1},
+                        env={"OPENAI_API_KEY": "sk-near", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
+    state = read_state(tmp_path)
+    assert run.stat("emomo/dedupe/near_duplicate") == 4
+    assert len(state.memes) == 5
+    assert api.calls["chat"] == len(state.memes)  # the copies were never sent to the VLM
+    conn = sqlite3.connect(tmp_path / "data" / "emomo.db")
+    try:
+        texts = [r[0] for r in conn.execute("SELECT image_text FROM meme_phashes WHERE image_text IS NOT NULL")]
+    finally:
+        conn.close()
+    assert texts  # the originals' text was read once, when a copy first needed it, and kept
