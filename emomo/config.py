@@ -199,11 +199,13 @@ class DedupeConfig(Section):
 
     near: bool = True
     #: bits of the 64-bit hash; re-encoding and resizing move 0-4, crops of a few pixels up to
-    #: about 8, another meme about 32 (the text check guards the rest)
-    near_distance: int = Field(10, ge=0, le=20)
-    #: how alike the two images' text must be (0-1, after dropping spaces and punctuation;
-    #: OCR reads a re-encoded caption nearly but not always exactly the same)
-    near_text_similarity: float = Field(0.8, gt=0, le=1)
+    #: about 8, another meme about 32 (the text check guards the rest). Each 3 more bits make a
+    #: lookup ask for several times more keys (emomo.near), hence the ceiling.
+    near_distance: int = Field(8, ge=0, le=11)
+    #: how alike the two images' text must be (0-1, after dropping spaces and punctuation):
+    #: OCR reads a re-encoded caption nearly but not always exactly the same, while a caption
+    #: one character longer is another meme (7 characters and one more: 0.93)
+    near_text_similarity: float = Field(0.95, gt=0, le=1)
 
 
 class EmomoConfig(BaseModel):

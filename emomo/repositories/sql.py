@@ -163,9 +163,12 @@ class SQLMemeRepository(ABC):
         marks = ", ".join("?" * len(keys))
         async with self.reading() as s:
             rows = await s.fetchall(
-                "SELECT p.meme_id, p.phash, p.image_text, m.md5_hash, m.storage_key, m.width, m.height "
-                "FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
-                f"WHERE p.meme_id IN (SELECT meme_id FROM meme_phash_bands WHERE band_key IN ({marks})) "
+                # From the band keys outwards: index seeks on the keys, then on the few memes found.
+                # CROSS JOIN keeps that order in SQLite (whose planner would otherwise start from
+                # every active meme); PostgreSQL plans it as any join.
+                "SELECT DISTINCT p.meme_id, p.phash, p.image_text, m.md5_hash, m.storage_key, m.width, m.height "
+                "FROM meme_phash_bands b CROSS JOIN meme_phashes p CROSS JOIN memes m "
+                f"WHERE b.band_key IN ({marks}) AND p.meme_id = b.meme_id AND m.id = b.meme_id "
                 "AND m.status = 'active'", keys)
         return [NearCandidate(str(r["meme_id"]), int(r["phash"]), r["image_text"], r["md5_hash"],
                               r["storage_key"], int(r["width"]), int(r["height"])) for r in rows]
