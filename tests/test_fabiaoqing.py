@@ -129,6 +129,27 @@ def test_resume_continues_after_the_last_page_done(tmp_path: Path, mirror: Mirro
     assert resumed.stat("emomo/fabiaoqing/cursor") == 4
 
 
+def test_a_meme_a_killed_crawl_left_pending_is_fetched_again_and_completed(tmp_path: Path, mirror: Mirror) -> None:
+    import sqlite3
+
+    fabiaoqing(tmp_path, mirror, max_pages="1")
+    # What kill -9 between the record and the index stages leaves: a pending row, no vector.
+    conn = sqlite3.connect(tmp_path / "data" / "emomo.db")
+    with conn:
+        meme_id, url = conn.execute("SELECT id, source_url FROM memes LIMIT 1").fetchone()
+        conn.execute("UPDATE memes SET status = 'pending' WHERE id = ?", (meme_id,))
+        conn.execute("DELETE FROM meme_vectors WHERE meme_id = ?", (meme_id,))
+    conn.close()
+    mirror.image_log.clear()
+    again = fabiaoqing(tmp_path, mirror, max_pages="1")
+    missing = {f"/bmiddle/{e.name}" for e in mirror.pages[1] if e.kind == "missing"}  # a 404 is asked again
+    assert set(image_requests(mirror)) - missing == {url.split(mirror.image_url, 1)[1]}
+    assert again.stat("emomo/ingest/processed") == 1
+    state = read_state(tmp_path)
+    assert {m["status"] for m in state.memes} == {"active"}
+    assert_consistent(state, COLLECTION)
+
+
 def test_jobdir_resumes_an_interrupted_crawl(tmp_path: Path, mirror: Mirror) -> None:
     mirror.delay = 0.3
     # Stopped after three items, one download at a time: requests wait in JOBDIR's queue.

@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from conftest import kill, read_points, scrapy, start_crawl, wait_for
+from conftest import read_points, scrapy, start_crawl, wait_for
 from fabiaoqing_site import Mirror, build_mirror, serve_mirror
-from workers import shared_backends, worker_config
+from workers import shared_backends, wait_all, worker_config
 
 from emomo.frontier import Frontier, frontier_key
 
@@ -107,13 +107,7 @@ def test_three_workers_share_one_crawl_each_image_fetched_and_paid_for_once(
     with serve_mirror(build_mirror(pages=7, per_page=6)) as mirror, shared_backends(delay=0.2) as (api, dsn, env):
         # Slow enough that no worker can take the whole crawl before the others have started.
         mirror.delay = 0.5
-        procs = [start_worker(tmp_path, mirror, name, crawl_name, env) for name in names]
-        try:
-            codes = [p.wait(timeout=300) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    kill(p)
+        codes = wait_all(start_worker(tmp_path, mirror, name, crawl_name, env) for name in names)
         logs = {n: (tmp_path / f"{n}.log").read_text(encoding="utf-8") for n in names}
         assert codes == [0, 0, 0], {n: log[-2500:] for n, log in logs.items()}
         with psycopg.connect(dsn) as conn:
@@ -156,14 +150,9 @@ def test_a_killed_worker_does_not_hold_the_crawl_and_resume_fetches_what_it_held
         # A busy mark lapses after 3 s, a claim after 3 s: the survivors need not wait a minute.
         procs = {n: start_worker(tmp_path, mirror, n, crawl_name, env, claim_timeout=3,
                                  extra=("-s", "EMOMO_FRONTIER_BUSY_TTL=3")) for n in names}
-        try:
-            assert wait_for(lambda: sum(1 for p, _ in mirror.image_log if p != "/robots.txt") >= 12, timeout=120)
-            os.killpg(procs["b"].pid, signal.SIGKILL)
-            codes = {n: p.wait(timeout=300) for n, p in procs.items()}
-        finally:
-            for p in procs.values():
-                if p.poll() is None:
-                    kill(p)
+        assert wait_for(lambda: sum(1 for p, _ in mirror.image_log if p != "/robots.txt") >= 12, timeout=120)
+        os.killpg(procs["b"].pid, signal.SIGKILL)
+        codes = dict(zip(procs, wait_all(procs.values()), strict=True))
         assert codes["a"] == codes["c"] == 0 and codes["b"] == -signal.SIGKILL
         for n in ("a", "c"):
             log = (tmp_path / f"{n}.log").read_text(encoding="utf-8")

@@ -46,6 +46,8 @@ async def race(repos: list[SQLMemeRepository]) -> None:
         assert await repos[0].retire_if_orphan(newer.id) is None  # a source holds it
         assert await repos[0].retire_if_orphan(got[0].id) == []
         assert (await repos[1].count_memes()) == {"pending": 1, "active": 0, "failed": 0, "retired": 1}
+        assert await repos[0].source_ids("test") == set()  # its meme is pending: a crawl fetches it again
+        await repos[0].set_status(newer.id, "active")
         assert await repos[0].source_ids("test") == {got[0].source_id}
         await repos[0].set_cursor("fabiaoqing", "3")
         await repos[1].set_cursor("fabiaoqing", "4")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import kill, scrapy, start_crawl, wait_for
+from conftest import scrapy, start_crawl, wait_for
 from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, build_tree
 from scrapy.exceptions import UsageError
 from servers import postgres_database
-from workers import shared_backends, worker_config
+from workers import active_memes, shared_backends, wait_all, worker_config
 
 from emomo.sharding import Shard
 
@@ -74,12 +74,7 @@ def test_two_workers_on_one_source_pay_for_each_image_once(tmp_path: Path, cjk_f
                              "-s", "EMOMO_MAX_ITEMS_IN_FLIGHT=4",
                              "-s", f"EMOMO_STATS_FILE={tmp_path / name}.json", env=env, log=tmp_path / f"{name}.log")
                  for name in ("a", "b")]
-        try:
-            codes = [p.wait(timeout=300) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    kill(p)
+        codes = wait_all(procs)
         assert codes == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:] for n in ("a", "b")]
         with psycopg.connect(dsn) as conn:
             rows = conn.execute("SELECT md5_hash, status FROM memes").fetchall()
@@ -99,16 +94,9 @@ def test_a_killed_workers_claims_are_taken_over_after_the_timeout(tmp_path: Path
     planted = build_tree(root, CAPTIONS[94:118], CATEGORIES, seed=16)
     with shared_backends(delay=1.0) as (_, dsn, env):
 
-        def active() -> int:
-            with psycopg.connect(dsn) as conn:
-                try:
-                    return int(conn.execute("SELECT COUNT(*) FROM memes WHERE status = 'active'").fetchone()[0])
-                except psycopg.errors.UndefinedTable:
-                    return 0
-
         doomed = start_crawl(tmp_path, "chinesebqb", "-a", f"repo_path={root}",
                              "-s", f"EMOMO_CONFIG={worker_config(tmp_path, 'a', claim_timeout=3)}", env=env)
-        assert wait_for(lambda: active() >= 2, timeout=120)
+        assert wait_for(lambda: active_memes(dsn) >= 2, timeout=120)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=30)
         with psycopg.connect(dsn) as conn:
@@ -138,22 +126,10 @@ def test_three_shard_workers_at_once_one_killed_its_shard_run_again_completes_th
                                "-s", f"EMOMO_STATS_FILE={tmp_path / name}.json", env=env,
                                log=tmp_path / f"{name}.log")
 
-        def active() -> int:
-            with psycopg.connect(dsn) as conn:
-                try:
-                    return int(conn.execute("SELECT COUNT(*) FROM memes WHERE status = 'active'").fetchone()[0])
-                except psycopg.errors.UndefinedTable:
-                    return 0
-
         procs = {k: worker(k, name) for k, name in names.items()}
-        try:
-            assert wait_for(lambda: active() >= 6, timeout=180)
-            os.killpg(procs[2].pid, signal.SIGKILL)  # mid-crawl, with items in flight
-            codes = {k: p.wait(timeout=300) for k, p in procs.items()}
-        finally:
-            for p in procs.values():
-                if p.poll() is None:
-                    kill(p)
+        assert wait_for(lambda: active_memes(dsn) >= 6, timeout=180)
+        os.killpg(procs[2].pid, signal.SIGKILL)  # mid-crawl, with items in flight
+        codes = dict(zip(procs, wait_all(procs.values()), strict=True))
         assert codes == {1: 0, 2: -signal.SIGKILL, 3: 0}, [(tmp_path / f"{n}.log").read_text()[-2000:]
                                                             for n in ("a", "c")]
         time.sleep(3.5)  # the killed worker's claims lapse

@@ -347,9 +347,14 @@ class SQLMemeRepository(ABC):
         return {r["collection"]: int(r["n"]) for r in rows}
 
     async def source_ids(self, source_type: str) -> set[str]:
-        """Every source id recorded for ``source_type`` (a spider skips them before downloading)."""
+        """The source ids of ``source_type`` with nothing left to do (a spider skips them before
+        downloading): all but those whose meme is pending, which a crawl killed mid-item leaves
+        and the next crawl completes (reusing the object and description it paid for). A failed
+        meme stays skipped: `scrapy crawl pending -a failed=1` is its retry."""
         async with self.session() as s:
-            rows = await s.fetchall("SELECT source_id FROM meme_sources WHERE source_type = ?", (source_type,))
+            rows = await s.fetchall(
+                "SELECT s.source_id FROM meme_sources s JOIN memes m ON m.id = s.meme_id "
+                "WHERE s.source_type = ? AND m.status <> 'pending'", (source_type,))
         return {r["source_id"] for r in rows}
 
     async def get_cursor(self, source: str) -> str | None:
