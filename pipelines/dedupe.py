@@ -9,7 +9,7 @@ from typing import Any
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
-from emomo.ingest.near_dupes import find_near_duplicate, hash_item
+from emomo.ingest.near_dupes import find_near_duplicate, hash_item, keep_better_file
 from emomo.ingest.stage import Stage, item_locator
 from emomo.ingest.state import ItemState
 from emomo.repositories import SourceRecord
@@ -77,13 +77,19 @@ class DedupePipeline(Stage):
         match = await find_near_duplicate(runtime, state, adapter["body"], state.near)
         if match is None:
             return
-        link = SourceRecord(str(adapter["source_type"]), str(adapter["source_id"]), match.meme_id, state.md5)
+        meme_id = match.meme.meme_id
+        if await keep_better_file(runtime, state, adapter, match):
+            self.count("better_file")
+            self.log(logging.INFO, "%s is a better copy of meme %s (%dx%d, was %dx%d): the meme shows it now",
+                     state.source, meme_id, adapter["width"], adapter["height"], match.meme.file.width,
+                     match.meme.file.height)
+        link = SourceRecord(str(adapter["source_type"]), str(adapter["source_id"]), meme_id, state.md5)
         previous = await runtime.repo.link_source(link, item_locator(adapter), replace=True)
         if previous is not None:
             await runtime.retire(previous)
-        await runtime.link_followers(state.md5, match.meme_id)
+        await runtime.link_followers(state.md5, meme_id)
         self.count("near_duplicate")
         self.conclude("duplicate")
-        reason = f"a near-duplicate of meme {match.meme_id} (hash {match.distance} bits away, the same text)"
+        reason = f"a near-duplicate of meme {meme_id} (hash {match.distance} bits away, the same text)"
         self.log(logging.DEBUG, "Recorded %s as another source: %s", state.source, reason)
         raise DuplicateMeme(f"{state.source}: {reason}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -9,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import read_state, scrapy
+from conftest import assert_consistent, read_state, scrapy
 from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, meme_bytes
 from PIL import Image
@@ -204,3 +205,42 @@ def test_a_caption_one_character_longer_is_another_meme() -> None:
 
     assert not same_text("今天也要开心", "今天也要开心吗", DedupeConfig().near_text_similarity)
     assert same_text("今天也要开心吗？", "今天 也要开心吗", DedupeConfig().near_text_similarity)
+
+
+def test_a_better_copy_becomes_the_memes_file_and_everything_follows(tmp_path: Path, cjk_font: str) -> None:
+    big = meme_bytes(CAPTIONS[120], 820, "png")
+    im = Image.open(io.BytesIO(big))
+    buf = io.BytesIO()
+    im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(buf, "JPEG", quality=70)
+    small = buf.getvalue()
+    root = tmp_path / "ChineseBQB"
+    plant(root, CATEGORIES[0], "小图.jpg", small)
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    before = read_state(tmp_path)
+    assert len(before.memes) == 1 and before.memes[0]["width"] == im.width // 2
+
+    plant(root, CATEGORIES[1], "大图.png", big)
+    later = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert later.stat("emomo/dedupe/better_file") == 1 and later.stat("emomo/dedupe/near_duplicate") == 1
+    after = read_state(tmp_path)
+    md5 = hashlib.md5(big).hexdigest()
+    meme = after.memes[0]
+    assert len(after.memes) == 1 and meme["id"] == before.memes[0]["id"]
+    assert (meme["md5_hash"], meme["width"], meme["format"]) == (md5, im.width, "png")
+    assert after.objects == [f"{md5[:2]}/{md5}.png"]  # the worse object is gone
+    [point] = after.points[COLLECTION].values()
+    assert point["md5"] == md5 and point["storage_url"].endswith(f"{md5[:2]}/{md5}.png")
+    assert [v["md5_hash"] for v in after.vectors] == [md5]
+    assert_consistent(after, COLLECTION)
+    report = json.loads(scrapy(tmp_path, "verify", "--json").stdout)
+    assert report["problems"] == 0, report
+    hits = json.loads(scrapy(tmp_path, "search", CAPTIONS[120], "--json").stdout)
+    assert [h["md5"] for h in hits] == [md5]
+
+    # Both sources are done; a smaller copy later changes nothing.
+    other = io.BytesIO()
+    im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(other, "JPEG", quality=55)
+    plant(root, CATEGORIES[2], "又一个小图.jpg", other.getvalue())
+    again = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert again.stat("emomo/dedupe/near_duplicate") == 1 and "emomo/dedupe/better_file" not in again.stats
+    assert read_state(tmp_path).memes[0]["md5_hash"] == md5

@@ -47,6 +47,19 @@ class SourceRecord:
 
 
 @dataclass(frozen=True)
+class MemeFile:
+    """The file a meme shows: what changes when a better copy replaces it."""
+
+    md5_hash: str
+    storage_key: str
+    format: str
+    width: int
+    height: int
+    file_size: int
+    is_animated: bool
+
+
+@dataclass(frozen=True)
 class NearCandidate:
     """A recorded meme whose perceptual hash shares a band key with an item's (emomo.near)."""
 
@@ -54,10 +67,7 @@ class NearCandidate:
     phash: int
     #: the text read on its image; None until OCR has read it
     image_text: str | None
-    md5_hash: str
-    storage_key: str
-    width: int
-    height: int
+    file: MemeFile
 
 
 @dataclass
@@ -86,6 +96,9 @@ class MemeRepository(Protocol):
     async def set_image_text(self, meme_id: str, image_text: str) -> None: ...
 
     async def near_candidates(self, keys: list[int]) -> list[NearCandidate]: ...
+
+    async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int,
+                          band_keys: list[int]) -> list[tuple[str, str]] | None: ...
 
     async def count_sources(self) -> dict[str, int]: ...
 

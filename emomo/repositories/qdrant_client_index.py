@@ -108,6 +108,9 @@ class QdrantClientIndex(PagedIndex):
             client.delete(collection, points_selector=models.PointIdsList(points=[pid]), wait=True)
         await self._run(rm)
 
+    async def set_payload(self, collection: str, pid: str, payload: dict[str, Any]) -> None:
+        await self._run(lambda client: client.set_payload(collection, payload=payload, points=[pid], wait=True))
+
     async def search(self, collection: str, vector: list[float], top: int,
                      where: SearchFilter | None = None) -> list[Hit]:
         def q(client: Any) -> list[Hit]:

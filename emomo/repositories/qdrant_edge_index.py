@@ -186,6 +186,12 @@ class EdgeIndex(PagedIndex):
 
         await self._with(collection, lambda shard: shard.update(edge.UpdateOperation.delete_points([pid])), None)
 
+    async def set_payload(self, collection: str, pid: str, payload: dict[str, Any]) -> None:
+        import qdrant_edge as edge
+
+        await self._with(collection, lambda shard: shard.update(edge.UpdateOperation.set_payload([pid], payload)),
+                         None)
+
     async def search(self, collection: str, vector: list[float], top: int,
                      where: SearchFilter | None = None) -> list[Hit]:
         import qdrant_edge as edge

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from emomo.repositories import STATUSES, MemeRecord, NearCandidate, SourceRecord, VectorRecord
+from emomo.repositories import STATUSES, MemeFile, MemeRecord, NearCandidate, SourceRecord, VectorRecord
 from emomo.repositories.schema import MIGRATIONS
 
 _MEME_COLUMNS = (
@@ -156,6 +156,28 @@ class SQLMemeRepository(ABC):
         async with self.session() as s:
             await s.execute("UPDATE meme_phashes SET image_text = ? WHERE meme_id = ?", (image_text, meme_id))
 
+    async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int,
+                          band_keys: list[int]) -> list[tuple[str, str]] | None:
+        """Make ``new`` the meme's file (row, vector rows, hash) if it still has ``old_md5``: the
+        (collection, point id) of its vectors, whose payload then follows; None when another
+        worker changed the meme meanwhile."""
+        async with self.session() as s:
+            changed = await s.execute(
+                "UPDATE memes SET md5_hash = ?, storage_key = ?, format = ?, width = ?, height = ?, "
+                "file_size = ?, is_animated = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ? AND md5_hash = ?",
+                (new.md5_hash, new.storage_key, new.format, new.width, new.height, new.file_size,
+                 new.is_animated, meme_id, old_md5))
+            if not changed:
+                return None
+            await s.execute("UPDATE meme_vectors SET md5_hash = ? WHERE meme_id = ?", (new.md5_hash, meme_id))
+            await s.execute("UPDATE meme_phashes SET phash = ? WHERE meme_id = ?", (phash, meme_id))
+            await s.execute("DELETE FROM meme_phash_bands WHERE meme_id = ?", (meme_id,))
+            for key in band_keys:
+                await s.execute("INSERT INTO meme_phash_bands (band_key, meme_id) VALUES (?, ?)", (key, meme_id))
+            rows = await s.fetchall("SELECT collection, qdrant_point_id FROM meme_vectors WHERE meme_id = ?",
+                                    (meme_id,))
+        return [(r["collection"], r["qdrant_point_id"]) for r in rows]
+
     async def near_candidates(self, keys: list[int]) -> list[NearCandidate]:
         """The active memes stored under any of ``keys`` (emomo.near.probe_keys), with their hash."""
         if not keys:
@@ -166,12 +188,15 @@ class SQLMemeRepository(ABC):
                 # From the band keys outwards: index seeks on the keys, then on the few memes found.
                 # CROSS JOIN keeps that order in SQLite (whose planner would otherwise start from
                 # every active meme); PostgreSQL plans it as any join.
-                "SELECT DISTINCT p.meme_id, p.phash, p.image_text, m.md5_hash, m.storage_key, m.width, m.height "
+                "SELECT DISTINCT p.meme_id, p.phash, p.image_text, m.md5_hash, m.storage_key, m.format, m.width, "
+                "m.height, m.file_size, m.is_animated "
                 "FROM meme_phash_bands b CROSS JOIN meme_phashes p CROSS JOIN memes m "
                 f"WHERE b.band_key IN ({marks}) AND p.meme_id = b.meme_id AND m.id = b.meme_id "
                 "AND m.status = 'active'", keys)
-        return [NearCandidate(str(r["meme_id"]), int(r["phash"]), r["image_text"], r["md5_hash"],
-                              r["storage_key"], int(r["width"]), int(r["height"])) for r in rows]
+        return [NearCandidate(str(r["meme_id"]), int(r["phash"]), r["image_text"], MemeFile(
+                    r["md5_hash"], r["storage_key"], r["format"], int(r["width"]), int(r["height"]),
+                    int(r["file_size"]), bool(r["is_animated"])))
+                for r in rows]
 
     async def get_meme_by_md5(self, md5: str) -> MemeRecord | None:
         async with self.reading() as s:

@@ -135,6 +135,9 @@ class VectorIndex(Protocol):
 
     async def delete(self, collection: str, pid: str) -> None: ...
 
+    async def set_payload(self, collection: str, pid: str, payload: dict[str, Any]) -> None:
+        """Set these payload keys of one point (its vector and other keys stay)."""
+
     async def search(self, collection: str, vector: list[float], top: int,
                      where: SearchFilter | None = None) -> list[Hit]: ...
 
