@@ -126,6 +126,9 @@ def report(workdir: Path, planted: dict[str, tuple[str, str]], stats: dict[str, 
             by_caption[caption] = linked[source]
     near = [(s, c) for s, (k, c) in planted.items() if k not in ("original", "template")]
     merged = sum(1 for s, c in near if linked.get(s) == by_caption[c])
+    for source, caption in near if merged else ():  # with dedupe.near off, none is
+        if linked.get(source) != by_caption[caption]:
+            print(f"  not merged: {source} ({planted[source][0]} of {caption})")
     owner = {meme: caption for caption, meme in by_caption.items()}
     wrong = [(s, c, owner[linked[s]]) for s, (k, c) in planted.items()
              if linked.get(s) in owner and owner[linked[s]] != c]

@@ -244,3 +244,16 @@ def test_a_better_copy_becomes_the_memes_file_and_everything_follows(tmp_path: P
     again = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
     assert again.stat("emomo/dedupe/near_duplicate") == 1 and "emomo/dedupe/better_file" not in again.stats
     assert read_state(tmp_path).memes[0]["md5_hash"] == md5
+
+
+def test_copies_read_at_the_same_moment_still_make_one_meme(tmp_path: Path, cjk_font: str) -> None:
+    root = tmp_path / "ChineseBQB"
+    rnd = random.Random(18)
+    for i in range(6):
+        data = meme_bytes(CAPTIONS[100 + i], 840 + i, "png")
+        # Side by side in one folder: original and copy are in the pipelines together.
+        plant(root, CATEGORIES[0], f"{i:03d}a.png", data)
+        plant(root, CATEGORIES[0], f"{i:03d}b.jpg", variant(data, "jpeg", rnd)[0])
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 12})
+    assert run.stat("emomo/dedupe/near_duplicate") == 6
+    assert len(read_state(tmp_path).memes) == 6

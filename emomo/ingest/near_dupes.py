@@ -47,6 +47,26 @@ class NearCheck:
         return band_keys(self.phash)
 
 
+class NearInFlight:
+    """The hashes of this crawl's items in flight: an item near one that came before it waits
+    for that one to leave the pipelines, so that the second of two copies read at the same
+    moment finds the first recorded instead of becoming a meme of its own. Only earlier items
+    are waited for, so no two items wait for each other."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[int, asyncio.Event]] = {}
+
+    def enter(self, md5: str, phash: int, max_distance: int) -> list[asyncio.Event]:
+        earlier = [done for other, done in self._items.values() if hamming(phash, other) <= max_distance]
+        self._items[md5] = (phash, asyncio.Event())
+        return earlier
+
+    def leave(self, md5: str) -> None:
+        entry = self._items.pop(md5, None)
+        if entry is not None:
+            entry[1].set()
+
+
 def text_reader(runtime: IngestRuntime) -> TextReader:
     """The local describer's OCR engines, or (on the VLM path) the process's shared engines,
     loaded at their first read."""
@@ -59,6 +79,9 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
                               check: NearCheck) -> NearMatch | None:
     config = runtime.config.dedupe
     repo = runtime.repo
+    earlier = runtime.near_in_flight.enter(state.md5, check.phash, config.near_distance)
+    if earlier:
+        await asyncio.gather(*(done.wait() for done in earlier))
     found = await repo.near_candidates(probe_keys(check.phash, config.near_distance))
     candidates = sorted(
         ((hamming(check.phash, c.phash), c) for c in found if c.file.md5_hash != state.md5),

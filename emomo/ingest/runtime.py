@@ -32,6 +32,7 @@ from emomo.config import EmbeddingConfig, EmomoConfig, load_config
 from emomo.errors import BackendUnavailable, ConfigError
 from emomo.ingest.admission import Admission
 from emomo.ingest.batcher import MicroBatcher, counted
+from emomo.ingest.near_dupes import NearInFlight
 from emomo.ingest.spool import DescriptionSpool
 from emomo.ingest.state import ItemState, attach, detach, peek, state_of
 from emomo.providers import Describer, Embedder
@@ -135,6 +136,8 @@ class IngestRuntime:
         self._poke_due = False
         #: md5 -> the source of the item that holds it in this crawl
         self._claims: dict[str, str] = {}
+        #: the perceptual hashes of the items in flight (near-duplicates read at the same moment)
+        self.near_in_flight = NearInFlight()
         #: workers sharing a database (PostgreSQL) also claim each md5 there before paying for it;
         #: one SQLite file serves one machine, where the in-memory claim suffices
         self.shared_claims = config.database.driver != "sqlite"
@@ -432,6 +435,8 @@ class IngestRuntime:
     def finish(self, item: Any) -> ItemState | None:
         """The item leaves the pipelines: its state comes off it and its md5 claim is let go."""
         state = detach(item)
+        if state is not None and state.near is not None:
+            self.near_in_flight.leave(state.md5)
         if state is not None and self._claims.get(state.md5) == state.source:
             del self._claims[state.md5]
         if state is not None and state.shared_claim:
