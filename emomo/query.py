@@ -31,27 +31,35 @@ async def _open(config: EmomoConfig) -> tuple[MemeRepository, VectorIndex]:
 
 
 class Searcher:
-    def __init__(self, config: EmomoConfig, embedding_name: str | None = None) -> None:
+    """Searches one embedding configuration. Given an open ``repo`` and ``index`` (a server
+    shares them between its searchers) it uses them and leaves them open; else it opens its own."""
+
+    def __init__(self, config: EmomoConfig, embedding_name: str | None = None,
+                 repo: MemeRepository | None = None, index: VectorIndex | None = None) -> None:
         self.config = config
         self.embedding: EmbeddingConfig = config.embedding(embedding_name)
         self.embedder: Embedder = clients.build_embedder(self.embedding)
-        self.repo: MemeRepository | None = None
-        self.index: VectorIndex | None = None
+        self.repo, self.index = repo, index
+        self._owns = repo is None
 
     async def open(self) -> Searcher:
-        self.repo, self.index = await _open(self.config)
+        if self._owns:
+            self.repo, self.index = await _open(self.config)
         return self
 
     async def close(self) -> None:
         await self.embedder.close()
+        if not self._owns:
+            return
         if self.repo is not None:
             await self.repo.close()
         if self.index is not None:
             await self.index.close()
 
-    async def search(self, query: str, top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
-        """Memes whose descriptions are nearest to ``query``, best first (keys: HIT_KEYS),
-        among those that match ``where``."""
+    async def search(self, query: str, top: int = 10, where: SearchFilter | None = None,
+                     storage_key: bool = False) -> list[dict[str, Any]]:
+        """Memes whose descriptions are nearest to ``query``, best first (keys: HIT_KEYS, and
+        with ``storage_key`` the object's key), among those that match ``where``."""
         assert self.repo is not None and self.index is not None, "Searcher.open() was not awaited"
         collection = self.embedding.collection
         if collection not in await self.index.collections():
@@ -76,6 +84,8 @@ class Searcher:
                 "format": meme.format if meme else None,
                 "is_animated": bool(p.get("is_animated", False)),
             })
+            if storage_key:
+                results[-1]["storage_key"] = meme.storage_key if meme else None
         return results
 
 
@@ -95,16 +105,21 @@ async def stats(config: EmomoConfig) -> dict[str, Any]:
     "collections": {name: {"points": N, "vectors": N}}}``."""
     repo, index = await _open(config)
     try:
-        memes = await repo.count_memes()
-        sources = await repo.count_sources()
-        vectors = await repo.count_vectors()
-        existing = set(await index.collections())
-        configured = {e.collection for e in config.embeddings}
-        collections = {}
-        for name in sorted((configured & existing) | set(vectors)):
-            points = await index.count(name) if name in existing else 0
-            collections[name] = {"points": points, "vectors": vectors.get(name, 0)}
+        return await counts(config, repo, index)
     finally:
         await repo.close()
         await index.close()
+
+
+async def counts(config: EmomoConfig, repo: MemeRepository, index: VectorIndex) -> dict[str, Any]:
+    """What ``stats`` reports, from an open repository and index."""
+    memes = await repo.count_memes()
+    sources = await repo.count_sources()
+    vectors = await repo.count_vectors()
+    existing = set(await index.collections())
+    configured = {e.collection for e in config.embeddings}
+    collections = {}
+    for name in sorted((configured & existing) | set(vectors)):
+        points = await index.count(name) if name in existing else 0
+        collections[name] = {"points": points, "vectors": vectors.get(name, 0)}
     return {"memes": memes, "sources": sources, "collections": collections}

@@ -365,6 +365,14 @@ class SQLMemeRepository(ABC):
                 counts[r["status"]] = int(r["n"])
         return counts
 
+    async def categories(self) -> dict[str, int]:
+        """Active memes by category, most first."""
+        async with self.reading() as s:
+            rows = await s.fetchall(
+                "SELECT category, COUNT(*) AS n FROM memes WHERE status = 'active' AND category <> '' "
+                "GROUP BY category ORDER BY n DESC, category")
+        return {r["category"]: int(r["n"]) for r in rows}
+
     async def count_vectors(self) -> dict[str, int]:
         async with self.session() as s:
             rows = await s.fetchall(

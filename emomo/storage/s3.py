@@ -136,6 +136,13 @@ class S3ObjectStore:
             return f"{self.endpoint}/{self.bucket}/{key}"  # path-style, as S3-compatible servers serve it
         return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
 
+    def presigned_url(self, key: str, expires: int = 3600) -> str:
+        """A URL that shows the object for ``expires`` seconds to whoever holds it (signed here,
+        no request is made): for a private bucket without ``public_url``. It carries the access
+        key's id, never the secret."""
+        return str(self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires))
+
     async def close(self) -> None:
         await self._threads.run(self._client.close)
         self._threads.shutdown()

@@ -1,0 +1,1 @@
+"""The search page and JSON API of ``scrapy serve`` (emomo.web.app)."""

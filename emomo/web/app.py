@@ -1,0 +1,221 @@
+"""``scrapy serve``: a search page and a JSON API over the configured index and database.
+
+aiohttp serves it: it runs on the asyncio loop our backends already use (no second framework,
+no thread per request), and it is the HTTP client Scrapy itself offers, so it adds no new
+stack to the project. The database, the index and each embedding's query embedder are opened
+once for the server's life; requests run concurrently on the loop.
+
+Routes:
+
+- ``GET /``: the page (``static/index.html``); the query lives in the URL (``/?q=…``).
+- ``GET /api/v1/search?q=&top=&embedding=&category=&animated=``: the hits of
+  ``scrapy search --json`` (same keys) plus ``image_url``, what a browser can load.
+- ``GET /api/v1/stats``: ``scrapy stats --json``.
+- ``GET /api/v1/categories``: ``[{"category": C, "memes": N}, …]``, most memes first.
+- ``GET /images/{key}``: the local object store's files (only keys inside it, never a path
+  outside; with S3/R2 the image URLs point at the bucket instead).
+
+Errors are JSON ``{"error": "…"}``: 400 for bad input (naming the parameter), 404, 503 when a
+backend is down (the server keeps serving and answers again once it is back).
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import re
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from emomo import clients
+from emomo.config import EmomoConfig
+from emomo.errors import ConfigError
+from emomo.logmask import SecretMask
+from emomo.query import Searcher, counts
+from emomo.repositories import MemeRepository
+from emomo.repositories.vector_index import SearchFilter, VectorIndex
+from emomo.storage import ObjectStore
+from emomo.storage.local import LocalObjectStore
+
+logger = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 200
+MAX_TOP = 100
+DEFAULT_TOP = 24
+#: how the page and its files are found in the installed package
+STATIC = "emomo.web"
+#: keys of the object store: a two-character folder and a content-addressed file name
+_KEY = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}\.[a-z0-9]{2,5}")
+_YES, _NO = {"yes", "true", "1"}, {"no", "false", "0"}
+
+
+class BadRequest(ValueError):
+    """Bad input from the client: a 400 naming the parameter."""
+
+
+class SearchService:
+    """What the server holds open for its life."""
+
+    def __init__(self, config: EmomoConfig, default_embedding: str | None = None) -> None:
+        self.config = config
+        self.default_embedding = config.embedding(default_embedding).name
+        self.repo: MemeRepository = clients.build_repository(config)
+        self.index: VectorIndex = clients.build_index(config)
+        self.store: ObjectStore = clients.build_store(config)
+        self.searchers: dict[str, Searcher] = {}
+        self.mask = SecretMask(config.secrets())
+
+    async def open(self) -> None:
+        await self.index.open()
+        await self.repo.open()
+        await self.searcher(self.default_embedding)  # its embedder loaded before the first request
+
+    async def close(self) -> None:
+        for searcher in self.searchers.values():
+            await searcher.close()
+        await self.repo.close()
+        await self.index.close()
+        await self.store.close()
+
+    async def searcher(self, name: str) -> Searcher:
+        if name not in self.searchers:
+            try:
+                searcher = Searcher(self.config, name, self.repo, self.index)
+            except ConfigError as exc:
+                raise BadRequest(f"embedding={name}: {exc}") from None
+            self.searchers[name] = await searcher.open()
+        return self.searchers[name]
+
+    def image_url(self, key: str) -> str:
+        """What a browser loads: the store's public URL, the server's own /images/ for a local
+        store, or a presigned URL of a private bucket."""
+        public = getattr(self.store, "public_url", "")
+        if public:
+            return self.store.url(key)
+        if isinstance(self.store, LocalObjectStore):
+            return f"/images/{key}"
+        presign = getattr(self.store, "presigned_url", None)
+        return presign(key) if presign is not None else self.store.url(key)
+
+
+def _query(request: web.Request) -> tuple[str, int, str, SearchFilter]:
+    q = request.query.get("q", "").strip()
+    if not q:
+        raise BadRequest("q: give a query, e.g. /api/v1/search?q=我太难了")
+    if len(q) > MAX_QUERY_CHARS:
+        raise BadRequest(f"q: at most {MAX_QUERY_CHARS} characters (got {len(q)})")
+    raw_top = request.query.get("top", "") or str(DEFAULT_TOP)
+    try:
+        top = int(raw_top)
+    except ValueError:
+        raise BadRequest(f"top={raw_top}: expected a whole number from 1 to {MAX_TOP}") from None
+    if top < 1:
+        raise BadRequest(f"top={raw_top}: expected a whole number from 1 to {MAX_TOP}")
+    animated = request.query.get("animated", "").strip().lower()
+    if animated and animated not in _YES | _NO:
+        raise BadRequest(f"animated={animated}: expected yes or no")
+    where = SearchFilter(category=request.query.get("category") or None,
+                         is_animated=None if not animated else animated in _YES)
+    return q, min(top, MAX_TOP), request.query.get("embedding", ""), where
+
+
+async def search(request: web.Request) -> web.Response:
+    service: SearchService = request.app[SERVICE]
+    q, top, embedding, where = _query(request)
+    searcher = await service.searcher(embedding or service.default_embedding)
+    hits = await searcher.search(q, top, where, storage_key=True)
+    for hit in hits:
+        key = hit.pop("storage_key")
+        hit["image_url"] = service.image_url(key) if key else ""
+    return web.json_response(hits, dumps=_dumps)
+
+
+async def stats(request: web.Request) -> web.Response:
+    service: SearchService = request.app[SERVICE]
+    return web.json_response(await counts(service.config, service.repo, service.index), dumps=_dumps)
+
+
+async def categories(request: web.Request) -> web.Response:
+    service: SearchService = request.app[SERVICE]
+    found = await service.repo.categories()
+    return web.json_response([{"category": c, "memes": n} for c, n in found.items()], dumps=_dumps)
+
+
+async def image(request: web.Request) -> web.StreamResponse:
+    service: SearchService = request.app[SERVICE]
+    key = request.match_info["key"]
+    store = service.store
+    # Only what a key of the store looks like: no "..", no absolute path, no other file.
+    if not isinstance(store, LocalObjectStore) or not _KEY.fullmatch(key):
+        raise web.HTTPNotFound(text='{"error": "no such image"}', content_type="application/json")
+    root = store.root.resolve()
+    path = (root / key).resolve()
+    if root not in path.parents or not path.is_file():
+        raise web.HTTPNotFound(text='{"error": "no such image"}', content_type="application/json")
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return web.FileResponse(path, headers={"Content-Type": ctype, "Cache-Control": "public, max-age=86400"})
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+
+
+async def asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in ("app.js", "app.css"):
+        raise web.HTTPNotFound()
+    ctype = "text/javascript" if name.endswith(".js") else "text/css"
+    return web.Response(body=_static(name), content_type=ctype, charset="utf-8")
+
+
+def _static(name: str) -> bytes:
+    return resources.files(STATIC).joinpath("static", name).read_bytes()
+
+
+def _dumps(data: Any) -> str:
+    import json
+
+    return json.dumps(data, ensure_ascii=False)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error as JSON; a backend that fails is a 503 (never a traceback, never a secret)."""
+    service: SearchService = request.app[SERVICE]
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return web.json_response({"error": str(exc)}, status=400, dumps=_dumps)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        message = service.mask.mask(f"{type(exc).__name__}: {exc}")
+        logger.warning("%s %s failed: %s", request.method, request.path_qs, message)
+        return web.json_response({"error": f"a backend is unavailable: {message}"}, status=503, dumps=_dumps)
+
+
+SERVICE = web.AppKey("service", SearchService)
+
+
+def build_app(service: SearchService) -> web.Application:
+    app = web.Application(middlewares=[errors])
+    app[SERVICE] = service
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", asset)
+    app.router.add_get("/api/v1/search", search)
+    app.router.add_get("/api/v1/stats", stats)
+    app.router.add_get("/api/v1/categories", categories)
+    app.router.add_get("/images/{key:.+}", image)
+
+    async def on_startup(_: web.Application) -> None:
+        await service.open()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await service.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+

@@ -1,0 +1,113 @@
+// The search page: the query lives in the URL (/?q=…&category=…&animated=…), so a search can
+// be shared, bookmarked and reloaded; the API answers it and the grid shows the memes.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FIELDS = ["q", "category", "animated"];
+
+function paramsFromUrl() {
+  const url = new URLSearchParams(location.search);
+  return Object.fromEntries(FIELDS.map((f) => [f, url.get(f) || ""]));
+}
+
+function fillForm(params) {
+  for (const f of FIELDS) $(f).value = params[f];
+}
+
+function memeText(hit) {
+  // The describer's text is "图中文字：…。标签：…" on the embedded path; a VLM writes prose.
+  const m = /图中文字：([^。]*)/.exec(hit.description || "");
+  return m ? m[1] : (hit.description || "");
+}
+
+function card(hit) {
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.decoding = "async";
+  img.src = hit.image_url;
+  img.alt = memeText(hit);
+  const caption = document.createElement("figcaption");
+  caption.textContent = memeText(hit);
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.textContent = [hit.category, hit.is_animated ? "动图" : ""].filter(Boolean).join(" · ");
+  caption.appendChild(meta);
+  figure.append(img, caption);
+  figure.title = "点击复制图片地址";
+  figure.addEventListener("click", () => copy(new URL(hit.image_url, location.href).href));
+  return figure;
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("已复制图片地址");
+  } catch {
+    window.prompt("复制图片地址", text);
+  }
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (t.hidden = true), 1500);
+}
+
+async function run(params) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  if (!params.q) {
+    $("status").textContent = "输入一种心情，比如：我太难了、开心、无语";
+    return;
+  }
+  $("status").textContent = "搜索中…";
+  const query = new URLSearchParams({ q: params.q, top: "48" });
+  if (params.category) query.set("category", params.category);
+  if (params.animated) query.set("animated", params.animated);
+  const response = await fetch(`/api/v1/search?${query}`);
+  const body = await response.json();
+  if (!response.ok) {
+    $("status").textContent = body.error || `出错了（${response.status}）`;
+    return;
+  }
+  $("status").textContent = body.length ? `找到 ${body.length} 个表情包` : "没有找到表情包";
+  grid.append(...body.map(card));
+}
+
+async function loadCategories(selected) {
+  try {
+    const response = await fetch("/api/v1/categories");
+    const found = await response.json();
+    for (const { category, memes } of found) {
+      const option = new Option(`${category}（${memes}）`, category);
+      $("category").add(option);
+    }
+  } catch {
+    // the filter stays at "all"; the search itself still works
+  }
+  $("category").value = selected;
+}
+
+$("search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const params = Object.fromEntries(FIELDS.map((f) => [f, $(f).value.trim()]));
+  const url = new URLSearchParams(Object.entries(params).filter(([, v]) => v));
+  history.pushState(null, "", url.toString() ? `/?${url}` : "/");
+  run(params);
+});
+for (const id of ["category", "animated"]) {
+  $(id).addEventListener("change", () => $("search").requestSubmit());
+}
+window.addEventListener("popstate", () => {
+  const params = paramsFromUrl();
+  fillForm(params);
+  run(params);
+});
+
+const initial = paramsFromUrl();
+fillForm(initial);
+loadCategories(initial.category);
+run(initial);

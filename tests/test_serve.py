@@ -1,0 +1,226 @@
+"""``scrapy serve`` (issue 16): the JSON API and the search page over a crawled sample, a real
+server process, a real headless browser."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, scrapy, scrapy_env
+from crawling import run_crawl
+from servers import TCPProxy, free_port, postgres_database, wait_for_port
+
+from emomo.query import HIT_KEYS
+
+SAMPLE = REPO / "samples" / "ChineseBQB"
+
+
+@dataclass
+class Served:
+    url: str
+    workdir: Path
+    proc: subprocess.Popen[str]
+    log: Path
+    #: what the commands print on the same data (run before the server: the embedded index
+    #: is one process's at a time)
+    cli: dict[str, Any] | None = None
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+                body = response.read()
+                status = response.status
+                ctype = response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            body, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        return status, json.loads(body) if "json" in ctype else body
+
+    def raw(self, path: str) -> int:
+        """A request with the path sent exactly as written (no client-side normalising)."""
+        conn = http.client.HTTPConnection("127.0.0.1", int(self.url.rsplit(":", 1)[1]), timeout=30)
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn.endheaders()
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+
+def start_server(workdir: Path, env: dict[str, str] | None = None, *args: str) -> Served:
+    port = free_port()
+    log = workdir / f"serve-{port}.log"
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "scrapy", "serve", "--port", str(port), *args], cwd=workdir,
+                                env=scrapy_env(env), stdout=out, stderr=subprocess.STDOUT, text=True)
+    wait_for_port(port, proc, timeout=120)
+    return Served(f"http://127.0.0.1:{port}", workdir, proc, log)
+
+
+def stop_server(served: Served) -> None:
+    served.proc.terminate()
+    served.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("serve")
+    run_crawl(workdir, "chinesebqb", repo_path=str(SAMPLE))
+    cli = {"search": json.loads(scrapy(workdir, "search", "我太难了", "--top", "5", "--json").stdout),
+           "stats": json.loads(scrapy(workdir, "stats", "--json").stdout)}
+    server = start_server(workdir)
+    server.cli = cli
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def q(text: str, **params: str) -> str:
+    return "/api/v1/search?" + urllib.parse.urlencode({"q": text, **params})
+
+
+def test_search_answers_the_hits_of_scrapy_search_with_images_a_browser_can_load(served: Served) -> None:
+    status, hits = served.get(q("我太难了", top="5"))
+    assert status == 200
+    assert [set(h) for h in hits] == [set(HIT_KEYS) | {"image_url"}] * 5
+    assert served.cli is not None
+    assert [{k: v for k, v in h.items() if k != "image_url"} for h in hits] == served.cli["search"]
+    assert "我太难了" in hits[0]["description"]
+    for hit in hits:
+        status, body = served.get(hit["image_url"])
+        assert status == 200 and hashlib.md5(body).hexdigest() == hit["md5"]
+
+
+def test_filters_and_top(served: Served) -> None:
+    _, every = served.get(q("表情", top="100"))
+    assert len(every) == 30  # the whole sample: top is capped at 100, not refused
+    _, capped = served.get(q("表情", top="1000"))
+    assert len(capped) == 30
+    category = every[0]["category"]
+    _, only = served.get(q("表情", category=category, top="100"))
+    assert only and {h["category"] for h in only} == {category}
+    assert len(only) == sum(1 for h in every if h["category"] == category)
+    _, animated = served.get(q("表情", animated="yes", top="100"))
+    _, still = served.get(q("表情", animated="no", top="100"))
+    assert animated and {h["is_animated"] for h in animated} == {True}
+    assert {h["is_animated"] for h in still} == {False}
+    assert len(animated) + len(still) == 30
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    (q(""), "q: give a query"),
+    (q("我" * 201), "q: at most 200 characters (got 201)"),
+    (q("开心", top="0"), "top=0: expected a whole number from 1 to 100"),
+    (q("开心", top="many"), "top=many: expected a whole number from 1 to 100"),
+    (q("开心", animated="maybe"), "animated=maybe: expected yes or no"),
+    (q("开心", embedding="nope"), "embedding=nope: "),
+])
+def test_bad_input_is_a_400_naming_the_parameter(served: Served, path: str, message: str) -> None:
+    status, body = served.get(path)
+    assert status == 400 and body["error"].startswith(message), body
+
+
+@pytest.mark.parametrize("path", [
+    "/images/../../../etc/passwd", "/images/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/images//etc/passwd",
+    "/images/..%2f..%2fdata%2femomo.db", "/images/ab/not-a-key.png", "/images/00/" + "0" * 32 + ".png",
+])
+def test_nothing_outside_the_store_is_served(served: Served, path: str) -> None:
+    assert served.raw(path) == 404
+
+
+def test_stats_and_categories(served: Served) -> None:
+    status, stats = served.get("/api/v1/stats")
+    assert status == 200
+    assert served.cli is not None and stats == served.cli["stats"]
+    status, categories = served.get("/api/v1/categories")
+    assert status == 200 and sum(c["memes"] for c in categories) == 30
+    assert all(set(c) == {"category", "memes"} for c in categories)
+
+
+def test_fifty_concurrent_searches_are_all_answered(served: Served) -> None:
+    queries = ["我太难了", "开心", "无语", "生气", "累了"] * 10
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda text: served.get(q(text, top="10")), queries))
+    assert [status for status, _ in answers] == [200] * 50
+    assert all(len(hits) == 10 for _, hits in answers)
+
+
+def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Served) -> None:
+    from browser import browser
+
+    async def drive() -> tuple[int, str, bytes]:
+        async with browser() as page:
+            await page.goto(served.url + "/")
+            await page.until("document.querySelectorAll('#category option').length > 1")
+            await page.type("#q", "我太难了")
+            await page.press_enter()
+            loaded = await page.until(
+                "(() => { const n = [...document.querySelectorAll('#grid img')]"
+                ".filter(i => i.complete && i.naturalWidth > 0).length; return n >= 5 ? n : 0 })()")
+            url = await page.evaluate("location.href")
+            caption = await page.evaluate("document.querySelector('#grid figcaption').textContent")
+            assert "我太难了" in caption
+            # Reloading the URL shows the same search: it can be shared and bookmarked.
+            await page.goto(url)
+            assert await page.evaluate("document.querySelector('#q').value") == "我太难了"
+            await page.until("document.querySelectorAll('#grid img').length >= 5")
+            return loaded, url, await page.screenshot()
+
+    loaded, url, shot = asyncio.run(drive())
+    assert loaded >= 5
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(url).query) == {"q": ["我太难了"]}
+    assert shot.startswith(b"\x89PNG")
+    (served.workdir / "page.png").write_bytes(shot)
+
+
+def test_a_backend_down_is_a_503_and_the_server_answers_again_once_it_is_back(tmp_path: Path) -> None:
+    secret = "sk-serve-never-shown-4242"
+    (tmp_path / "pg.yaml").write_text("database:\n  driver: postgres\n", encoding="utf-8")
+    (tmp_path / "serve.yaml").write_text("database:\n  driver: postgres\nvlm:\n  provider: openai\n",
+                                         encoding="utf-8")
+    with postgres_database() as dsn:
+        run_crawl(tmp_path, "chinesebqb", repo_path=str(SAMPLE), settings={"EMOMO_CONFIG": "pg.yaml"},
+                  env={"DATABASE_URL": dsn})
+        proxy = TCPProxy(5432)
+        proxy.up()
+        via_proxy = dsn.replace(":5432/", f":{proxy.port}/")
+        server = start_server(tmp_path, {"DATABASE_URL": via_proxy, "OPENAI_API_KEY": secret,
+                                         "VLM_MODEL": "test/vlm"}, "-s", "EMOMO_CONFIG=serve.yaml")
+        bodies = []
+        try:
+            status, hits = server.get(q("我太难了", top="3"))
+            assert status == 200 and len(hits) == 3
+            proxy.down()
+            status, body = server.get(q("我太难了", top="3"))
+            bodies.append(json.dumps(body, ensure_ascii=False))
+            assert status == 503 and body["error"].startswith("a backend is unavailable:"), body
+            proxy.up()
+
+            def answers() -> bool:
+                status, body = server.get(q("我太难了", top="3"))
+                bodies.append(json.dumps(body, ensure_ascii=False))
+                return status == 200
+
+            from conftest import wait_for
+
+            assert wait_for(answers, timeout=30, interval=0.5)
+            status, stats = server.get("/api/v1/stats")
+            assert status == 200 and stats["memes"]["active"] == 30
+            bodies.append(json.dumps(stats))
+        finally:
+            stop_server(server)
+            proxy.down()
+    log = server.log.read_text(encoding="utf-8")
+    assert secret not in log and all(secret not in body for body in bodies)
