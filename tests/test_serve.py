@@ -224,3 +224,27 @@ def test_a_backend_down_is_a_503_and_the_server_answers_again_once_it_is_back(tm
             proxy.down()
     log = server.log.read_text(encoding="utf-8")
     assert secret not in log and all(secret not in body for body in bodies)
+
+
+def test_with_a_private_bucket_the_images_are_presigned_urls_that_load(tmp_path: Path) -> None:
+    from servers import moto_s3
+
+    secret = "s3-serve-SECRET-9911"
+    (tmp_path / "s3.yaml").write_text(
+        "storage:\n  type: s3\n  bucket: memes\n  create_bucket: true\n  use_ssl: false\n", encoding="utf-8")
+    with moto_s3() as s3_url:
+        env = {"STORAGE_ENDPOINT": s3_url.split("://", 1)[1], "STORAGE_ACCESS_KEY": "testing",
+               "STORAGE_SECRET_KEY": secret}
+        run_crawl(tmp_path, "chinesebqb", repo_path=str(SAMPLE), settings={"EMOMO_CONFIG": "s3.yaml"}, env=env)
+        server = start_server(tmp_path, env, "-s", "EMOMO_CONFIG=s3.yaml")
+        try:
+            status, hits = server.get(q("我太难了", top="3"))
+            assert status == 200 and len(hits) == 3
+            for hit in hits:
+                url = hit["image_url"]
+                assert url.startswith(f"{s3_url}/memes/{hit['md5'][:2]}/{hit['md5']}.") and "Signature=" in url
+                assert secret not in url
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    assert hashlib.md5(response.read()).hexdigest() == hit["md5"]
+        finally:
+            stop_server(server)
