@@ -48,6 +48,18 @@ def perceptual_hash(data: bytes) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+#: a hash with fewer set bits (or fewer unset ones) than this describes a flat picture: a plain
+#: colour, a near-empty frame. Its bits say where the picture is *not* brighter, which any
+#: other flat picture shares whatever its colour, so it finds no near-duplicates.
+MIN_DETAIL_BITS = 8
+
+
+def informative(value: int) -> bool:
+    """Whether the hash carries enough of the picture to find its near-duplicates by."""
+    ones = (value & ((1 << 64) - 1)).bit_count()
+    return MIN_DETAIL_BITS <= ones <= 64 - MIN_DETAIL_BITS
+
+
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & ((1 << 64) - 1)).bit_count()
 

@@ -257,3 +257,16 @@ def test_copies_read_at_the_same_moment_still_make_one_meme(tmp_path: Path, cjk_
     run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 12})
     assert run.stat("emomo/dedupe/near_duplicate") == 6
     assert len(read_state(tmp_path).memes) == 6
+
+
+def test_flat_pictures_of_different_colours_are_not_merged(tmp_path: Path) -> None:
+    root = tmp_path / "ChineseBQB"
+    for i, colour in enumerate(((220, 40, 40), (40, 40, 220), (40, 200, 40))):
+        buf = io.BytesIO()
+        im = Image.new("RGB", (120, 120), colour)
+        im.putpixel((i, i), (0, 0, 0))
+        im.save(buf, "PNG")
+        plant(root, CATEGORIES[i], f"纯色{i}.png", buf.getvalue())
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
+    assert run.stat("emomo/ingest/processed") == 3  # no text, the same (empty) hash: still three memes
+    assert "emomo/dedupe/near_duplicate" not in run.stats

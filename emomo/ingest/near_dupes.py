@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emomo.imaging import CONTENT_TYPES
-from emomo.near import band_keys, hamming, perceptual_hash, probe_keys, same_text
+from emomo.near import band_keys, hamming, informative, perceptual_hash, probe_keys, same_text
 from emomo.providers.ocr_describer import OCRDescriber, TextReader
 from emomo.repositories import MemeFile, NearCandidate
 from emomo.storage import storage_key
@@ -79,6 +79,8 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
                               check: NearCheck) -> NearMatch | None:
     config = runtime.config.dedupe
     repo = runtime.repo
+    if not informative(check.phash):
+        return None  # a flat picture: every other flat picture would be "near" it
     earlier = runtime.near_in_flight.enter(state.md5, check.phash, config.near_distance)
     if earlier:
         await asyncio.gather(*(done.wait() for done in earlier))
