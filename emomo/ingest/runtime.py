@@ -108,6 +108,9 @@ class IngestRuntime:
                                           isolate=lambda exc: isinstance(exc, ProviderError) and exc.item_fault)
         self.upsert_batcher = MicroBatcher(self._upsert, writes, wait, "upsert", on_batch=on_batch)
         self.vector_batcher = MicroBatcher(self.repo.record_vectors, writes, wait, "vectors", on_batch=on_batch)
+        # Paid descriptions are kept at once, in one statement for those that arrive together.
+        self.description_batcher = MicroBatcher(self.repo.save_descriptions, writes, wait, "descriptions",
+                                                on_batch=on_batch)
         self.max_items_in_flight = max_items_in_flight
         self.admission = Admission(self._admission_limit, self._items_in_process)
         # The adaptive limits of API calls report their level to the stats as it changes.
@@ -350,7 +353,7 @@ class IngestRuntime:
         """Save a description the moment it was paid for; when the database refuses, in the
         local spool (replayed at the next start). False when it went to the spool."""
         try:
-            await self.repo.save_description(md5, model, description)
+            await self.description_batcher.submit((md5, model, description))
             return True
         except Exception as exc:
             await asyncio.to_thread(self.spool.append, md5, model, description)
@@ -360,9 +363,8 @@ class IngestRuntime:
 
     async def _replay_spool(self) -> None:
         kept = await asyncio.to_thread(self.spool.entries)
-        for md5, model, description in kept:
-            await self.repo.save_description(md5, model, description)
         if kept:
+            await self.repo.save_descriptions(kept)
             await asyncio.to_thread(self.spool.clear)
             logger.info("Saved %d descriptions kept in %s during an earlier outage", len(kept), self.spool.path)
 
