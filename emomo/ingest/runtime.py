@@ -476,18 +476,21 @@ class IngestRuntime:
             return self.max_items_in_flight
         limit = self.limits.get("describe")
         item_seconds = self._item_seconds()
-        if limit is not None and limit.call_seconds and item_seconds:
-            # Little's law: to keep ``level`` calls busy, the items behind the VLM (stored, embedded,
-            # indexed) take (their time there / a call's time) places per slot, and ``level`` more
-            # wait for a slot (which is what lets the level grow). A fast VLM (0.1 s) before 0.5 s
-            # uploads and embeddings needs many more items in flight than it has slots.
+        behind = None
+        if item_seconds:
+            # The time an item spends outside the describe stage (stored, embedded, indexed).
             described = self.stats.get_value("emomo/describe/items", 0)
             describing = self.stats.get_value("emomo/describe/ms", 0) / 1000 / described if described else 0.0
             behind = max(0.0, item_seconds - describing)
+        if limit is not None and limit.call_seconds and behind is not None:
+            # Little's law: to keep ``level`` calls busy, the items behind the VLM take (their
+            # time there / a call's time) places per slot, and ``level`` more wait for a slot
+            # (which is what lets the level grow). A fast VLM (0.1 s) before 0.5 s uploads and
+            # embeddings needs many more items in flight than it has slots.
             ratio = min(MAX_RATIO, max(1.0, behind / limit.call_seconds))
             return min(MAX_ADMISSION, int(limit.level * (ratio + 1)) + 16)
         hint = getattr(self.describer, "admission", None)
-        return int(hint()) if hint is not None else defaults.FALLBACK_ITEMS_IN_FLIGHT
+        return int(hint(behind)) if hint is not None else defaults.FALLBACK_ITEMS_IN_FLIGHT
 
     def _item_seconds(self) -> float | None:
         """The median time an item spends in the pipelines, over the last hundred (cached)."""

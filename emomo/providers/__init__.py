@@ -37,9 +37,10 @@ class Describer(Protocol):
 
     async def describe(self, image: bytes, fmt: str, context: DescribeContext) -> str: ...
 
-    def admission(self) -> int:
+    def admission(self, behind: float | None = None) -> int:
         """How many items the crawl should let into the pipelines now to keep this describer
-        busy, and no more (EMOMO_MAX_ITEMS_IN_FLIGHT, when set, wins)."""
+        busy, and no more (EMOMO_MAX_ITEMS_IN_FLIGHT, when set, wins). ``behind``: the seconds
+        an item now spends in the other stages (None until the crawl knows)."""
 
     async def close(self) -> None: ...
 

@@ -7,6 +7,8 @@ models; nothing is downloaded.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,10 @@ from emomo.errors import Interrupted
 from emomo.imaging import first_frame_rgb
 from emomo.providers import DescribeContext, never
 from emomo.providers.engines import engine_pool, engine_threads
+
+#: items an engine needs in the other stages while it reads, before the crawl has measured it
+DEFAULT_BEHIND_RATIO = 6
+MAX_BEHIND_RATIO = 14
 
 
 def compose_description(text: str, context: DescribeContext) -> str:
@@ -55,6 +61,8 @@ class TextReader:
         single = self.threads > 1
         self._pool = engine_pool(self.threads)
         self._load = lambda: _load(single)
+        #: an engine's time a read, averaged (0 until the first)
+        self.read_seconds = 0.0
 
     def read_text(self, engine: Any, image: bytes) -> str:
         """The text drawn on the image (first frame of an animation), top to bottom."""
@@ -67,7 +75,12 @@ class TextReader:
         # Items queue here for an engine; once the crawl stops, those still waiting cost nothing.
         if should_stop():
             raise Interrupted(f"{source}: the crawl is stopping; not read")
-        return self.read_text(engine, image)
+        started = time.perf_counter()
+        text = self.read_text(engine, image)
+        took = time.perf_counter() - started
+        # A moving average of an engine's time a read (not the wait for an engine): admission's measure.
+        self.read_seconds = took if not self.read_seconds else 0.9 * self.read_seconds + 0.1 * took
+        return text
 
     async def read(self, image: bytes, source: str = "", should_stop: Callable[[], bool] = never) -> str:
         return await self._pool.run("ocr", self._load, self._read_unless_stopping, image, should_stop, source)
@@ -85,13 +98,15 @@ class OCRDescriber:
             context.image_text = await self.reader.read(image, context.source, context.should_stop)
         return compose_description(context.image_text, context)
 
-    def admission(self) -> int:
-        # A few items per engine: one being read, the next ones decoded and waiting, and enough
-        # others in the cheap stages (read, store, record, index) that the engines never wait
-        # for work: with 4 per engine they idled a quarter of the time when OCR was fast (50 ms
-        # of CPU an item), 8 keeps them busy. More would only wait longer (128 items for 2
-        # engines: a minute each) for no more throughput.
-        return 8 * self.threads
+    def admission(self, behind: float | None = None) -> int:
+        # Per engine: one item being read, one waiting, and as many in the other stages (read,
+        # store, record, embed, index) as an engine reads in the time an item spends there
+        # (Little's law), so the engines never wait for work. Fixed at 4 per engine, they idled
+        # a quarter of the time once OCR took 50 ms an item. Capped: more would only wait longer
+        # (128 items for 2 engines: a minute each) for no more throughput.
+        read = self.reader.read_seconds
+        others = min(MAX_BEHIND_RATIO, behind / read) if behind is not None and read else DEFAULT_BEHIND_RATIO
+        return math.ceil(self.threads * (2 + others))
 
     async def close(self) -> None:
         return None  # the engines stay loaded for the process's next crawl

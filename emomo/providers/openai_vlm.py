@@ -111,9 +111,10 @@ class OpenAIDescriber:
             return await self._call(messages)
         return await self.limit.run(attempt, self.retries, context.should_stop)
 
-    def admission(self) -> int:
+    def admission(self, behind: float | None = None) -> int:
         """Items to let into the pipelines: enough to keep every VLM slot busy while the items
-        described before them are stored, embedded and indexed."""
+        described before them are stored, embedded and indexed (the crawl sizes that part from
+        the call time once it knows it: IngestRuntime._admission_limit)."""
         return 2 * self.limit.level + 16
 
     async def close(self) -> None:
