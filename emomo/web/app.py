@@ -21,6 +21,7 @@ backend is down (the server keeps serving and answers again once it is back).
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 import re
@@ -175,8 +176,6 @@ def _static(name: str) -> bytes:
 
 
 def _dumps(data: Any) -> str:
-    import json
-
     return json.dumps(data, ensure_ascii=False)
 
 
