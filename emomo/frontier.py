@@ -50,15 +50,57 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The crawl is over: nothing queued, and no worker marked busy whose mark is still alive.
+# The crawl is over: nothing queued, nothing held (a dead worker's requests are queued again
+# first), and no worker marked busy whose mark is still alive.
 _DONE = """
-if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
+if redis.call('ZCARD', KEYS[1]) > 0 or redis.call('SCARD', KEYS[3]) > 0 then return 0 end
 local now = tonumber(redis.call('TIME')[1])
 local marks = redis.call('HGETALL', KEYS[2])
 for i = 2, #marks, 2 do
   if tonumber(marks[i]) > now then return 0 end
 end
 return 1
+"""
+
+# Take the next request and hold it: the queue's first entry moves to this worker's held hash
+# (an id -> score and request), and the worker is marked busy, all at once. KEYS: queue, held,
+# busy, holders; ARGV: worker, ttl. Returns {id, request} or nil.
+_TAKE = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return nil end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
+local now = tonumber(redis.call('TIME')[1])
+redis.call('HSET', KEYS[3], ARGV[1], now + tonumber(ARGV[2]))
+redis.call('SADD', KEYS[4], ARGV[1])
+local id = redis.call('HINCRBY', KEYS[2], '#', 1)
+redis.call('HSET', KEYS[2], id, first[2] .. ' ' .. first[1])
+return {id, first[1]}
+"""
+
+# Put back in the queue what workers whose busy mark lapsed (killed mid-crawl) were holding.
+# KEYS: queue, busy, holders; ARGV: the held hash's key prefix. Returns how many requests.
+_TAKE_OVER = """
+local now = tonumber(redis.call('TIME')[1])
+local moved = 0
+for _, worker in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local mark = redis.call('HGET', KEYS[2], worker)
+  if not mark or tonumber(mark) <= now then
+    local held = ARGV[1] .. worker
+    local entries = redis.call('HGETALL', held)
+    for i = 1, #entries, 2 do
+      if entries[i] ~= '#' then
+        local value = entries[i + 1]
+        local space = string.find(value, ' ', 1, true)
+        redis.call('ZADD', KEYS[1], tonumber(string.sub(value, 1, space - 1)), string.sub(value, space + 1))
+        moved = moved + 1
+      end
+    end
+    redis.call('DEL', held)
+    redis.call('SREM', KEYS[3], worker)
+    redis.call('HDEL', KEYS[2], worker)
+  end
+end
+return moved
 """
 
 # Mark this worker busy until now + ttl, by the Redis server's clock (workers' clocks may differ).
@@ -97,6 +139,8 @@ return advance()
 
 #: seconds between an idle worker's looks at the shared queue
 WAKE_INTERVAL = 0.5
+#: the request meta key of a request this worker holds (its id in the held hash)
+HELD = "emomo_frontier_held"
 
 
 def frontier_key(spider: str, crawl: str) -> str:
@@ -136,11 +180,14 @@ class Frontier:
     def __init__(self, server: Redis, key: str, worker: str = "", busy_ttl: int = EMOMO_FRONTIER_BUSY_TTL) -> None:
         self.server = server
         self.key = key
-        self.worker = worker
+        #: this process's name among the workers (the spider's and the scheduler's agree)
+        self.worker = worker or _worker_name()
         self.busy_ttl = busy_ttl
         self.is_busy = False
         self._done = server.register_script(_DONE)
         self._busy = server.register_script(_BUSY)
+        self._take = server.register_script(_TAKE)
+        self._take_over = server.register_script(_TAKE_OVER)
 
     @classmethod
     def from_url(cls, url: str, key: str, worker: str = "", busy_ttl: int = EMOMO_FRONTIER_BUSY_TTL) -> Self:
@@ -155,15 +202,48 @@ class Frontier:
         self.is_busy = True
 
     def mark_idle(self) -> None:
-        self.server.hdel(f"{self.key}:busy", self.worker)
+        # Idle means every request taken is done: nothing is held any more.
+        pipe = self.server.pipeline()
+        pipe.hdel(f"{self.key}:busy", self.worker)
+        pipe.delete(self.held_key)
+        pipe.srem(f"{self.key}:holders", self.worker)
+        pipe.execute()
         self.is_busy = False
+
+    @property
+    def held_key(self) -> str:
+        return f"{self.key}:held:{self.worker}"
+
+    def take(self) -> tuple[str, bytes] | None:
+        """The next request, held by this worker until ``release``: (its id, its encoding)."""
+        taken = self._take(keys=[self.queue_key, self.held_key, f"{self.key}:busy", f"{self.key}:holders"],
+                           args=[self.worker, self.busy_ttl])
+        if not taken:
+            return None
+        self.is_busy = True
+        return str(int(taken[0])), bytes(taken[1])
+
+    def release(self, held: str) -> None:
+        """A held request is done (parsed, its item out of the pipelines, failed, or queued again)."""
+        self.server.hdel(self.held_key, held)
+
+    def done_with(self, request: Request) -> None:
+        """``request`` is done with, if this worker held it."""
+        held = request.meta.pop(HELD, None)
+        if held is not None:
+            self.release(held)
+
+    def take_over(self) -> int:
+        """Queue again what dead workers held; how many requests."""
+        return int(self._take_over(keys=[self.queue_key, f"{self.key}:busy", f"{self.key}:holders"],
+                                   args=[f"{self.key}:held:"]))
 
     def renew(self) -> None:
         if self.is_busy:
             self.mark_busy()
 
     def done(self) -> bool:
-        return bool(self._done(keys=[self.queue_key, f"{self.key}:busy"]))
+        return bool(self._done(keys=[self.queue_key, f"{self.key}:busy", f"{self.key}:holders"]))
 
     def first_listing(self, source_id: str) -> bool:
         """True for the first worker to find this image on a list page in this crawl."""
@@ -216,8 +296,8 @@ class FrontierScheduler(RedisScheduler):
     def from_crawler(cls, crawler: Crawler) -> Self:
         scheduler = super().from_crawler(crawler)
         settings: BaseSettings = crawler.settings
-        scheduler.frontier = Frontier(scheduler.server, settings["EMOMO_FRONTIER_KEY"], _worker_name(),
-                                      settings.getint("EMOMO_FRONTIER_BUSY_TTL"))
+        scheduler.frontier = Frontier(scheduler.server, settings["EMOMO_FRONTIER_KEY"],
+                                      busy_ttl=settings.getint("EMOMO_FRONTIER_BUSY_TTL"))
         scheduler.crawler = crawler
         # scrapy-redis counts with the spider argument Scrapy 2.19 deprecates: count here instead.
         scheduler.stats = None
@@ -233,9 +313,12 @@ class FrontierScheduler(RedisScheduler):
 
     def _wake_when_work_arrives(self) -> None:
         # An idle engine asks for requests only at its 5 s heartbeat; other workers' list pages
-        # fill the queue meanwhile. Ask sooner (the engine's own wake-up call, as a finished
-        # download makes it).
-        if self.frontier.is_busy or not len(self.queue):
+        # (or a dead worker's requests, put back) fill the queue meanwhile. Ask sooner (the
+        # engine's own wake-up call, as a finished download makes it).
+        if self.frontier.is_busy:
+            return
+        self._take_over()
+        if not len(self.queue):
             return
         slot = getattr(self.crawler.engine, "_slot", None)
         if slot is not None:
@@ -247,19 +330,31 @@ class FrontierScheduler(RedisScheduler):
         # not have them (and a killed worker would lose them).
         if not len(self.queue) or self._waiting_to_download():
             return None
-        # Busy before taking anything: a worker holding a request is never seen idle.
-        if not self.frontier.is_busy:
-            self.frontier.mark_busy()
-        request = super().next_request()
-        if request is not None:
-            self.crawler.stats.inc_value("scheduler/dequeued/redis")
+        # Taken, held and marked busy in one step: a worker holding a request is never seen
+        # idle, and what a killed worker held goes back to the queue (take_over).
+        taken = self.frontier.take()
+        if taken is None:
+            return None
+        held, data = taken
+        request: Request = self.queue._decode_request(data)
+        request.meta[HELD] = held
+        self.crawler.stats.inc_value("scheduler/dequeued/redis")
         return request
 
     def enqueue_request(self, request: Request) -> bool:
+        # A held request coming back (a retry, a redirect) is in the queue again, not held.
+        self.frontier.done_with(request)
         queued = bool(super().enqueue_request(request))
         if queued:
             self.crawler.stats.inc_value("scheduler/enqueued/redis")
         return queued
+
+    def _take_over(self) -> None:
+        moved = self.frontier.take_over()
+        if moved:
+            self.crawler.stats.inc_value("emomo/frontier/taken_over", moved)
+            logger.warning("Queued again %d requests of a worker that stopped answering (its busy mark "
+                           "lapsed)", moved, extra={"spider": self.spider})
 
     def _waiting_to_download(self) -> bool:
         # A request is waiting when the downloader has it (in a middleware, say robots.txt's,
@@ -274,6 +369,7 @@ class FrontierScheduler(RedisScheduler):
         """Scrapy found this worker idle: the crawl ends here only if it is over everywhere."""
         if self.frontier.is_busy:
             self.frontier.mark_idle()
+        self._take_over()
         if not self.frontier.done():
             raise DontCloseSpider
         logger.info("The shared frontier %s is drained and no worker is busy: the crawl is over",

@@ -180,6 +180,12 @@ class FabiaoqingSpider(MemeSpider):
                               cb_kwargs={"page": page})
 
     def parse_list(self, response: Response, page: int) -> Iterator[scrapy.Request]:
+        try:
+            yield from self._parse_list(response, page)
+        finally:
+            self.done_with(response.request)  # every request it yielded is queued by now
+
+    def _parse_list(self, response: Response, page: int) -> Iterator[scrapy.Request]:
         entries = site.parse_list(response.text, response.url)
         self.count("pages")
         if not entries:
@@ -227,9 +233,18 @@ class FabiaoqingSpider(MemeSpider):
             kind, reason = "download_error", f"not downloaded: {type(error).__name__}: {error}"
         self.skip(kind, request.url, reason)
         self.tracker.image_done(request.cb_kwargs["page"])
+        self.done_with(request)
 
     def _item_done(self, item: Any, response: Response | None = None, **_: Any) -> None:
         # Scrapy passes the response an item came from: its request names the list page.
         page = response.cb_kwargs.get("page") if response is not None else None
         if page is not None:
             self.tracker.image_done(page)
+        if response is not None and response.request is not None:
+            self.done_with(response.request)
+
+    def done_with(self, request: scrapy.Request | None) -> None:
+        """The request's work is over here: on a shared frontier, it is no longer this worker's
+        to finish (had the worker died before, another would have taken it over)."""
+        if self.frontier is not None and request is not None:
+            self.frontier.done_with(request)
