@@ -77,14 +77,15 @@ redis.call('HSET', KEYS[2], id, first[2] .. ' ' .. first[1])
 return {id, first[1]}
 """
 
-# Put back in the queue what workers whose busy mark lapsed (killed mid-crawl) were holding.
-# KEYS: queue, busy, holders; ARGV: the held hash's key prefix. Returns how many requests.
+# Put back in the queue what workers whose busy mark lapsed (killed mid-crawl) were holding,
+# or what worker ARGV[2] holds (it stops before its requests are done). KEYS: queue, busy,
+# holders; ARGV: the held hash's key prefix, a worker or ''. Returns how many requests.
 _TAKE_OVER = """
 local now = tonumber(redis.call('TIME')[1])
 local moved = 0
 for _, worker in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local mark = redis.call('HGET', KEYS[2], worker)
-  if not mark or tonumber(mark) <= now then
+  if worker == ARGV[2] or not mark or tonumber(mark) <= now then
     local held = ARGV[1] .. worker
     local entries = redis.call('HGETALL', held)
     for i = 1, #entries, 2 do
@@ -233,10 +234,15 @@ class Frontier:
         if held is not None:
             self.release(held)
 
-    def take_over(self) -> int:
-        """Queue again what dead workers held; how many requests."""
+    def take_over(self, worker: str = "") -> int:
+        """Queue again what dead workers held (and ``worker``'s); how many requests."""
         return int(self._take_over(keys=[self.queue_key, f"{self.key}:busy", f"{self.key}:holders"],
-                                   args=[f"{self.key}:held:"]))
+                                   args=[f"{self.key}:held:", worker]))
+
+    def give_back(self) -> int:
+        """Queue again what this worker holds: it stops before their work is done."""
+        self.is_busy = False
+        return self.take_over(self.worker)
 
     def renew(self) -> None:
         if self.is_busy:
@@ -380,8 +386,11 @@ class FrontierScheduler(RedisScheduler):
             if loop.running:
                 loop.stop()
         try:
-            if self.frontier.is_busy:
-                self.frontier.mark_idle()
+            # Stopped early (a signal, a refused key): what this worker took and did not finish
+            # goes back to the queue, for the other workers or the next start.
+            given = self.frontier.give_back()
+            if given:
+                logger.info("Gave back %d requests to the shared frontier", given, extra={"spider": self.spider})
             if reason == "finished" and self.frontier.done():
                 self.frontier.clear()
         except Exception as exc:  # Redis gone at the end: its keys stay, the busy mark lapses

@@ -52,6 +52,24 @@ def test_the_crawl_is_over_only_when_the_queue_is_empty_and_no_worker_is_busy(cr
     assert a.done()
 
 
+def test_held_requests_go_back_to_the_queue_when_their_worker_dies_or_stops(crawl_name: str) -> None:
+    key = frontier_key("fabiaoqing", crawl_name)
+    a, b = (Frontier.from_url(REDIS, key, worker, busy_ttl=2) for worker in ("a", "b"))
+    for n in range(3):
+        a.server.zadd(a.queue_key, {f"request-{n}".encode(): n})
+    held = [a.take(), a.take(), b.take()]
+    assert [data for _, data in held] == [b"request-0", b"request-1", b"request-2"]  # best score first
+    a.release(held[0][0])  # its work is done
+    assert not a.done() and b.take_over() == 0  # a's mark is alive: nothing to take over
+    time.sleep(2.1)  # a dies without a word; b stops and gives back its own and the dead one's
+    assert b.give_back() == 2
+    assert b.take_over() == 0  # nothing is held any more
+    assert sorted(a.server.zrange(a.queue_key, 0, -1)) == [b"request-1", b"request-2"]
+    assert not a.done()
+    a.server.delete(a.queue_key)
+    assert a.done()
+
+
 def test_the_shared_page_tracker_counts_every_workers_images(crawl_name: str) -> None:
     key = frontier_key("fabiaoqing", crawl_name)
     moved: list[int] = []
