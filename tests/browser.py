@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from servers import stop
 
 
 def chromium() -> str | None:
@@ -114,9 +115,5 @@ async def browser(width: int = 1200, height: int = 900) -> AsyncIterator[Page]:
                 await page.send("Runtime.enable")
                 yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         shutil.rmtree(profile, ignore_errors=True)

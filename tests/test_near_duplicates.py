@@ -78,6 +78,14 @@ def plant(root: Path, category: str, name: str, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def plant_pairs(root: Path, captions: range, seed: int, rnd: random.Random) -> None:
+    """For each caption an original (原图N.png) and a copy of another kind each (副本N.jpg)."""
+    for i, n in enumerate(captions):
+        data = meme_bytes(CAPTIONS[n], seed + i, "png")
+        plant(root, CATEGORIES[0], f"原图{i}.png", data)
+        plant(root, CATEGORIES[1], f"副本{i}.jpg", variant(data, KINDS[i], rnd)[0])
+
+
 def sources(workdir: Path) -> dict[str, str]:
     conn = sqlite3.connect(workdir / "data" / "emomo.db")
     try:
@@ -155,11 +163,7 @@ def test_on_the_vlm_path_a_near_duplicate_costs_an_ocr_read_not_a_call(tmp_path:
     from servers import FakeAPI, fake_api
 
     root = tmp_path / "ChineseBQB"
-    rnd = random.Random(16)
-    for i in range(4):
-        data = meme_bytes(CAPTIONS[140 + i], 800 + i, "png")
-        plant(root, CATEGORIES[0], f"原图{i}.png", data)
-        plant(root, CATEGORIES[1], f"副本{i}.jpg", variant(data, KINDS[i], rnd)[0])
+    plant_pairs(root, range(140, 144), 800, random.Random(16))
     plant(root, CATEGORIES[2], "换字.png", meme_bytes(CAPTIONS[145], 800, "png"))  # template of 原图0
     (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
     api = FakeAPI(api_key="sk-near")
@@ -184,11 +188,7 @@ def test_near_duplicates_on_postgresql(tmp_path: Path, cjk_font: str) -> None:
     from servers import postgres_database
 
     root = tmp_path / "ChineseBQB"
-    rnd = random.Random(17)
-    for i in range(3):
-        data = meme_bytes(CAPTIONS[130 + i], 600 + i, "png")
-        plant(root, CATEGORIES[0], f"原图{i}.png", data)
-        plant(root, CATEGORIES[1], f"副本{i}.jpg", variant(data, KINDS[i], rnd)[0])
+    plant_pairs(root, range(130, 133), 600, random.Random(17))
     (tmp_path / "pg.yaml").write_text("database:\n  driver: postgres\n", encoding="utf-8")
     with postgres_database() as dsn:
         run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),

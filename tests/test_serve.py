@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import REPO, scrapy, scrapy_env
 from crawling import run_crawl
-from servers import TCPProxy, free_port, postgres_database, wait_for_port
+from servers import TCPProxy, free_port, postgres_database, stop, wait_for_port
 
 from emomo.query import HIT_KEYS
 
@@ -69,8 +69,7 @@ def start_server(workdir: Path, env: dict[str, str] | None = None, *args: str) -
 
 
 def stop_server(served: Served) -> None:
-    served.proc.terminate()
-    served.proc.wait(timeout=30)
+    stop(served.proc, timeout=30)
 
 
 @pytest.fixture(scope="module")
