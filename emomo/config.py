@@ -193,19 +193,35 @@ class ServerConfig(Section):
 
 
 class DedupeConfig(Section):
-    """Near-duplicates (emomo.near): a file whose perceptual hash is within ``near_distance``
-    bits of a recorded meme's and whose image carries the same text is recorded as another
-    source of that meme: no VLM call, no new point."""
+    """Near-duplicates (emomo.near): a file that is a copy of a recorded meme (re-encoded,
+    resized, converted, a few pixels cropped, a GIF's first frame) is recorded as another source
+    of that meme: no VLM call, no new point. docs/near-duplicates.md has the figures."""
 
     near: bool = True
-    #: bits of the 64-bit hash; re-encoding and resizing move 0-4, crops of a few pixels up to
-    #: about 8, another meme about 32 (the text check guards the rest). Each 3 more bits make a
-    #: lookup ask for several times more keys (emomo.near), hence the ceiling.
-    near_distance: int = Field(8, ge=0, le=11)
-    #: how alike the two images' text must be (0-1, after dropping spaces and punctuation):
-    #: OCR reads a re-encoded caption nearly but not always exactly the same, while a caption
-    #: one character longer is another meme (7 characters and one more: 0.93)
+    #: bits of the 64-bit coarse hash within which a recorded meme is a candidate at all:
+    #: re-encoding and resizing move 0-4, crops of a few pixels up to about 12, another picture
+    #: about 32 (a template's other captions: 2-14; the fine check tells them apart)
+    near_distance: int = Field(12, ge=0, le=24)
+    #: candidates ranked nearest the file (by their thumbnails' block means) that the fine check
+    #: compares it with: the work per file, whatever the size of its series
+    near_candidates: int = Field(8, ge=1, le=64)
+    #: fine distance (emomo.near.fine_distance) at or below which two files are one meme: copies
+    #: measure 0-0.4, one character more or another in a caption 0.6 and above
+    near_same: float = Field(0.45, gt=0, le=5)
+    #: fine distance at or above which two files are different memes; between the two, the text
+    #: on both (OCR) decides
+    near_different: float = Field(0.6, gt=0, le=5)
+    #: how alike the two images' text must be (0-1, after dropping spaces and punctuation) when
+    #: the text decides: OCR reads a re-encoded caption nearly but not always exactly the same,
+    #: while a caption one character longer is another meme (7 characters and one more: 0.93)
     near_text_similarity: float = Field(0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DedupeConfig:
+        if self.near_different < self.near_same:
+            raise ValueError(f"dedupe.near_different ({self.near_different}) must not be below "
+                             f"dedupe.near_same ({self.near_same})")
+        return self
 
 
 class EmomoConfig(BaseModel):

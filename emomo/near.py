@@ -1,43 +1,65 @@
-"""Near-duplicates: the same meme re-encoded, resized, converted or lightly cropped.
+"""Near-duplicates: the same meme re-encoded, resized, converted, lightly cropped, or a GIF's
+first frame saved as a still. Pure functions; imports nothing of the project.
 
-A meme's perceptual hash is a 64-bit difference hash (dHash) of its first frame: grey, its
-border trimmed (a crop of a few pixels then moves little), shrunk to 9x8, one bit per pair of
-neighbours, set when the right one is brighter. Re-encoding and resizing move a few bits; a
-different meme moves about half. The hash only finds candidates: memes are templates, and the
-same face with another caption is another meme, so a candidate is the same meme only when the
-text on both images is the same too (emomo.ingest.near_dupes).
+Memes are templates: one face, hundreds of captions. Three measures of a picture's first frame
+(grey, transparency on white) tell a copy from another caption on the same face:
 
-Lookup stays flat as memes grow (multi-index hashing): the hash is cut into 3 bands of 21-22
-bits, each stored as a key. Two hashes within ``d`` bits agree to within ``d // 3`` bits on at
-least one band (were every band off by more, the total would exceed ``d``), so a lookup asks for
-the few hundred keys near the item's own bands (696 at d = 8): index seeks, each finding about
-one meme in two million, not a scan of every meme.
+* the coarse hash, a 64-bit difference hash (dHash) of the picture with its border trimmed,
+  shrunk to 9x8: re-encoding and resizing move a few bits, another picture about half. It only
+  says "maybe the same template": a series' members are within a few bits of each other.
+* the blocks, the means of 8x8 blocks of the picture's thumbnail (z-scores): a vector that puts
+  copies next to their original, for picking the few candidates worth a closer look.
+* the thumbnail, 64x64 exact area means. The fine distance of two pictures is the largest
+  difference of any 4x4-cell block of their thumbnails: a copy differs a little everywhere,
+  another caption a lot where the caption is. Before comparing, the new picture is put in the
+  candidate's frame: a crop of a few pixels moves everything by a fraction of a cell, which
+  the blocks would read as a change. Offset and scale are fitted per axis on row and column
+  profiles (rows first; the rows that disagree, a caption, are left out of the column fit),
+  then the thumbnail is resampled from the picture by exact area means: a bilinear read of the
+  integral image is exact for square pixels.
+
+docs/near-duplicates.md has the figures these choices rest on.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import zlib
+from dataclasses import dataclass
 from difflib import SequenceMatcher
-from itertools import combinations
 
 import numpy as np
 from PIL import Image
 
-#: the hash's bands: 21, 21 and 22 bits
-BANDS = 3
-BAND_SIZES = (21, 21, 22)
 #: of each side, trimmed before hashing: a crop of a few pixels falls mostly in it
 TRIM = 0.08
+#: cells a side of the thumbnail; cells a side of a block the fine distance compares
+THUMB = 64
+BLOCK = 4
+#: cells a side of a block of the ranking vector (8x8 blocks of 8x8 cells)
+RANK_BLOCK = 8
+#: a picture larger than this (a side) is reduced by a whole factor first: exact box means, and
+#: a measure that costs the same whatever the file's size
+WORK_SIDE = 320
+#: how far a copy's frame may be from its original's: offset (a share of the side), scale
+MAX_OFFSET = 0.06
+SCALES = (0.9, 1.1)
+#: z-scores are stored as bytes: z * QUANT + 128, clipped to 0-254 (255: no value)
+QUANT = 24.0
+NO_VALUE = 255
 
 
-def perceptual_hash(data: bytes) -> int:
-    """The dHash of an image's first frame (transparency on white), as a signed 64-bit integer
-    (what a BIGINT column holds)."""
+def _first_frame_grey(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
+        if im.mode in ("L", "RGB") and "transparency" not in im.info:
+            return im.convert("L")
         frame = im.convert("RGBA")
-    grey = Image.alpha_composite(Image.new("RGBA", frame.size, (255, 255, 255, 255)), frame).convert("L")
+    return Image.alpha_composite(Image.new("RGBA", frame.size, (255, 255, 255, 255)), frame).convert("L")
+
+
+def _dhash(grey: Image.Image) -> int:
     w, h = grey.size
     dx, dy = round(w * TRIM), round(h * TRIM)
     if w - 2 * dx >= 9 and h - 2 * dy >= 8:
@@ -46,6 +68,11 @@ def perceptual_hash(data: bytes) -> int:
     bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
     value = int("".join("1" if b else "0" for b in bits), 2)
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def perceptual_hash(data: bytes) -> int:
+    """The dHash of an image's first frame, as a signed 64-bit integer (what a BIGINT holds)."""
+    return _dhash(_first_frame_grey(data))
 
 
 #: a hash with fewer set bits (or fewer unset ones) than this describes a flat picture: a plain
@@ -64,30 +91,239 @@ def hamming(a: int, b: int) -> int:
     return ((a ^ b) & ((1 << 64) - 1)).bit_count()
 
 
-def _bands(value: int) -> list[int]:
-    unsigned = value & ((1 << 64) - 1)
-    out, shift = [], 0
-    for size in BAND_SIZES:
-        out.append((unsigned >> shift) & ((1 << size) - 1))
-        shift += size
-    return out
+def hamming_many(hashes: np.ndarray, value: int) -> np.ndarray:
+    """Bits between ``value`` and each of ``hashes`` (int64)."""
+    return np.bitwise_count(np.bitwise_xor(hashes, np.int64(value)))
 
 
-def band_keys(value: int) -> list[int]:
-    """The keys a meme's hash is stored under: band number and band value in one integer."""
-    return [(i << 22) | band for i, band in enumerate(_bands(value))]
+# --- the picture --------------------------------------------------------------------------
 
 
-def probe_keys(value: int, max_distance: int) -> list[int]:
-    """The keys any hash within ``max_distance`` bits of ``value`` is stored under, at least one."""
-    flips = max_distance // BANDS
-    keys = []
-    for i, band in enumerate(_bands(value)):
-        for n in range(flips + 1):
-            keys += [(i << 22) | (band ^ sum(1 << bit for bit in bits))
-                     for bits in combinations(range(BAND_SIZES[i]), n)]
-    return keys
+@dataclass(frozen=True)
+class Picture:
+    """What the near-duplicate check measures of a file, decoded once."""
 
+    phash: int
+    #: the integral image of the grey first frame (reduced to WORK_SIDE): (h + 1, w + 1)
+    integral: np.ndarray
+    #: its THUMB x THUMB thumbnail in its own frame: grey levels
+    thumb: np.ndarray
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.integral.shape[1] - 1, self.integral.shape[0] - 1
+
+    def stored_thumb(self) -> bytes:
+        """The thumbnail as stored with the meme: grey bytes, compressed (about 1-3 KB)."""
+        return zlib.compress(np.round(self.thumb).astype(np.uint8).tobytes(), 6)
+
+
+@dataclass
+class NearCheck:
+    """What the near-duplicate check learnt of an item: kept with the meme it becomes (the
+    picture's integral image is not: it is large, and needed only while the item is checked)."""
+
+    phash: int
+    #: its thumbnail (grey levels), and as stored (compressed)
+    thumb: np.ndarray
+    stored_thumb: bytes
+    #: its ranking vector, and as stored
+    vector: np.ndarray
+    blocks: bytes
+    #: the text OCR read on it, when something had to
+    image_text: str | None = None
+
+    @classmethod
+    def of(cls, picture: Picture) -> NearCheck:
+        vector = rank_vector(picture.thumb)
+        return cls(picture.phash, picture.thumb, picture.stored_thumb(), vector, encode_blocks(vector))
+
+
+def measure(data: bytes) -> Picture:
+    grey = _first_frame_grey(data)
+    phash = _dhash(grey)
+    factor = -(-max(grey.size) // WORK_SIDE)
+    if factor > 1:
+        grey = grey.reduce(factor)
+    pixels = np.asarray(grey, dtype=np.float64)
+    integral = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1))
+    integral[1:, 1:] = pixels.cumsum(0).cumsum(1)
+    h, w = pixels.shape
+    thumb = _cells(integral, np.linspace(0, w, THUMB + 1), np.linspace(0, h, THUMB + 1))
+    return Picture(phash, integral, thumb)
+
+
+def stored_thumb(data: bytes) -> np.ndarray:
+    """A thumbnail as ``Picture.stored_thumb`` wrote it: grey levels."""
+    return np.frombuffer(zlib.decompress(data), dtype=np.uint8).reshape(THUMB, THUMB).astype(np.float64)
+
+
+def _read(integral: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The integral image at the points ``ys`` x ``xs`` (bilinear: exact for square pixels)."""
+    h, w = integral.shape[0] - 1, integral.shape[1] - 1
+    ix = np.clip(np.floor(xs).astype(int), 0, w - 1)
+    iy = np.clip(np.floor(ys).astype(int), 0, h - 1)
+    fx, fy = xs - ix, (ys - iy)[:, None]
+    top, bottom = integral[iy], integral[iy + 1]
+    return ((top[:, ix] * (1 - fx) + top[:, ix + 1] * fx) * (1 - fy)
+            + (bottom[:, ix] * (1 - fx) + bottom[:, ix + 1] * fx) * fy)
+
+
+def _cells(integral: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The mean of each cell between consecutive edges ``xs`` x ``ys``."""
+    at = _read(integral, xs, ys)
+    area = np.outer(np.diff(ys), np.diff(xs))
+    return (at[1:, 1:] - at[1:, :-1] - at[:-1, 1:] + at[:-1, :-1]) / np.maximum(area, 1e-9)
+
+
+def _zscores(cells: np.ndarray) -> np.ndarray:
+    known = cells[~np.isnan(cells)]
+    return (cells - known.mean()) / max(float(known.std()), 1.0)
+
+
+def _block_means(cells: np.ndarray, size: int) -> np.ndarray:
+    """Means of the size x size blocks of ``cells`` over the cells with a value; NaN for a
+    block with fewer than half of its cells."""
+    n = cells.shape[0] // size
+    grid = cells.reshape(n, size, n, size).transpose(0, 2, 1, 3).reshape(n * n, size * size)
+    known = ~np.isnan(grid)
+    counts = known.sum(axis=1)
+    means = np.where(known, grid, 0.0).sum(axis=1) / np.maximum(counts, 1)
+    return np.where(counts * 2 >= size * size, means, np.nan)
+
+
+# --- candidates: the ranking vector ------------------------------------------------------------
+
+
+def rank_vector(thumb: np.ndarray) -> np.ndarray:
+    """The block means of a thumbnail's z-scores: near for a copy, whatever its format."""
+    return _block_means(_zscores(thumb), RANK_BLOCK)
+
+
+def encode_blocks(vector: np.ndarray) -> bytes:
+    return np.clip(np.round(vector * QUANT + 128), 0, NO_VALUE - 1).astype(np.uint8).tobytes()
+
+
+def decode_blocks(rows: np.ndarray) -> np.ndarray:
+    """Rows of stored blocks (uint8, one vector a row) as z-scores."""
+    return (rows.astype(np.float32) - 128) / QUANT
+
+
+def nearest(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the (at most) ``k`` rows of ``vectors`` nearest ``query``, nearest first."""
+    diff = vectors - query[None, :]
+    scores = np.einsum("ij,ij->i", diff, diff)
+    if len(scores) > k:
+        top = np.argpartition(scores, k)[:k]
+        return top[np.argsort(scores[top])]
+    return np.argsort(scores)
+
+
+# --- the fine check --------------------------------------------------------------------------
+
+_EDGES = np.arange(THUMB + 1) / THUMB
+#: profiles are fitted on half the cells: the fit's precision is the grid's, not the cells'
+_FIT = THUMB // 2
+_FIT_EDGES = np.arange(_FIT + 1) / _FIT
+
+
+def _grid(offsets: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    o, s = np.meshgrid(offsets, scales)
+    return o.ravel(), s.ravel()
+
+
+_COARSE = _grid(np.linspace(-MAX_OFFSET, MAX_OFFSET, 13), np.linspace(*SCALES, 11))
+_STEPS = _grid(np.linspace(-0.01, 0.01, 9), np.linspace(-0.02, 0.02, 9))
+_FINER = _grid(np.linspace(-0.003, 0.003, 9), np.linspace(-0.006, 0.006, 9))
+#: the cells inside the picture in every frame tried: where profiles are compared
+_INNER = np.zeros(_FIT, dtype=bool)
+_INNER[int(np.ceil((MAX_OFFSET + 0.01) * _FIT)):int((SCALES[0] - 0.02 - MAX_OFFSET - 0.01) * _FIT)] = True
+
+
+def _profile_fit(reference: np.ndarray, cumulative: np.ndarray, length: int, offsets: np.ndarray,
+                 scales: np.ndarray, use: np.ndarray) -> tuple[float, float]:
+    """The frame (offset, scale) whose box means of the picture's profile correlate best with
+    the reference's on the cells ``use`` (a copy may be lighter or darker)."""
+    x = np.clip((_FIT_EDGES[None, :] - offsets[:, None]) / scales[:, None] * length, 0, length)
+    at = np.interp(x, np.arange(length + 1), cumulative)
+    ours = ((at[:, 1:] - at[:, :-1]) / np.maximum(np.diff(x, axis=1), 1e-9))[:, use]
+    theirs = reference[use] - reference[use].mean()
+    ours = ours - ours.mean(axis=1, keepdims=True)
+    score = (ours @ theirs) / (np.sqrt(np.einsum("ij,ij->i", ours, ours)) + 1e-9)
+    best = int(np.argmax(score))
+    return float(offsets[best]), float(scales[best])
+
+
+def _profile_diffs(reference: np.ndarray, cumulative: np.ndarray, length: int, offset: float,
+                   scale: float) -> np.ndarray:
+    """Cell by cell, how far the picture's profile in that frame is from the reference's (z-scores)."""
+    x = np.clip((_FIT_EDGES - offset) / scale * length, 0, length)
+    at = np.interp(x, np.arange(length + 1), cumulative)
+    ours, theirs = ((at[1:] - at[:-1]) / np.maximum(np.diff(x), 1e-9))[_INNER], reference[_INNER]
+    return np.abs((ours - ours.mean()) / (ours.std() + 1e-6) - (theirs - theirs.mean()) / (theirs.std() + 1e-6))
+
+
+def _fit_axis(reference: np.ndarray, cumulative: np.ndarray, length: int,
+              use: np.ndarray = _INNER) -> tuple[float, float]:
+    o, s = _profile_fit(reference, cumulative, length, *_COARSE, use)
+    o, s = _profile_fit(reference, cumulative, length, o + _STEPS[0], s + _STEPS[1], use)
+    return _profile_fit(reference, cumulative, length, o + _FINER[0], s + _FINER[1], use)
+
+
+def _frame(picture: Picture, reference: np.ndarray) -> tuple[float, float, float, float]:
+    """Offsets and scales that put the picture in the frame of ``reference``."""
+    w, h = picture.size
+    coarse = reference.reshape(_FIT, 2, _FIT, 2).mean(axis=(1, 3))
+    rows = picture.integral[:, -1] / w
+    row_diffs = _profile_diffs(coarse.mean(axis=1), rows, h, *_fit_axis(coarse.mean(axis=1), rows, h))
+    # A caption is a band of rows that differs: fitted on, it would pull the frame its way.
+    agree = _INNER.copy()
+    agree[_INNER] = row_diffs <= 2 * np.median(row_diffs) + 0.05
+    oy, sy = _fit_axis(coarse.mean(axis=1), rows, h, agree)
+    ys = np.clip((_FIT_EDGES - oy) / sy * h, 0, h)
+    at = _read(picture.integral, np.arange(w + 1, dtype=np.float64), ys)
+    columns = (at[1:] - at[:-1])[agree].sum(axis=0) / max(float(np.diff(ys)[agree].sum()), 1e-9)
+    ox, sx = _fit_axis(coarse[agree].mean(axis=0), columns, w)
+    return ox, sx, oy, sy
+
+
+def in_frame(picture: Picture, reference: np.ndarray) -> np.ndarray:
+    """The picture's thumbnail in the frame of ``reference`` (another picture's thumbnail, grey
+    levels): z-scores, NaN where the picture does not reach."""
+    w, h = picture.size
+    ox, sx, oy, sy = _frame(picture, reference)
+    xs, ys = (_EDGES - ox) / sx * w, (_EDGES - oy) / sy * h
+    inside_x = np.nonzero((xs[:-1] >= -1e-6) & (xs[1:] <= w + 1e-6))[0]
+    inside_y = np.nonzero((ys[:-1] >= -1e-6) & (ys[1:] <= h + 1e-6))[0]
+    cells = np.full((THUMB, THUMB), np.nan)
+    if len(inside_x) and len(inside_y):
+        x0, x1, y0, y1 = inside_x[0], inside_x[-1] + 1, inside_y[0], inside_y[-1] + 1
+        cells[y0:y1, x0:x1] = _cells(picture.integral, np.clip(xs[x0:x1 + 1], 0, w), np.clip(ys[y0:y1 + 1], 0, h))
+    return cells
+
+
+def _block_distance(ours: np.ndarray, theirs: np.ndarray) -> float:
+    shared = ~np.isnan(ours) & ~np.isnan(theirs)
+    if shared.sum() < THUMB * THUMB // 2:
+        return float("inf")
+    ours, theirs = np.where(shared, ours, np.nan), np.where(shared, theirs, np.nan)
+    return float(np.nanmax(_block_means(np.abs(_zscores(ours) - _zscores(theirs)), BLOCK)))
+
+
+def quick_distance(picture: Picture, reference: np.ndarray) -> float:
+    """``fine_distance`` without putting the picture in the reference's frame: a tenth of the
+    cost, and the same answer for a copy that is not cropped (re-encoded, resized, converted)."""
+    return _block_distance(picture.thumb, reference)
+
+
+def fine_distance(picture: Picture, reference: np.ndarray) -> float:
+    """How far the picture is from the one whose thumbnail is ``reference``: the largest mean
+    difference of a 4x4-cell block, in the reference's frame, both z-normalised over the cells
+    they share. inf when they share too little to say."""
+    return _block_distance(in_frame(picture, reference), reference)
+
+
+# --- the text on the picture (what OCR read) ------------------------------------------------
 
 _NOT_TEXT = re.compile(r"[\W_]+", re.UNICODE)
 

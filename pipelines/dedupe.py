@@ -3,15 +3,18 @@ source whose content changed since it was ingested."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from typing import Any
 
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
-from emomo.ingest.near_dupes import find_near_duplicate, hash_item, keep_better_file
+from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file
 from emomo.ingest.stage import Stage, item_locator
 from emomo.ingest.state import ItemState
+from emomo.near import NearCheck, measure
 from emomo.repositories import SourceRecord
 
 
@@ -73,8 +76,9 @@ class DedupePipeline(Stage):
     async def near_duplicate(self, state: ItemState, adapter: ItemAdapter) -> None:
         """Drop the item as another source of a recorded meme it nearly duplicates, if any."""
         runtime = self.runtime
-        state.near = await hash_item(adapter["body"])
-        match = await find_near_duplicate(runtime, state, adapter["body"], state.near)
+        picture = await asyncio.to_thread(measure, adapter["body"])
+        state.near = NearCheck.of(picture)
+        match = await find_near_duplicate(runtime, state, adapter["body"], picture)
         if match is None:
             return
         meme_id = match.meme.meme_id
@@ -90,6 +94,7 @@ class DedupePipeline(Stage):
         await runtime.link_followers(state.md5, meme_id)
         self.count("near_duplicate")
         self.conclude("duplicate")
-        reason = f"a near-duplicate of meme {meme_id} (hash {match.distance} bits away, the same text)"
+        how = "the same text" if math.isnan(match.distance) else f"fine distance {match.distance:.2f}"
+        reason = f"a near-duplicate of meme {meme_id} ({how})"
         self.log(logging.DEBUG, "Recorded %s as another source: %s", state.source, reason)
         raise DuplicateMeme(f"{state.source}: {reason}")

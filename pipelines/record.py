@@ -46,9 +46,10 @@ class RecordPipeline(Stage):
             return
         state.undo.append((f"meme row {meme.id}", partial(self.runtime.repo.delete_meme, meme.id)))
         if state.near is not None:
-            # Its hash rows go with the row if it is undone (ON DELETE CASCADE).
-            await self.runtime.repo.save_phash(meme.id, state.near.phash, state.near.band_keys,
-                                               state.near.image_text)
+            # Its signature goes with the row if it is undone (ON DELETE CASCADE).
+            near = state.near
+            await self.runtime.repo.save_phash(meme.id, near.phash, near.stored_thumb, near.blocks, near.image_text)
+            self.runtime.near_index.add(meme.id, near.phash, near.blocks)
         state.meme = meme
         adapter["meme_id"] = meme.id
         self.count("created")

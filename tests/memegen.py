@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 FONT_CANDIDATES = (
@@ -176,3 +177,149 @@ def build_tree(root: Path, captions: Iterable[str], categories: Iterable[str] = 
         path.write_bytes(data)
         planted.append(Planted(path.relative_to(root).as_posix(), caption, hashlib.md5(data).hexdigest(), fmt))
     return planted
+
+
+# --- template series: one figure, many captions (what most real memes are) -------------------
+
+#: the figures a series is drawn on: a panda head (熊猫头), a cat, a photo-like face, a dog and a
+#: penguin; each with its own background and caption place
+TEMPLATES = ("panda", "cat", "photo", "dog", "penguin")
+
+
+def _photo_background(size: int, seed: int) -> Image.Image:
+    """A photo-like background: a smooth gradient with grain (what JPEG photos look like)."""
+    rnd = random.Random(seed)
+    base = Image.linear_gradient("L").resize((size, size)).rotate(rnd.randint(0, 359))
+    tint = Image.new("RGB", (size, size), (rnd.randint(90, 200), rnd.randint(90, 200), rnd.randint(90, 200)))
+    im = Image.composite(tint, Image.new("RGB", (size, size), (40, 50, 60)), base)
+    noise = np.random.default_rng(seed).normal(128, 40, (size, size)).clip(0, 255).astype(np.uint8)
+    return Image.blend(im, Image.fromarray(noise, "L").convert("RGB"), 0.15)
+
+
+def draw_template(template: int, caption: str, frame: int = 0, size: int = 240) -> Image.Image:
+    """The figure of series ``template`` with ``caption``; ``frame`` moves the figure a little (GIFs)."""
+    kind = TEMPLATES[template % len(TEMPLATES)]
+    variant = template // len(TEMPLATES)  # more series than figures: another colour and place
+    rnd = random.Random(template)
+    w = (frame % 3) * 3 - 3  # the figure's wobble between frames
+    if kind == "photo":
+        im = _photo_background(size, template)
+    else:
+        im = Image.new("RGB", (size, size), BACKGROUNDS[(template * 3 + variant) % len(BACKGROUNDS)])
+    d = ImageDraw.Draw(im)
+    top_caption = kind in ("dog", "photo")
+    cx = size // 2 + rnd.randint(-12, 12) + w
+    cy = (size * 3 // 5 if top_caption else size * 2 // 5) + rnd.randint(-6, 6)
+    r = size // 4 + rnd.randint(-6, 6)
+    ink = (25, 25, 25)
+    if kind == "panda":
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.8 - r * 0.35, cy - r * 1.05, cx + ex * r * 0.8 + r * 0.35, cy - r * 0.35),
+                      fill=ink)
+        d.ellipse((cx - r, cy - r * 0.9, cx + r, cy + r * 0.9), fill=(245, 245, 245), outline=ink, width=3)
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.42 - r * 0.26, cy - r * 0.4, cx + ex * r * 0.42 + r * 0.26, cy + r * 0.1),
+                      fill=ink)
+            d.ellipse((cx + ex * r * 0.42 - 5, cy - r * 0.2 - 5, cx + ex * r * 0.42 + 5, cy - r * 0.2 + 5),
+                      fill=(255, 255, 255))
+        d.ellipse((cx - 7, cy + r * 0.2, cx + 7, cy + r * 0.2 + 10), fill=ink)
+        d.arc((cx - r * 0.35, cy + r * 0.2, cx + r * 0.35, cy + r * 0.6), 20, 160, fill=ink, width=3)
+    elif kind == "cat":
+        fur = (240, 160, 70)
+        for ex in (-1, 1):
+            d.polygon([(cx + ex * r * 0.9, cy - r * 0.2), (cx + ex * r * 0.75, cy - r * 1.25),
+                       (cx + ex * r * 0.2, cy - r * 0.75)], fill=fur, outline=ink)
+        d.ellipse((cx - r, cy - r * 0.85, cx + r, cy + r * 0.85), fill=fur, outline=ink, width=2)
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.4 - 9, cy - r * 0.3 - 12, cx + ex * r * 0.4 + 9, cy - r * 0.3 + 12),
+                      fill=(90, 200, 90), outline=ink)
+            d.line((cx + ex * r * 0.4, cy - r * 0.3 - 10, cx + ex * r * 0.4, cy - r * 0.3 + 10), fill=ink, width=3)
+            for k in (-1, 0, 1):
+                d.line((cx + ex * r * 0.25, cy + r * 0.2 + k * 6, cx + ex * r * 1.1, cy + r * 0.15 + k * 12),
+                       fill=ink, width=1)
+        d.polygon([(cx - 6, cy + r * 0.05), (cx + 6, cy + r * 0.05), (cx, cy + r * 0.15)], fill=(230, 90, 110))
+    elif kind == "photo":
+        skin = (rnd.randint(200, 240), rnd.randint(160, 200), rnd.randint(130, 170))
+        d.ellipse((cx - r * 0.95, cy - r * 1.2, cx + r * 0.95, cy + r * 0.3), fill=(50, 35, 25))
+        d.ellipse((cx - r * 0.8, cy - r * 0.95, cx + r * 0.8, cy + r * 0.95), fill=skin)
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.35 - 8, cy - r * 0.25 - 5, cx + ex * r * 0.35 + 8, cy - r * 0.25 + 5),
+                      fill=(250, 250, 250), outline=ink)
+            d.ellipse((cx + ex * r * 0.35 - 3, cy - r * 0.25 - 3, cx + ex * r * 0.35 + 3, cy - r * 0.25 + 3),
+                      fill=ink)
+        d.arc((cx - r * 0.4, cy + r * 0.15, cx + r * 0.4, cy + r * 0.6), 10, 170, fill=(150, 40, 40), width=4)
+    elif kind == "dog":
+        coat = (190, 140, 90)
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.95 - r * 0.3, cy - r * 0.8, cx + ex * r * 0.95 + r * 0.3, cy + r * 0.3),
+                      fill=(120, 80, 50))
+        d.ellipse((cx - r * 0.85, cy - r * 0.9, cx + r * 0.85, cy + r * 0.8), fill=coat, outline=ink, width=2)
+        d.ellipse((cx - r * 0.45, cy + r * 0.05, cx + r * 0.45, cy + r * 0.7), fill=(240, 225, 200))
+        d.ellipse((cx - 10, cy + r * 0.1, cx + 10, cy + r * 0.1 + 14), fill=ink)
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.35 - 7, cy - r * 0.35 - 7, cx + ex * r * 0.35 + 7, cy - r * 0.35 + 7), fill=ink)
+    else:  # penguin
+        d.ellipse((cx - r * 0.8, cy - r * 1.0, cx + r * 0.8, cy + r * 1.1), fill=ink)
+        d.ellipse((cx - r * 0.55, cy - r * 0.55, cx + r * 0.55, cy + r * 1.0), fill=(250, 250, 250))
+        for ex in (-1, 1):
+            d.ellipse((cx + ex * r * 0.25 - 6, cy - r * 0.55 - 6, cx + ex * r * 0.25 + 6, cy - r * 0.55 + 6),
+                      fill=(255, 255, 255))
+        d.polygon([(cx - 10, cy - r * 0.35), (cx + 10, cy - r * 0.35), (cx, cy - r * 0.15)], fill=(250, 170, 30))
+    font = _fit_font(d, caption, size)
+    tw = d.textlength(caption, font=font)
+    ty = 14 if top_caption else size - 52
+    d.text(((size - tw) / 2, ty), caption, font=font, fill=(0, 0, 0) if kind != "photo" else (255, 255, 255),
+           stroke_width=2, stroke_fill=(255, 255, 255) if kind != "photo" else (0, 0, 0))
+    return im
+
+
+def template_bytes(template: int, caption: str, fmt: str, size: int = 240) -> bytes:
+    """A meme of series ``template`` with ``caption``, as jpg, png, webp or (three-frame) gif."""
+    buf = io.BytesIO()
+    if fmt == "gif":
+        frames = [draw_template(template, caption, frame, size) for frame in range(3)]
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    else:
+        draw_template(template, caption, 0, size).save(
+            buf, format={"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt], **({"quality": 85} if fmt != "png" else {}))
+    return buf.getvalue()
+
+
+#: the ways one meme circulates as other files (copy_of)
+COPY_KINDS = ("jpeg", "resize", "convert", "crop", "first_frame")
+
+
+def copy_of(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
+    """Another file of the same meme, as memes circulate: (bytes, extension). ``first_frame``
+    is an animation's first frame saved as a still (a still of anything else is converted)."""
+    with Image.open(io.BytesIO(data)) as src:
+        src.seek(0)
+        im = src.convert("RGB")
+    buf = io.BytesIO()
+    if kind == "jpeg":  # re-encoded
+        im.save(buf, "JPEG", quality=rnd.randint(50, 80))
+        return buf.getvalue(), "jpg"
+    if kind == "resize":
+        f = rnd.uniform(0.5, 1.5)
+        im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.LANCZOS).save(buf, "PNG")
+        return buf.getvalue(), "png"
+    if kind in ("convert", "first_frame"):  # PNG <-> JPG, a GIF's first frame as a still
+        im.save(buf, "PNG")
+        return buf.getvalue(), "png"
+    if kind != "crop":
+        raise ValueError(kind)
+    box = (rnd.randint(2, 6), rnd.randint(2, 6), im.width - rnd.randint(2, 6), im.height - rnd.randint(2, 6))
+    im.crop(box).save(buf, "JPEG", quality=85)
+    return buf.getvalue(), "jpg"
+
+
+def series_captions(n: int, offset: int = 0) -> list[str]:
+    """``n`` distinct captions: the list, then pairs of its captions (a long series needs many)."""
+    out = []
+    for i in range(offset, offset + n):
+        if i < len(CAPTIONS):
+            out.append(CAPTIONS[i])
+        else:
+            j = i - len(CAPTIONS)
+            out.append(CAPTIONS[j % len(CAPTIONS)] + CAPTIONS[(j // len(CAPTIONS) + 1 + j) % len(CAPTIONS)][:3])
+    return out

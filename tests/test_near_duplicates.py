@@ -12,64 +12,66 @@ from pathlib import Path
 import pytest
 from conftest import assert_consistent, read_state, scrapy
 from crawling import run_crawl
-from memegen import CAPTIONS, CATEGORIES, meme_bytes
+from memegen import CAPTIONS, CATEGORIES, COPY_KINDS, TEMPLATES, copy_of, meme_bytes, series_captions, template_bytes
 from PIL import Image
 
-from emomo.near import band_keys, hamming, perceptual_hash, probe_keys, same_text
+from emomo.config import DedupeConfig
+from emomo.ingest.near_dupes import NearIndex, Verdict, judge
+from emomo.near import NearCheck, hamming, measure, perceptual_hash, same_text
 
 COLLECTION = "emomo-e5-small"
 
 
 def variant(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
-    """Another file of the same meme, as memes circulate: (bytes, extension)."""
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    buf = io.BytesIO()
-    if kind == "jpeg":  # re-encoded
-        im.save(buf, "JPEG", quality=rnd.randint(50, 80))
-        return buf.getvalue(), "jpg"
-    if kind == "resize":
-        f = rnd.choice((0.5, 0.7, 1.3, 1.5))
-        im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.LANCZOS).save(buf, "PNG")
-        return buf.getvalue(), "png"
-    if kind == "convert":  # PNG <-> JPG
-        im.save(buf, "PNG")
-        return buf.getvalue(), "png"
-    # a crop of a few pixels
-    d = rnd.randint(2, 5)
-    im.crop((d, rnd.randint(2, 5), im.width - rnd.randint(2, 5), im.height - d)).save(buf, "JPEG", quality=85)
-    return buf.getvalue(), "jpg"
+    return copy_of(data, kind, rnd)
 
 
 KINDS = ("jpeg", "resize", "convert", "crop")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_kind_of_near_duplicate_hashes_within_the_default_distance(kind: str, cjk_font: str) -> None:
+def test_each_kind_of_copy_hashes_within_the_default_distance(kind: str, cjk_font: str) -> None:
     rnd = random.Random(kind)
     for i in range(30):
         original = meme_bytes(CAPTIONS[i], 900 + i, "jpg")
         copy, _ = variant(original, kind, rnd)
-        assert hamming(perceptual_hash(original), perceptual_hash(copy)) <= 8, (kind, i)
+        assert hamming(perceptual_hash(original), perceptual_hash(copy)) <= DedupeConfig().near_distance, (kind, i)
 
 
-def test_the_band_keys_find_every_hash_within_the_distance() -> None:
-    rnd = random.Random(5)
-    for _ in range(2000):
-        a = rnd.getrandbits(64) - (1 << 63)
-        flips = rnd.sample(range(64), rnd.randint(0, 8))
-        b = a ^ sum(1 << bit for bit in flips)
-        b = b - (1 << 64) if b >= 1 << 63 else b
-        assert hamming(a, b) == len(flips)
-        assert set(band_keys(b)) & set(probe_keys(a, 8)), flips
-    assert len(probe_keys(0, 8)) == 2 * (1 + 21 + 210) + (1 + 22 + 231)
+def test_the_fine_check_tells_a_copy_from_the_same_face_with_another_caption(cjk_font: str) -> None:
+    """Every kind of copy on every template is the same meme; another caption on the same face,
+    even one character apart, never is."""
+    config = DedupeConfig()
+    rnd = random.Random(20)
+    captions = series_captions(20, offset=40)
+    for template in range(len(TEMPLATES)):
+        for n, caption in enumerate(captions[:8]):
+            data = template_bytes(template, caption, "gif" if n % 4 == 0 else "png")
+            reference = measure(data).thumb
+            for kind in COPY_KINDS:
+                copy = measure(copy_of(data, kind, rnd)[0])
+                verdict, distance = judge(copy, reference, config, align=True)
+                assert verdict is Verdict.SAME, (template, caption, kind, distance)
+            for other in (captions[n + 8], caption + "吗", caption[:-1] + ("好" if caption[-1] != "好" else "坏")):
+                other_picture = measure(template_bytes(template, other, "png"))
+                verdict, distance = judge(other_picture, reference, config, align=True)
+                assert verdict is not Verdict.SAME, (template, caption, other, distance)
 
 
-def test_same_text_tolerates_ocr_noise_but_not_another_caption() -> None:
-    assert same_text("我先溜了", "我先溜了。", 0.8)
-    assert same_text("你是懂表情包的 人", "你是懂表情包的人", 0.8)
-    assert same_text("", "", 0.8)  # two pictures without words
-    assert not same_text("我先溜了", "", 0.8)
-    assert not same_text("我先溜了", "你是懂表情包的", 0.8)
+def test_the_index_ranks_a_copy_first_among_its_series(cjk_font: str) -> None:
+    """Candidates are the nearest few whatever the size of the series; a copy's original is first."""
+    index = NearIndex()
+    captions = series_captions(150)
+    checks = {}
+    for i, caption in enumerate(captions):
+        check = NearCheck.of(measure(template_bytes(1, caption, "png")))
+        index.add(f"m{i}", check.phash, check.blocks)
+        checks[i] = check
+    rnd = random.Random(21)
+    for i in range(0, 150, 15):
+        copy = NearCheck.of(measure(copy_of(template_bytes(1, captions[i], "png"), "jpeg", rnd)[0]))
+        found = index.candidates(copy.phash, copy.vector, DedupeConfig().near_distance, 8)
+        assert len(found) == 8 and found[0] == f"m{i}"
 
 
 def plant(root: Path, category: str, name: str, data: bytes) -> None:
@@ -159,7 +161,7 @@ def test_near_false_keeps_every_file_its_own_meme(tmp_path: Path, cjk_font: str)
     assert len(read_state(tmp_path).memes) == 2
 
 
-def test_on_the_vlm_path_a_near_duplicate_costs_an_ocr_read_not_a_call(tmp_path: Path, cjk_font: str) -> None:
+def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: Path, cjk_font: str) -> None:
     from servers import FakeAPI, fake_api
 
     root = tmp_path / "ChineseBQB"
@@ -175,12 +177,38 @@ def test_on_the_vlm_path_a_near_duplicate_costs_an_ocr_read_not_a_call(tmp_path:
     assert run.stat("emomo/dedupe/near_duplicate") == 4
     assert len(state.memes) == 5
     assert api.calls["chat"] == len(state.memes)  # the copies were never sent to the VLM
-    conn = sqlite3.connect(tmp_path / "data" / "emomo.db")
-    try:
-        texts = [r[0] for r in conn.execute("SELECT image_text FROM meme_phashes WHERE image_text IS NOT NULL")]
-    finally:
-        conn.close()
-    assert texts  # the originals' text was read once, when a copy first needed it, and kept
+    assert "emomo/near/ocr_reads" not in run.stats  # the thumbnails decided: nothing was read
+
+
+def test_a_series_crawled_together_pays_once_a_meme_and_reads_no_text(tmp_path: Path, cjk_font: str) -> None:
+    """200 captions on one face, side by side in the pipelines, on the VLM path: 200 memes, 200
+    calls, no OCR; copies of one member read at the same moment still make one meme."""
+    from servers import FakeAPI, fake_api
+
+    root = tmp_path / "ChineseBQB"
+    captions = series_captions(200)
+    for i, caption in enumerate(captions):
+        plant(root, CATEGORIES[0], f"熊猫头{i:04d}.{'gif' if i % 10 == 0 else 'png'}",
+              template_bytes(0, caption, "gif" if i % 10 == 0 else "png"))
+    rnd = random.Random(22)
+    original = template_bytes(0, captions[7], "png")
+    for k, kind in enumerate(("jpeg", "resize", "crop")):  # read right after their original
+        copy, ext = copy_of(original, kind, rnd)
+        plant(root, CATEGORIES[0], f"熊猫头0007{k}.{ext}", copy)
+    (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
+    api = FakeAPI(api_key="sk-series")
+    api.ocr = lambda image: hashlib.md5(image).hexdigest()[:12]  # type: ignore[method-assign]  # a VLM's answer, fast
+    with fake_api(api) as url:
+        run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_CONFIG": "vlm.yaml"},
+                        env={"OPENAI_API_KEY": "sk-series", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
+    state = read_state(tmp_path)
+    assert len(state.memes) == 200
+    assert api.calls["chat"] == 200
+    assert run.stat("emomo/dedupe/near_duplicate") == 3
+    assert "emomo/near/ocr_reads" not in run.stats
+    linked = sources(tmp_path)
+    copies = {linked[f"{CATEGORIES[0]}/熊猫头0007{k}.{ext}"] for k, ext in enumerate(("jpg", "png", "jpg"))}
+    assert copies == {linked[f"{CATEGORIES[0]}/熊猫头0007.png"]}
 
 
 def test_near_duplicates_on_postgresql(tmp_path: Path, cjk_font: str) -> None:

@@ -1,70 +1,215 @@
-"""Find the recorded meme a new file is a near-duplicate of (emomo.near): the same picture
-(perceptual hash within ``dedupe.near_distance`` bits) carrying the same text.
+"""Find the recorded meme a new file is a copy of (emomo.near), with bounded work per file.
 
-The hash is cheap; the text costs an OCR read (a few hundred ms of CPU), so it is read only when
-a candidate turns up. On the embedded path the describer would read it anyway and takes it from
-here; on the VLM path this read replaces a paid call when the file is a duplicate. A candidate
-recorded by the VLM path has no text yet: it is read from its stored object once and kept.
+* ``NearIndex`` keeps every recorded meme's coarse hash and ranking blocks in memory (about 72
+  bytes a meme), loaded once and read on from the database as memes are recorded (by this
+  crawl: at once; by other workers: every few seconds). A lookup filters by the hash with one
+  vectorised pass and ranks what is left by the blocks: the nearest ``dedupe.near_candidates``,
+  whether the series holds 10 memes or 10,000.
+* those few are fetched in one query, with their thumbnails, text and whether this collection
+  indexes them, and compared by the fine distance. The text (OCR) is read only for a candidate
+  the fine distance cannot decide.
+* ``NearInFlight``: a file waits for an earlier file of this crawl still in the pipelines only
+  when it may be a copy of it (the same fine check), so that two copies read at the same moment
+  make one meme, while the members of a series go through side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from emomo.errors import Interrupted
 from emomo.imaging import CONTENT_TYPES
-from emomo.near import band_keys, hamming, informative, perceptual_hash, probe_keys, same_text
+from emomo.near import (
+    NearCheck,
+    Picture,
+    decode_blocks,
+    encode_blocks,
+    fine_distance,
+    hamming,
+    hamming_many,
+    informative,
+    measure,
+    nearest,
+    quick_distance,
+    rank_vector,
+    same_text,
+    stored_thumb,
+)
 from emomo.providers.ocr_describer import OCRDescriber, TextReader
-from emomo.repositories import MemeFile, NearCandidate
+from emomo.repositories import MemeFile, MemeRepository, NearCandidate
 from emomo.storage import storage_key
 
 if TYPE_CHECKING:
     from itemadapter import ItemAdapter
 
+    from emomo.config import DedupeConfig
     from emomo.ingest.runtime import IngestRuntime
     from emomo.ingest.state import ItemState
 
 logger = logging.getLogger(__name__)
 
+#: of the ranked candidates, how many are also put in the file's frame (a crop shows only then):
+#: the costly part of a check (about 2 ms each), so the nearest only
+ALIGNED = 2
+
+
+class Verdict(Enum):
+    SAME = "same"
+    MAYBE = "maybe"
+    DIFFERENT = "different"
+
+
+def judge(picture: Picture, reference: np.ndarray, config: DedupeConfig, align: bool) -> tuple[Verdict, float]:
+    """Whether ``picture`` is a copy of the picture whose thumbnail is ``reference``: the quick
+    distance settles a copy that is not cropped; the aligned one the rest (when ``align``)."""
+    distance = quick_distance(picture, reference)
+    if distance > config.near_same and align:
+        distance = min(distance, fine_distance(picture, reference))
+    if distance <= config.near_same:
+        return Verdict.SAME, distance
+    if distance < config.near_different:
+        return Verdict.MAYBE, distance
+    return Verdict.DIFFERENT, distance
+
 
 @dataclass(frozen=True)
 class NearMatch:
     meme: NearCandidate
-    distance: int
+    distance: float
+
+
+class NearIndex:
+    """Every recorded meme's coarse hash and ranking blocks, in memory (see the module)."""
+
+    #: how often signatures recorded by other workers are read
+    REFRESH_SECONDS = 2.0
+    #: signatures read again at each refresh: on PostgreSQL a sequence number is taken when a
+    #: row is written but seen when its transaction commits, so a late commit can land behind
+    #: the newest number read
+    OVERLAP = 500
+    PAGE = 20_000
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._hashes = np.zeros(0, dtype=np.int64)
+        self._blocks = np.zeros((0, 64), dtype=np.uint8)
+        self._ranked = np.zeros(0, dtype=bool)
+        self._seq = 0
+        self._refreshed = -math.inf
+        self._lock = asyncio.Lock()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    async def refresh(self, repo: MemeRepository, *, force: bool = False) -> None:
+        """Read the signatures recorded since the last read (all of them the first time)."""
+        if not force and time.monotonic() - self._refreshed < self.REFRESH_SECONDS:
+            return
+        async with self._lock:
+            if not force and time.monotonic() - self._refreshed < self.REFRESH_SECONDS:
+                return
+            self._refreshed = time.monotonic()
+            after = max(0, self._seq - self.OVERLAP) if self._ids else 0
+            while True:
+                rows = await repo.near_signatures(after, self.PAGE)
+                for row in rows:
+                    self.add(row.meme_id, row.phash, row.blocks)
+                if rows:
+                    after = rows[-1].seq
+                    self._seq = max(self._seq, after)
+                if len(rows) < self.PAGE:
+                    break
+
+    def add(self, meme_id: str, phash: int, blocks: bytes | None) -> None:
+        row = self._row.get(meme_id)
+        if row is None:
+            row = len(self._ids)
+            if row == len(self._hashes):  # grow by half: amortised appends
+                grow = max(1024, row // 2)
+                self._hashes = np.concatenate((self._hashes, np.zeros(grow, dtype=np.int64)))
+                self._blocks = np.concatenate((self._blocks, np.zeros((grow, 64), dtype=np.uint8)))
+                self._ranked = np.concatenate((self._ranked, np.zeros(grow, dtype=bool)))
+            self._ids.append(meme_id)
+            self._row[meme_id] = row
+        self._hashes[row] = phash
+        self._ranked[row] = blocks is not None
+        if blocks is not None:
+            self._blocks[row] = np.frombuffer(blocks, dtype=np.uint8)
+
+    def candidates(self, phash: int, vector: np.ndarray, distance: int, k: int) -> list[str]:
+        """The ``k`` memes within ``distance`` bits whose blocks are nearest ``vector``, nearest
+        first; then up to ``k`` recorded before blocks were kept, nearest by the hash."""
+        n = len(self._ids)
+        within = np.nonzero(hamming_many(self._hashes[:n], phash) <= distance)[0]
+        if not len(within):
+            return []
+        ranked = within[self._ranked[within]]
+        found = [self._ids[i] for i in ranked[nearest(decode_blocks(self._blocks[ranked]), vector, k)]]
+        older = within[~self._ranked[within]]
+        if len(older):
+            bits = hamming_many(self._hashes[older], phash)
+            found += [self._ids[i] for i in older[np.argsort(bits, kind="stable")[:k]]]
+        return found
 
 
 @dataclass
-class NearCheck:
-    """What the check learnt of an item: kept with the meme it becomes."""
-
-    phash: int
-    image_text: str | None = None
-
-    @property
-    def band_keys(self) -> list[int]:
-        return band_keys(self.phash)
+class _Flight:
+    check: NearCheck
+    done: asyncio.Event
 
 
 class NearInFlight:
-    """The hashes of this crawl's items in flight: an item near one that came before it waits
-    for that one to leave the pipelines, so that the second of two copies read at the same
-    moment finds the first recorded instead of becoming a meme of its own. Only earlier items
-    are waited for, so no two items wait for each other."""
+    """The items of this crawl in the pipelines, for a file that may be a copy of one of them."""
 
     def __init__(self) -> None:
-        self._items: dict[str, tuple[int, asyncio.Event]] = {}
+        self._items: dict[str, _Flight] = {}
 
-    def enter(self, md5: str, phash: int, max_distance: int) -> list[asyncio.Event]:
-        earlier = [done for other, done in self._items.values() if hamming(phash, other) <= max_distance]
-        self._items[md5] = (phash, asyncio.Event())
+    def enter(self, md5: str, check: NearCheck) -> list[_Flight]:
+        """Register the item; the items that came before it (it waits for none of the later)."""
+        earlier = list(self._items.values())
+        self._items[md5] = _Flight(check, asyncio.Event())
         return earlier
 
     def leave(self, md5: str) -> None:
-        entry = self._items.pop(md5, None)
-        if entry is not None:
-            entry[1].set()
+        flight = self._items.pop(md5, None)
+        if flight is not None:
+            flight.done.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _possible_copies(picture: Picture, flights: Sequence[_Flight], config: DedupeConfig) -> list[_Flight]:
+    """Of the items in flight, those ``picture`` may be a copy of (blocking: run in a thread)."""
+    near = [f for f in flights if hamming(f.check.phash, picture.phash) <= config.near_distance]
+    if not near:
+        return []
+    vectors = np.stack([f.check.vector for f in near])
+    order = nearest(vectors, rank_vector(picture.thumb), config.near_candidates)
+    return [near[i] for rank, i in enumerate(order)
+            if judge(picture, near[i].check.thumb, config, align=rank < ALIGNED)[0] is not Verdict.DIFFERENT]
+
+
+async def wait_for(flights: Sequence[_Flight], should_stop: Callable[[], bool], source: str) -> None:
+    """Wait until the ``flights`` have left the pipelines; give up once the crawl stops."""
+    for flight in flights:
+        while not flight.done.is_set():
+            if should_stop():
+                raise Interrupted(f"{source}: the crawl is stopping")
+            try:
+                await asyncio.wait_for(flight.done.wait(), 0.5)
+            except TimeoutError:
+                pass
 
 
 def text_reader(runtime: IngestRuntime) -> TextReader:
@@ -75,40 +220,70 @@ def text_reader(runtime: IngestRuntime) -> TextReader:
     return TextReader(runtime.config.ingest)
 
 
+async def with_thumb(runtime: IngestRuntime, candidate: NearCandidate) -> NearCandidate:
+    """The candidate with its thumbnail: one recorded before thumbnails were kept is measured
+    from its object once, and the thumbnail kept."""
+    if candidate.thumb is not None:
+        return candidate
+    picture = await asyncio.to_thread(measure, await runtime.store.get(candidate.file.storage_key))
+    check = NearCheck.of(picture)
+    await runtime.repo.set_near_signature(candidate.meme_id, check.stored_thumb, check.blocks)
+    runtime.near_index.add(candidate.meme_id, candidate.phash, check.blocks)
+    return replace(candidate, thumb=check.stored_thumb)
+
+
 async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: bytes,
-                              check: NearCheck) -> NearMatch | None:
+                              picture: Picture) -> NearMatch | None:
     config = runtime.config.dedupe
-    repo = runtime.repo
-    if not informative(check.phash):
+    repo, stats = runtime.repo, runtime.stats
+    check = state.near
+    assert check is not None
+    if not informative(picture.phash):
         return None  # a flat picture: every other flat picture would be "near" it
-    earlier = runtime.near_in_flight.enter(state.md5, check.phash, config.near_distance)
+    earlier = runtime.near_in_flight.enter(state.md5, check)
     if earlier:
-        await asyncio.gather(*(done.wait() for done in earlier))
-    found = await repo.near_candidates(probe_keys(check.phash, config.near_distance))
-    candidates = sorted(
-        ((hamming(check.phash, c.phash), c) for c in found if c.file.md5_hash != state.md5),
-        key=lambda pair: pair[0])
-    candidates = [(d, c) for d, c in candidates if d <= config.near_distance]
-    if not candidates or await repo.get_meme_by_md5(state.md5) is not None:
+        copies = await asyncio.to_thread(_possible_copies, picture, earlier, config)
+        if copies:
+            stats.inc_value("emomo/near/waited")
+            await wait_for(copies, runtime.should_stop, state.source)
+    await runtime.near_index.refresh(repo)
+    ids = runtime.near_index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
+    if not ids or await repo.get_meme_by_md5(state.md5) is not None:
         return None  # nothing near; or this very file is recorded (reuse goes on with it)
-    reader = text_reader(runtime)
-    if check.image_text is None:
-        check.image_text = await reader.read(body, state.source, runtime.should_stop)
-    for distance, candidate in candidates:
-        if not await repo.meme_indexed(candidate.meme_id, runtime.collection):
-            continue  # not searchable in this collection: nothing to merge into here
-        text = candidate.image_text
-        if text is None:
-            text = await reader.read(await runtime.store.get(candidate.file.storage_key), state.source,
-                                     runtime.should_stop)
-            await repo.set_image_text(candidate.meme_id, text)
-        if same_text(check.image_text, text, config.near_text_similarity):
+    rank = {meme_id: i for i, meme_id in enumerate(ids)}
+    found = sorted((c for c in await repo.near_candidates(ids, runtime.collection) if c.indexed),
+                   key=lambda c: rank[c.meme_id])
+    stats.inc_value("emomo/near/candidates", len(found))
+    undecided: list[NearCandidate] = []
+    for i, candidate in enumerate(found):
+        candidate = await with_thumb(runtime, candidate)
+        assert candidate.thumb is not None
+        verdict, distance = await asyncio.to_thread(judge, picture, stored_thumb(candidate.thumb), config,
+                                                    i < ALIGNED)
+        if verdict is Verdict.SAME:
             return NearMatch(candidate, distance)
+        if verdict is Verdict.MAYBE:
+            undecided.append(candidate)
+    for candidate in undecided:
+        if await same_text_as(runtime, state, body, candidate):
+            return NearMatch(candidate, math.nan)
     return None
 
 
-async def hash_item(body: bytes) -> NearCheck:
-    return NearCheck(await asyncio.to_thread(perceptual_hash, body))
+async def same_text_as(runtime: IngestRuntime, state: ItemState, body: bytes, candidate: NearCandidate) -> bool:
+    """Whether the file carries the candidate's text: OCR on each, once (the candidate's is kept)."""
+    assert state.near is not None
+    reader = text_reader(runtime)
+    if state.near.image_text is None:
+        runtime.stats.inc_value("emomo/near/ocr_reads")
+        state.near.image_text = await reader.read(body, state.source, runtime.should_stop)
+    text = candidate.image_text
+    if text is None:
+        runtime.stats.inc_value("emomo/near/ocr_reads")
+        text = await reader.read(await runtime.store.get(candidate.file.storage_key), state.source,
+                                 runtime.should_stop)
+        await runtime.repo.set_image_text(candidate.meme_id, text)
+    return same_text(state.near.image_text, text, runtime.config.dedupe.near_text_similarity)
 
 
 def better(file: MemeFile, than: MemeFile) -> bool:
@@ -120,9 +295,10 @@ def better(file: MemeFile, than: MemeFile) -> bool:
 async def keep_better_file(runtime: IngestRuntime, state: ItemState, adapter: ItemAdapter,
                            match: NearMatch) -> bool:
     """Make the item's file the meme's when it is the better copy: upload it, move the row, the
-    vector rows and the hash to it, point the meme's points at it, then delete the old object.
-    A failure before the end puts everything back; True when the meme now shows this file."""
-    assert state.near is not None
+    vector rows and the signature to it, point the meme's points at it, then delete the old
+    object. A failure before the end puts everything back; True when the meme now shows this file."""
+    check = state.near
+    assert check is not None
     fmt = str(adapter["format"])
     new = MemeFile(state.md5, storage_key(state.md5, fmt), fmt, int(adapter["width"]), int(adapter["height"]),
                    int(adapter["file_size"]), bool(adapter["is_animated"]))
@@ -132,7 +308,7 @@ async def keep_better_file(runtime: IngestRuntime, state: ItemState, adapter: It
     repo, store, index = runtime.repo, runtime.store, runtime.index
     uploaded = await store.put(new.storage_key, adapter["body"], CONTENT_TYPES.get(fmt, "application/octet-stream"))
     try:
-        points = await repo.switch_file(meme_id, old.md5_hash, new, state.near.phash, state.near.band_keys)
+        points = await repo.switch_file(meme_id, old.md5_hash, new, check.phash, check.stored_thumb, check.blocks)
         if points is None:  # another worker moved the meme first: its choice stands
             raise _Raced
         try:
@@ -141,7 +317,10 @@ async def keep_better_file(runtime: IngestRuntime, state: ItemState, adapter: It
         except Exception:
             for collection, pid in points:
                 await index.set_payload(collection, pid, _payload(runtime, old))
-            await repo.switch_file(meme_id, new.md5_hash, old, match.meme.phash, band_keys(match.meme.phash))
+            old_thumb = match.meme.thumb
+            assert old_thumb is not None  # find_near_duplicate fills it in
+            await repo.switch_file(meme_id, new.md5_hash, old, match.meme.phash, old_thumb,
+                                   encode_blocks(rank_vector(stored_thumb(old_thumb))))
             raise
     except BaseException as exc:
         if uploaded:
@@ -149,6 +328,7 @@ async def keep_better_file(runtime: IngestRuntime, state: ItemState, adapter: It
         if isinstance(exc, _Raced):
             return False
         raise
+    runtime.near_index.add(meme_id, check.phash, check.blocks)
     try:
         await store.delete(old.storage_key)
     except Exception as exc:  # an orphan object: `scrapy verify --repair` removes it

@@ -32,7 +32,7 @@ from emomo.config import EmbeddingConfig, EmomoConfig, load_config
 from emomo.errors import BackendUnavailable, ConfigError
 from emomo.ingest.admission import Admission
 from emomo.ingest.batcher import MicroBatcher, counted
-from emomo.ingest.near_dupes import NearInFlight
+from emomo.ingest.near_dupes import NearIndex, NearInFlight
 from emomo.ingest.spool import DescriptionSpool
 from emomo.ingest.state import ItemState, attach, detach, peek, state_of
 from emomo.providers import Describer, Embedder
@@ -139,8 +139,10 @@ class IngestRuntime:
         self._poke_due = False
         #: md5 -> the source of the item that holds it in this crawl
         self._claims: dict[str, str] = {}
-        #: the perceptual hashes of the items in flight (near-duplicates read at the same moment)
+        #: the near-duplicate signatures of the items in flight (copies read at the same moment),
+        #: and of every recorded meme
         self.near_in_flight = NearInFlight()
+        self.near_index = NearIndex()
         #: workers sharing a database (PostgreSQL) also claim each md5 there before paying for it;
         #: one SQLite file serves one machine, where the in-memory claim suffices
         self.shared_claims = config.database.driver != "sqlite"
@@ -191,6 +193,11 @@ class IngestRuntime:
         await self.index.open()
         await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
         await self.repo.open()
+        if self.config.dedupe.near:
+            started = time.monotonic()
+            await self.near_index.refresh(self.repo, force=True)
+            logger.debug("Loaded %d near-duplicate signatures in %.2f s", len(self.near_index),
+                         time.monotonic() - started)
         await self._replay_spool()
         await self.store.open()
         self._opened = True

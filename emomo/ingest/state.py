@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emomo.ingest.near_dupes import NearCheck
+from emomo.near import NearCheck
 from emomo.repositories import MemeRecord, SourceRecord
 
 #: where the state rides: an attribute of an item object, or a key of a dict item
@@ -40,7 +40,7 @@ class ItemState:
     replaces: str | None = None
     #: the backend an index-stage write was talking to (for the circuit breaker's message)
     writing: str = "database"
-    #: its perceptual hash and the text read on it (emomo.ingest.near_dupes), kept with its meme
+    #: its near-duplicate signature and the text read on it (emomo.near), kept with its meme
     near: NearCheck | None = None
     undo: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 

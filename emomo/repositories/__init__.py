@@ -60,13 +60,28 @@ class MemeFile:
 
 
 @dataclass(frozen=True)
+class NearSignature:
+    """What the near-duplicate index keeps of a recorded meme (emomo.near): its coarse hash and
+    its ranking blocks (None for a meme recorded before they existed)."""
+
+    seq: int
+    meme_id: str
+    phash: int
+    blocks: bytes | None
+
+
+@dataclass(frozen=True)
 class NearCandidate:
-    """A recorded meme whose perceptual hash shares a band key with an item's (emomo.near)."""
+    """A recorded meme a new file may be a copy of, with what deciding it takes (emomo.near)."""
 
     meme_id: str
     phash: int
+    #: its thumbnail (emomo.near.Picture.stored_thumb); None for a meme recorded before
+    thumb: bytes | None
     #: the text read on its image; None until OCR has read it
     image_text: str | None
+    #: whether it has its vector in the collection asked about (only those can be merged into)
+    indexed: bool
     file: MemeFile
 
 
@@ -91,14 +106,19 @@ class MemeRepository(Protocol):
 
     async def meme_indexed(self, meme_id: str, collection: str) -> bool: ...
 
-    async def save_phash(self, meme_id: str, phash: int, band_keys: list[int], image_text: str | None) -> None: ...
+    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes,
+                         image_text: str | None) -> None: ...
 
     async def set_image_text(self, meme_id: str, image_text: str) -> None: ...
 
-    async def near_candidates(self, keys: list[int]) -> list[NearCandidate]: ...
+    async def set_near_signature(self, meme_id: str, thumb: bytes, blocks: bytes) -> None: ...
 
-    async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int,
-                          band_keys: list[int]) -> list[tuple[str, str]] | None: ...
+    async def near_signatures(self, after: int, limit: int) -> list[NearSignature]: ...
+
+    async def near_candidates(self, meme_ids: list[str], collection: str) -> list[NearCandidate]: ...
+
+    async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int, thumb: bytes,
+                          blocks: bytes) -> list[tuple[str, str]] | None: ...
 
     async def count_sources(self) -> dict[str, int]: ...
 

@@ -46,6 +46,7 @@ class _PgSession:
 
 class PostgresMemeRepository(SQLMemeRepository):
     dialect = "postgres"
+    blob_type = "BYTEA"
     serial_type = "BIGSERIAL PRIMARY KEY"
 
     def __init__(self, config: DatabaseConfig) -> None:

@@ -2,7 +2,7 @@
 
 Table and column names follow the seed and the original system. The SQL is
 common to SQLite and PostgreSQL; ``{serial}`` is each dialect's
-auto-incrementing key. Where the dialects differ (SQLite cannot drop a
+auto-incrementing key, ``{blob}`` its column of bytes. Where the dialects differ (SQLite cannot drop a
 constraint: it rebuilds the table), a statement is a dict by dialect.
 """
 
@@ -165,5 +165,18 @@ MIGRATIONS: list[tuple[int, list[Statement]]] = [
         )
         """,
         "CREATE INDEX IF NOT EXISTS idx_meme_phash_bands_meme ON meme_phash_bands (meme_id)",
+    ]),
+    (6, [
+        # Memes are templates: a series' members are all "near" by the hash. Each meme keeps a
+        # thumbnail (emomo.near, compressed) that tells a copy from another caption, and the
+        # blocks that rank candidates; seq orders the signatures so the in-memory index that
+        # replaces the band keys reads on from where it was.
+        "ALTER TABLE meme_phashes ADD COLUMN thumb {blob}",
+        "ALTER TABLE meme_phashes ADD COLUMN blocks {blob}",
+        {"sqlite": ["ALTER TABLE meme_phashes ADD COLUMN seq INTEGER",
+                    "UPDATE meme_phashes SET seq = rowid"],
+         "postgres": ["ALTER TABLE meme_phashes ADD COLUMN seq BIGSERIAL"]},
+        "CREATE INDEX IF NOT EXISTS idx_meme_phashes_seq ON meme_phashes (seq)",
+        "DROP TABLE IF EXISTS meme_phash_bands",
     ]),
 ]

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from emomo.repositories import STATUSES, MemeFile, MemeRecord, NearCandidate, SourceRecord, VectorRecord
+from emomo.repositories import (
+    STATUSES,
+    MemeFile,
+    MemeRecord,
+    NearCandidate,
+    NearSignature,
+    SourceRecord,
+    VectorRecord,
+)
 from emomo.repositories.schema import MIGRATIONS
 
 _MEME_COLUMNS = (
@@ -56,6 +64,8 @@ _UPSERT_DESCRIPTION = (
 class SQLMemeRepository(ABC):
     #: the type of an auto-incrementing integer key in this dialect
     serial_type: str
+    #: the type of a column of bytes
+    blob_type: str
     #: which variant of a dialect-specific migration statement applies
     dialect: str
 
@@ -86,7 +96,7 @@ class SQLMemeRepository(ABC):
                     continue
                 for stmt in statements:
                     for sql in (stmt[self.dialect] if isinstance(stmt, dict) else [stmt]):
-                        await s.execute(sql.replace("{serial}", self.serial_type))
+                        await s.execute(sql.replace("{serial}", self.serial_type).replace("{blob}", self.blob_type))
                 await s.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
 
     async def find_vector(self, md5: str, collection: str) -> str | None:
@@ -144,28 +154,63 @@ class SQLMemeRepository(ABC):
                                    (meme_id, collection))
         return row is not None
 
-    async def save_phash(self, meme_id: str, phash: int, band_keys: list[int], image_text: str | None) -> None:
-        async with self.session() as s:
-            await s.execute("INSERT INTO meme_phashes (meme_id, phash, image_text) VALUES (?, ?, ?) "
-                            "ON CONFLICT (meme_id) DO NOTHING", (meme_id, phash, image_text))
-            await self._insert_bands(s, meme_id, band_keys)
+    @property
+    def _next_seq(self) -> str:
+        """The next near-duplicate signature's sequence number: what the index reads on from."""
+        if self.dialect == "postgres":
+            return "nextval(pg_get_serial_sequence('meme_phashes', 'seq'))"
+        return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM meme_phashes)"  # one writer at a time
 
-    @staticmethod
-    async def _insert_bands(s: Session, meme_id: str, band_keys: list[int]) -> None:
-        # One statement for the few keys: a round trip each would cost more than the rows.
-        await s.execute(
-            "INSERT INTO meme_phash_bands (band_key, meme_id) VALUES "
-            f"{', '.join(['(?, ?)'] * len(band_keys))} ON CONFLICT (band_key, meme_id) DO NOTHING",
-            [v for key in band_keys for v in (key, meme_id)])
+    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes,
+                         image_text: str | None) -> None:
+        async with self.session() as s:
+            await s.execute(
+                f"INSERT INTO meme_phashes (meme_id, phash, thumb, blocks, image_text, seq) VALUES (?, ?, ?, ?, ?, "
+                f"{self._next_seq}) ON CONFLICT (meme_id) DO NOTHING", (meme_id, phash, thumb, blocks, image_text))
 
     async def set_image_text(self, meme_id: str, image_text: str) -> None:
         async with self.session() as s:
             await s.execute("UPDATE meme_phashes SET image_text = ? WHERE meme_id = ?", (image_text, meme_id))
 
-    async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int,
-                          band_keys: list[int]) -> list[tuple[str, str]] | None:
-        """Make ``new`` the meme's file (row, vector rows, hash) if it still has ``old_md5``: the
-        (collection, point id) of its vectors, whose payload then follows; None when another
+    async def set_near_signature(self, meme_id: str, thumb: bytes, blocks: bytes) -> None:
+        """A meme recorded before thumbnails were kept gets its own, once it is first a candidate."""
+        async with self.session() as s:
+            await s.execute(f"UPDATE meme_phashes SET thumb = ?, blocks = ?, seq = {self._next_seq} WHERE meme_id = ?",
+                            (thumb, blocks, meme_id))
+
+    async def near_signatures(self, after: int, limit: int) -> list[NearSignature]:
+        """Signatures written after sequence number ``after``, in order: the near-duplicate
+        index loads them all once, then reads on."""
+        async with self.reading() as s:
+            rows = await s.fetchall(
+                "SELECT p.seq, p.meme_id, p.phash, p.blocks FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
+                "WHERE p.seq > ? AND m.status <> 'retired' ORDER BY p.seq LIMIT ?", (after, limit))
+        return [NearSignature(int(r["seq"]), str(r["meme_id"]), int(r["phash"]),
+                              bytes(r["blocks"]) if r["blocks"] is not None else None) for r in rows]
+
+    async def near_candidates(self, meme_ids: list[str], collection: str) -> list[NearCandidate]:
+        """The active memes among ``meme_ids`` with what deciding a near-duplicate takes, in one
+        query: hash, thumbnail, text, file, and whether ``collection`` holds their vector."""
+        if not meme_ids:
+            return []
+        async with self.reading() as s:
+            rows = await s.fetchall(
+                "SELECT p.meme_id, p.phash, p.thumb, p.image_text, m.md5_hash, m.storage_key, m.format, m.width, "
+                "m.height, m.file_size, m.is_animated, EXISTS (SELECT 1 FROM meme_vectors v WHERE "
+                "v.meme_id = p.meme_id AND v.collection = ?) AS indexed "
+                "FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
+                f"WHERE p.meme_id IN ({', '.join('?' * len(meme_ids))}) AND m.status = 'active'",
+                [collection, *meme_ids])
+        return [NearCandidate(str(r["meme_id"]), int(r["phash"]), bytes(r["thumb"]) if r["thumb"] is not None else None,
+                              r["image_text"], bool(r["indexed"]), MemeFile(
+                                  r["md5_hash"], r["storage_key"], r["format"], int(r["width"]), int(r["height"]),
+                                  int(r["file_size"]), bool(r["is_animated"])))
+                for r in rows]
+
+    async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int, thumb: bytes,
+                          blocks: bytes) -> list[tuple[str, str]] | None:
+        """Make ``new`` the meme's file (row, vector rows, signature) if it still has ``old_md5``:
+        the (collection, point id) of its vectors, whose payload then follows; None when another
         worker changed the meme meanwhile."""
         async with self.session() as s:
             changed = await s.execute(
@@ -176,38 +221,11 @@ class SQLMemeRepository(ABC):
             if not changed:
                 return None
             await s.execute("UPDATE meme_vectors SET md5_hash = ? WHERE meme_id = ?", (new.md5_hash, meme_id))
-            await s.execute("UPDATE meme_phashes SET phash = ? WHERE meme_id = ?", (phash, meme_id))
-            await s.execute("DELETE FROM meme_phash_bands WHERE meme_id = ?", (meme_id,))
-            await self._insert_bands(s, meme_id, band_keys)
+            await s.execute(f"UPDATE meme_phashes SET phash = ?, thumb = ?, blocks = ?, seq = {self._next_seq} "
+                            "WHERE meme_id = ?", (phash, thumb, blocks, meme_id))
             rows = await s.fetchall("SELECT collection, qdrant_point_id FROM meme_vectors WHERE meme_id = ?",
                                     (meme_id,))
         return [(r["collection"], r["qdrant_point_id"]) for r in rows]
-
-    async def near_candidates(self, keys: list[int]) -> list[NearCandidate]:
-        """The active memes stored under any of ``keys`` (emomo.near.probe_keys), with their hash."""
-        if not keys:
-            return []
-        # PostgreSQL takes the keys (hundreds) as one array parameter: adapting each as a
-        # parameter of its own cost psycopg 4x the CPU, on the crawl's event-loop thread.
-        # SQLite binds them in C on its own thread, faster than unpacking one JSON list.
-        params: Sequence[Any]
-        if self.dialect == "postgres":
-            match, params = "b.band_key = ANY(?)", (keys,)
-        else:
-            match, params = f"b.band_key IN ({', '.join('?' * len(keys))})", keys
-        async with self.reading() as s:
-            rows = await s.fetchall(
-                # From the band keys outwards: index seeks on the keys, then on the few memes found.
-                # CROSS JOIN keeps that order in SQLite (whose planner would otherwise start from
-                # every active meme); PostgreSQL plans it as any join.
-                "SELECT DISTINCT p.meme_id, p.phash, p.image_text, m.md5_hash, m.storage_key, m.format, m.width, "
-                "m.height, m.file_size, m.is_animated "
-                "FROM meme_phash_bands b CROSS JOIN meme_phashes p CROSS JOIN memes m "
-                f"WHERE {match} AND p.meme_id = b.meme_id AND m.id = b.meme_id AND m.status = 'active'", params)
-        return [NearCandidate(str(r["meme_id"]), int(r["phash"]), r["image_text"], MemeFile(
-                    r["md5_hash"], r["storage_key"], r["format"], int(r["width"]), int(r["height"]),
-                    int(r["file_size"]), bool(r["is_animated"])))
-                for r in rows]
 
     async def get_meme_by_md5(self, md5: str) -> MemeRecord | None:
         async with self.reading() as s:

@@ -48,6 +48,7 @@ class _SQLiteSession:
 
 class SQLiteMemeRepository(SQLMemeRepository):
     dialect = "sqlite"
+    blob_type = "BLOB"
     serial_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self, config: DatabaseConfig) -> None:
