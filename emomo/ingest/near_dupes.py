@@ -33,14 +33,18 @@ from emomo.near import (
     Picture,
     decode_blocks,
     encode_blocks,
-    fine_distance,
+    framed_distances,
+    framed_vector,
     hamming,
     hamming_many,
+    in_frame,
+    in_one_frame,
     informative,
     measure,
     nearest,
-    quick_distance,
+    quick_distances,
     rank_vector,
+    rough_frame,
     same_text,
     stored_thumb,
 )
@@ -57,9 +61,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: of the ranked candidates, how many are also put in the file's frame (a crop shows only then):
-#: the costly part of a check (about 2 ms each), so the nearest only
-ALIGNED = 2
 
 
 class Verdict(Enum):
@@ -68,17 +69,37 @@ class Verdict(Enum):
     DIFFERENT = "different"
 
 
-def judge(picture: Picture, reference: np.ndarray, config: DedupeConfig, align: bool) -> tuple[Verdict, float]:
-    """Whether ``picture`` is a copy of the picture whose thumbnail is ``reference``: the quick
-    distance settles a copy that is not cropped; the aligned one the rest (when ``align``)."""
-    distance = quick_distance(picture, reference)
-    if distance > config.near_same and align:
-        distance = min(distance, fine_distance(picture, reference))
-    if distance <= config.near_same:
-        return Verdict.SAME, distance
-    if distance < config.near_different:
-        return Verdict.MAYBE, distance
-    return Verdict.DIFFERENT, distance
+@dataclass
+class Judgement:
+    """Whether a picture is a copy of each candidate (nearest first), and, when it is out of
+    their frame (a crop), its ranking vector in their frame: candidates ranked by that one
+    may hold the original the first ranking missed."""
+
+    verdicts: list[tuple[Verdict, float]]
+    reframed: np.ndarray | None = None
+
+
+def judge(picture: Picture, references: Sequence[np.ndarray], config: DedupeConfig) -> Judgement:
+    """The quick distance (own frames) settles copies that are not cropped, for all candidates
+    at once. Unless it did, the picture is put in the nearest candidate's frame, which is the
+    frame of its whole series, and compared with all of them again: a crop needs it, and it costs
+    a few times more, so only when the picture is out of that frame or nearly alike already (a
+    resize, whose resampling it evens out). Blocking: run in a thread."""
+    if not references:
+        return Judgement([])
+    stack = np.stack(references)
+    distances = quick_distances(picture.thumb, stack)
+    reframed = None
+    if distances.min() > config.near_same:
+        frame = rough_frame(picture, references[0])
+        shifted = not in_one_frame(frame)
+        if shifted or distances.min() <= 2 * config.near_same:
+            cells = in_frame(picture, references[0], frame)
+            distances = np.minimum(distances, framed_distances(cells, stack))
+            reframed = framed_vector(cells) if shifted else None
+    return Judgement([(Verdict.SAME if d <= config.near_same else
+                       Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
+                      for d in distances], reframed)
 
 
 @dataclass(frozen=True)
@@ -195,9 +216,15 @@ def _possible_copies(picture: Picture, flights: Sequence[_Flight], config: Dedup
     if not near:
         return []
     vectors = np.stack([f.check.vector for f in near])
-    order = nearest(vectors, rank_vector(picture.thumb), config.near_candidates)
-    return [near[i] for rank, i in enumerate(order)
-            if judge(picture, near[i].check.thumb, config, align=rank < ALIGNED)[0] is not Verdict.DIFFERENT]
+    order = list(nearest(vectors, rank_vector(picture.thumb), config.near_candidates))
+    judgement = judge(picture, [near[i].check.thumb for i in order], config)
+    if judgement.reframed is not None and not any(v is not Verdict.DIFFERENT for v, _ in judgement.verdicts):
+        # Out of the series' frame (a crop): the nearest in that frame, once.
+        first = set(order)
+        order = [i for i in nearest(vectors, judgement.reframed, config.near_candidates) if i not in first]
+        judgement = judge(picture, [near[i].check.thumb for i in order], config)
+    return [near[i] for i, (verdict, _) in zip(order, judgement.verdicts, strict=True)
+            if verdict is not Verdict.DIFFERENT]
 
 
 async def wait_for(flights: Sequence[_Flight], should_stop: Callable[[], bool], source: str) -> None:
@@ -247,23 +274,33 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
             stats.inc_value("emomo/near/waited")
             await wait_for(copies, runtime.should_stop, state.source)
     await runtime.near_index.refresh(repo)
-    ids = runtime.near_index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
+    index = runtime.near_index
+    ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
     if not ids or await repo.get_meme_by_md5(state.md5) is not None:
         return None  # nothing near; or this very file is recorded (reuse goes on with it)
-    rank = {meme_id: i for i, meme_id in enumerate(ids)}
-    found = sorted((c for c in await repo.near_candidates(ids, runtime.collection) if c.indexed),
-                   key=lambda c: rank[c.meme_id])
-    stats.inc_value("emomo/near/candidates", len(found))
     undecided: list[NearCandidate] = []
-    for i, candidate in enumerate(found):
-        candidate = await with_thumb(runtime, candidate)
-        assert candidate.thumb is not None
-        verdict, distance = await asyncio.to_thread(judge, picture, stored_thumb(candidate.thumb), config,
-                                                    i < ALIGNED)
-        if verdict is Verdict.SAME:
-            return NearMatch(candidate, distance)
-        if verdict is Verdict.MAYBE:
-            undecided.append(candidate)
+    seen: set[str] = set()
+    for _round in range(2):  # the second only for a picture out of the series' frame
+        seen.update(ids)
+        rank = {meme_id: i for i, meme_id in enumerate(ids)}
+        found = sorted((c for c in await repo.near_candidates(ids, runtime.collection) if c.indexed),
+                       key=lambda c: rank[c.meme_id])
+        stats.inc_value("emomo/near/candidates", len(found))
+        found = [await with_thumb(runtime, candidate) for candidate in found]
+        judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found], config)
+        for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
+            if verdict is Verdict.SAME:
+                return NearMatch(candidate, distance)
+            if verdict is Verdict.MAYBE:
+                undecided.append(candidate)
+        if judgement.reframed is None or undecided:
+            break
+        # Out of the series' frame (a crop): the nearest in that frame.
+        stats.inc_value("emomo/near/reframed")
+        ids = [i for i in index.candidates(picture.phash, judgement.reframed, config.near_distance,
+                                           config.near_candidates) if i not in seen]
+        if not ids:
+            break
     for candidate in undecided:
         if await same_text_as(runtime, state, body, candidate):
             return NearMatch(candidate, math.nan)
