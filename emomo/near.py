@@ -127,9 +127,11 @@ class NearCheck:
     #: its thumbnail (grey levels), and as stored (compressed)
     thumb: np.ndarray
     stored_thumb: bytes
-    #: its ranking vector, and as stored
+    #: its ranking vector, and as stored: in its series' frame (for a crop, not its own)
     vector: np.ndarray
     blocks: bytes
+    #: out of its series' frame (a crop): a check against it puts the other picture in its frame
+    shifted: bool = False
     #: the text OCR read on it, when something had to
     image_text: str | None = None
 
@@ -137,6 +139,13 @@ class NearCheck:
     def of(cls, picture: Picture) -> NearCheck:
         vector = rank_vector(picture.thumb)
         return cls(picture.phash, picture.thumb, picture.stored_thumb(), vector, encode_blocks(vector))
+
+    def out_of_frame(self, series_vector: np.ndarray) -> None:
+        """The picture is out of its series' frame; ``series_vector`` ranks it in that frame
+        (its own blocks where it does not reach)."""
+        self.shifted = True
+        self.vector = np.where(np.isnan(series_vector), self.vector, series_vector)
+        self.blocks = encode_blocks(self.vector)
 
 
 def measure(data: bytes) -> Picture:

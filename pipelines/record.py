@@ -48,7 +48,8 @@ class RecordPipeline(Stage):
         if state.near is not None:
             # Its signature goes with the row if it is undone (ON DELETE CASCADE).
             near = state.near
-            await self.runtime.repo.save_phash(meme.id, near.phash, near.stored_thumb, near.blocks, near.image_text)
+            await self.runtime.repo.save_phash(meme.id, near.phash, near.stored_thumb, near.blocks, near.shifted,
+                                               near.image_text)
             self.runtime.near_index.add(meme.id, near.phash, near.blocks)
         state.meme = meme
         adapter["meme_id"] = meme.id

@@ -50,11 +50,11 @@ def test_the_fine_check_tells_a_copy_from_the_same_face_with_another_caption(cjk
             reference = measure(data).thumb
             for kind in COPY_KINDS:
                 copy = measure(copy_of(data, kind, rnd)[0])
-                [(verdict, distance)] = judge(copy, [reference], config).verdicts
+                [(verdict, distance)] = judge(copy, [reference], [False], config).verdicts
                 assert verdict is Verdict.SAME, (template, caption, kind, distance)
             for other in (captions[n + 8], caption + "吗", caption[:-1] + ("好" if caption[-1] != "好" else "坏")):
                 other_picture = measure(template_bytes(template, other, "png"))
-                [(verdict, distance)] = judge(other_picture, [reference], config).verdicts
+                [(verdict, distance)] = judge(other_picture, [reference], [False], config).verdicts
                 assert verdict is not Verdict.SAME, (template, caption, other, distance)
 
 

@@ -33,6 +33,7 @@ from emomo.near import (
     Picture,
     decode_blocks,
     encode_blocks,
+    fine_distance,
     framed_distances,
     framed_vector,
     hamming,
@@ -72,31 +73,43 @@ class Verdict(Enum):
 @dataclass
 class Judgement:
     """Whether a picture is a copy of each candidate (nearest first), and, when it is out of
-    their frame (a crop), its ranking vector in their frame: candidates ranked by that one
-    may hold the original the first ranking missed."""
+    their series' frame (a crop), its ranking vector in that frame: candidates ranked by that
+    one may hold the original the first ranking missed."""
 
     verdicts: list[tuple[Verdict, float]]
     reframed: np.ndarray | None = None
 
 
-def judge(picture: Picture, references: Sequence[np.ndarray], config: DedupeConfig) -> Judgement:
+def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[bool],
+          config: DedupeConfig) -> Judgement:
     """The quick distance (own frames) settles copies that are not cropped, for all candidates
-    at once. Unless it did, the picture is put in the nearest candidate's frame, which is the
-    frame of its whole series, and compared with all of them again: a crop needs it, and it costs
-    a few times more, so only when the picture is out of that frame or nearly alike already (a
-    resize, whose resampling it evens out). Blocking: run in a thread."""
+    at once. Unless it did, the picture is put in the series' frame (that of the nearest
+    candidate in it) and compared with all of them again: a crop needs it, and it costs a few
+    times more, so only when the picture is out of that frame or nearly alike already (a resize,
+    whose resampling it evens out). A candidate itself out of the frame (``shifted``: a crop
+    recorded before its original) gets a fit of its own. Blocking: run in a thread."""
     if not references:
         return Judgement([])
     stack = np.stack(references)
     distances = quick_distances(picture.thumb, stack)
     reframed = None
     if distances.min() > config.near_same:
-        frame = rough_frame(picture, references[0])
-        shifted = not in_one_frame(frame)
-        if shifted or distances.min() <= 2 * config.near_same:
-            cells = in_frame(picture, references[0], frame)
+        series = next((i for i, s in enumerate(shifted) if not s), 0)
+        frame = rough_frame(picture, references[series])
+        out = not in_one_frame(frame)
+        if out or distances.min() <= 2 * config.near_same:
+            cells = in_frame(picture, references[series], frame)
             distances = np.minimum(distances, framed_distances(cells, stack))
-            reframed = framed_vector(cells) if shifted else None
+        refit = [i for i, s in enumerate(shifted) if s]
+        if out:
+            reframed = framed_vector(cells)
+            # The series' frame as fitted on another caption is a little off: the nearest in it
+            # gets a fit of its own (the original of a crop then measures as a copy).
+            refit.append(int(np.argmin(distances)))
+        for i in dict.fromkeys(refit):
+            if i != series and distances[i] > config.near_same:
+                distances[i] = min(distances[i], fine_distance(picture, references[i],
+                                                               rough_frame(picture, references[i])))
     return Judgement([(Verdict.SAME if d <= config.near_same else
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
                       for d in distances], reframed)
@@ -210,21 +223,30 @@ class NearInFlight:
         return len(self._items)
 
 
-def _possible_copies(picture: Picture, flights: Sequence[_Flight], config: DedupeConfig) -> list[_Flight]:
-    """Of the items in flight, those ``picture`` may be a copy of (blocking: run in a thread)."""
+def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flight],
+                     config: DedupeConfig) -> list[_Flight]:
+    """Of the items in flight, those ``picture`` may be a copy of (blocking: run in a thread).
+    Out of its series' frame, ``check`` learns it."""
     near = [f for f in flights if hamming(f.check.phash, picture.phash) <= config.near_distance]
     if not near:
         return []
     vectors = np.stack([f.check.vector for f in near])
-    order = list(nearest(vectors, rank_vector(picture.thumb), config.near_candidates))
-    judgement = judge(picture, [near[i].check.thumb for i in order], config)
-    if judgement.reframed is not None and not any(v is not Verdict.DIFFERENT for v, _ in judgement.verdicts):
-        # Out of the series' frame (a crop): the nearest in that frame, once.
-        first = set(order)
-        order = [i for i in nearest(vectors, judgement.reframed, config.near_candidates) if i not in first]
-        judgement = judge(picture, [near[i].check.thumb for i in order], config)
-    return [near[i] for i, (verdict, _) in zip(order, judgement.verdicts, strict=True)
-            if verdict is not Verdict.DIFFERENT]
+    order = list(nearest(vectors, check.vector, config.near_candidates))
+
+    def verdicts(order: list[int]) -> Judgement:
+        return judge(picture, [near[i].check.thumb for i in order], [near[i].check.shifted for i in order], config)
+
+    judgement = verdicts(order)
+    found = [near[i] for i, (verdict, _) in zip(order, judgement.verdicts, strict=True)
+             if verdict is not Verdict.DIFFERENT]
+    if judgement.reframed is not None:
+        check.out_of_frame(judgement.reframed)
+        if not found:  # the nearest in the series' frame
+            first = set(order)
+            order = [i for i in nearest(vectors, check.vector, config.near_candidates) if i not in first]
+            found = [near[i] for i, (verdict, _) in zip(order, verdicts(order).verdicts, strict=True)
+                     if verdict is not Verdict.DIFFERENT]
+    return found
 
 
 async def wait_for(flights: Sequence[_Flight], should_stop: Callable[[], bool], source: str) -> None:
@@ -269,7 +291,7 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
         return None  # a flat picture: every other flat picture would be "near" it
     earlier = runtime.near_in_flight.enter(state.md5, check)
     if earlier:
-        copies = await asyncio.to_thread(_possible_copies, picture, earlier, config)
+        copies = await asyncio.to_thread(_possible_copies, picture, check, earlier, config)
         if copies:
             stats.inc_value("emomo/near/waited")
             await wait_for(copies, runtime.should_stop, state.source)
@@ -287,17 +309,21 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
                        key=lambda c: rank[c.meme_id])
         stats.inc_value("emomo/near/candidates", len(found))
         found = [await with_thumb(runtime, candidate) for candidate in found]
-        judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found], config)
+        judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
+                                            [c.shifted for c in found], config)
         for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
             if verdict is Verdict.SAME:
                 return NearMatch(candidate, distance)
             if verdict is Verdict.MAYBE:
                 undecided.append(candidate)
-        if judgement.reframed is None or undecided:
+        if judgement.reframed is None:
             break
-        # Out of the series' frame (a crop): the nearest in that frame.
+        # Out of the series' frame (a crop): kept ranked in that frame, and the nearest there.
+        check.out_of_frame(judgement.reframed)
+        if undecided:
+            break
         stats.inc_value("emomo/near/reframed")
-        ids = [i for i in index.candidates(picture.phash, judgement.reframed, config.near_distance,
+        ids = [i for i in index.candidates(picture.phash, check.vector, config.near_distance,
                                            config.near_candidates) if i not in seen]
         if not ids:
             break
@@ -345,7 +371,8 @@ async def keep_better_file(runtime: IngestRuntime, state: ItemState, adapter: It
     repo, store, index = runtime.repo, runtime.store, runtime.index
     uploaded = await store.put(new.storage_key, adapter["body"], CONTENT_TYPES.get(fmt, "application/octet-stream"))
     try:
-        points = await repo.switch_file(meme_id, old.md5_hash, new, check.phash, check.stored_thumb, check.blocks)
+        points = await repo.switch_file(meme_id, old.md5_hash, new, check.phash, check.stored_thumb, check.blocks,
+                                        check.shifted)
         if points is None:  # another worker moved the meme first: its choice stands
             raise _Raced
         try:
@@ -357,7 +384,7 @@ async def keep_better_file(runtime: IngestRuntime, state: ItemState, adapter: It
             old_thumb = match.meme.thumb
             assert old_thumb is not None  # find_near_duplicate fills it in
             await repo.switch_file(meme_id, new.md5_hash, old, match.meme.phash, old_thumb,
-                                   encode_blocks(rank_vector(stored_thumb(old_thumb))))
+                                   encode_blocks(rank_vector(stored_thumb(old_thumb))), match.meme.shifted)
             raise
     except BaseException as exc:
         if uploaded:

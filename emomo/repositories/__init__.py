@@ -83,6 +83,8 @@ class NearCandidate:
     #: whether it has its vector in the collection asked about (only those can be merged into)
     indexed: bool
     file: MemeFile
+    #: out of its series' frame (a crop): emomo.near.NearCheck.shifted
+    shifted: bool = False
 
 
 @dataclass
@@ -106,7 +108,7 @@ class MemeRepository(Protocol):
 
     async def meme_indexed(self, meme_id: str, collection: str) -> bool: ...
 
-    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes,
+    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes, shifted: bool,
                          image_text: str | None) -> None: ...
 
     async def set_image_text(self, meme_id: str, image_text: str) -> None: ...
@@ -118,7 +120,7 @@ class MemeRepository(Protocol):
     async def near_candidates(self, meme_ids: list[str], collection: str) -> list[NearCandidate]: ...
 
     async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int, thumb: bytes,
-                          blocks: bytes) -> list[tuple[str, str]] | None: ...
+                          blocks: bytes, shifted: bool) -> list[tuple[str, str]] | None: ...
 
     async def count_sources(self) -> dict[str, int]: ...
 

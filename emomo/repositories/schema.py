@@ -169,10 +169,12 @@ MIGRATIONS: list[tuple[int, list[Statement]]] = [
     (6, [
         # Memes are templates: a series' members are all "near" by the hash. Each meme keeps a
         # thumbnail (emomo.near, compressed) that tells a copy from another caption, and the
-        # blocks that rank candidates; seq orders the signatures so the in-memory index that
-        # replaces the band keys reads on from where it was.
+        # blocks that rank candidates (in its series' frame: a crop is "shifted" out of it); seq
+        # orders the signatures so the in-memory index that replaces the band keys reads on
+        # from where it was.
         "ALTER TABLE meme_phashes ADD COLUMN thumb {blob}",
         "ALTER TABLE meme_phashes ADD COLUMN blocks {blob}",
+        "ALTER TABLE meme_phashes ADD COLUMN shifted BOOLEAN NOT NULL DEFAULT FALSE",
         {"sqlite": ["ALTER TABLE meme_phashes ADD COLUMN seq INTEGER",
                     "UPDATE meme_phashes SET seq = rowid"],
          "postgres": ["ALTER TABLE meme_phashes ADD COLUMN seq BIGSERIAL"]},

@@ -161,12 +161,13 @@ class SQLMemeRepository(ABC):
             return "nextval(pg_get_serial_sequence('meme_phashes', 'seq'))"
         return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM meme_phashes)"  # one writer at a time
 
-    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes,
+    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes, shifted: bool,
                          image_text: str | None) -> None:
         async with self.session() as s:
             await s.execute(
-                f"INSERT INTO meme_phashes (meme_id, phash, thumb, blocks, image_text, seq) VALUES (?, ?, ?, ?, ?, "
-                f"{self._next_seq}) ON CONFLICT (meme_id) DO NOTHING", (meme_id, phash, thumb, blocks, image_text))
+                "INSERT INTO meme_phashes (meme_id, phash, thumb, blocks, shifted, image_text, seq) "
+                f"VALUES (?, ?, ?, ?, ?, ?, {self._next_seq}) ON CONFLICT (meme_id) DO NOTHING",
+                (meme_id, phash, thumb, blocks, shifted, image_text))
 
     async def set_image_text(self, meme_id: str, image_text: str) -> None:
         async with self.session() as s:
@@ -195,8 +196,8 @@ class SQLMemeRepository(ABC):
             return []
         async with self.reading() as s:
             rows = await s.fetchall(
-                "SELECT p.meme_id, p.phash, p.thumb, p.image_text, m.md5_hash, m.storage_key, m.format, m.width, "
-                "m.height, m.file_size, m.is_animated, EXISTS (SELECT 1 FROM meme_vectors v WHERE "
+                "SELECT p.meme_id, p.phash, p.thumb, p.shifted, p.image_text, m.md5_hash, m.storage_key, m.format, "
+                "m.width, m.height, m.file_size, m.is_animated, EXISTS (SELECT 1 FROM meme_vectors v WHERE "
                 "v.meme_id = p.meme_id AND v.collection = ?) AS indexed "
                 "FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
                 f"WHERE p.meme_id IN ({', '.join('?' * len(meme_ids))}) AND m.status = 'active'",
@@ -204,11 +205,11 @@ class SQLMemeRepository(ABC):
         return [NearCandidate(str(r["meme_id"]), int(r["phash"]), bytes(r["thumb"]) if r["thumb"] is not None else None,
                               r["image_text"], bool(r["indexed"]), MemeFile(
                                   r["md5_hash"], r["storage_key"], r["format"], int(r["width"]), int(r["height"]),
-                                  int(r["file_size"]), bool(r["is_animated"])))
+                                  int(r["file_size"]), bool(r["is_animated"])), bool(r["shifted"]))
                 for r in rows]
 
     async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int, thumb: bytes,
-                          blocks: bytes) -> list[tuple[str, str]] | None:
+                          blocks: bytes, shifted: bool) -> list[tuple[str, str]] | None:
         """Make ``new`` the meme's file (row, vector rows, signature) if it still has ``old_md5``:
         the (collection, point id) of its vectors, whose payload then follows; None when another
         worker changed the meme meanwhile."""
@@ -221,8 +222,8 @@ class SQLMemeRepository(ABC):
             if not changed:
                 return None
             await s.execute("UPDATE meme_vectors SET md5_hash = ? WHERE meme_id = ?", (new.md5_hash, meme_id))
-            await s.execute(f"UPDATE meme_phashes SET phash = ?, thumb = ?, blocks = ?, seq = {self._next_seq} "
-                            "WHERE meme_id = ?", (phash, thumb, blocks, meme_id))
+            await s.execute(f"UPDATE meme_phashes SET phash = ?, thumb = ?, blocks = ?, shifted = ?, "
+                            f"seq = {self._next_seq} WHERE meme_id = ?", (phash, thumb, blocks, shifted, meme_id))
             rows = await s.fetchall("SELECT collection, qdrant_point_id FROM meme_vectors WHERE meme_id = ?",
                                     (meme_id,))
         return [(r["collection"], r["qdrant_point_id"]) for r in rows]
