@@ -175,10 +175,14 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
     print(f"item latency         p50 {stats.get('emomo/ingest/latency_p50_ms', 0)} ms, "
           f"p95 {stats.get('emomo/ingest/latency_p95_ms', 0)} ms")
     files = max(1, stats.get("emomo/dedupe/items", 0))
-    print(f"dedupe stage         {stats.get('emomo/dedupe/ms', 0) / files:.1f} ms a file (wall); near-duplicates "
+    print(f"dedupe stage         {stats.get('emomo/dedupe/ms', 0) / files:.1f} ms a file (wall), the near-duplicate "
+          f"check's CPU {sum(v for k, v in stats.items() if k.startswith('emomo/near/cpu_ms/')) / files:.1f} ms a "
+          f"file ({', '.join(f'{k[18:]} {v / files:.1f}' for k, v in stats.items() if k.startswith('emomo/near/cpu_ms/'))}"
+          f"); near-duplicates "
           f"{stats.get('emomo/dedupe/near_duplicate', 0)}, "
           f"candidates compared {stats.get('emomo/near/candidates', 0)}, "
-          f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)}")
+          f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)}, "
+          f"framed {stats.get('emomo/near/framed', 0)}, refitted {stats.get('emomo/near/refitted', 0)}")
     for stage, label in (("describe", "VLM"), ("embed", "embedding")):
         if f"emomo/{stage}/in_flight_max" in stats:
             print(f"{label + ' in flight':20} max {stats[f'emomo/{stage}/in_flight_max']}, final "

@@ -1,13 +1,18 @@
-"""Near-duplicate lookup benchmark: is the cost per item flat as recorded memes grow?
+"""Near-duplicate check at template scale: is the work per file flat as one series grows?
 Prints its figures; asserts nothing.
 
-    .venv/bin/python bench/near_lookup.py [--sizes 1000,20000,100000,200000]
+    .venv/bin/python bench/near_lookup.py [--sizes 100,1000,10000] [--probes 60]
+    .venv/bin/python bench/near_lookup.py --driver postgres    # DATABASE_URL, or the local server
 
-At each size it records that many memes with perceptual hashes (random 64-bit values, with one
-in ten a near copy of an earlier one, so that lookups find candidates) through the project's
-repository, then times ``near_candidates`` for 500 probes (half near a recorded hash, half
-not) and prints p50/p95 ms, candidates per lookup, and the time of a full scan of every hash
-(what the band keys avoid) for comparison. ``--driver postgres`` uses DATABASE_URL (a fresh
+It draws one series (a panda head, each member with its own caption, a fifth of them
+animated), records it through the project's repository as the record stage would (a meme, its
+signature, its vector row), growing it to each size in turn. At each size it runs the dedupe
+stage's near-duplicate check (``find_near_duplicate``: the in-memory index, the one query for
+the nearest candidates, the fine check) for new files of the same series (another caption:
+must stay apart) and for copies of recorded members (re-encoded, resized, converted, cropped,
+a GIF's first frame: must merge), and prints per-file wall and CPU time (p50/p95, measured on
+the check alone: the file's decode and measure are the same at every size and shown apart),
+candidates compared, and the answers.
 """
 
 from __future__ import annotations
@@ -15,101 +20,151 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from emomo.config import DatabaseConfig  # noqa: E402
-from emomo.near import band_keys, hamming, probe_keys  # noqa: E402
-from emomo.repositories.sqlite import SQLiteMemeRepository  # noqa: E402
+from memegen import COPY_KINDS, copy_of, series_captions, template_bytes  # noqa: E402
 
-DISTANCE = 8
+from emomo.config import DatabaseConfig, EmomoConfig  # noqa: E402
+from emomo.ingest.near_dupes import NearIndex, NearInFlight, find_near_duplicate  # noqa: E402
+from emomo.ingest.state import ItemState  # noqa: E402
+from emomo.near import NearCheck, measure  # noqa: E402
+from emomo.repositories import MemeRecord, VectorRecord  # noqa: E402
 
-
-def signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def near(value: int, rnd: random.Random, bits: int) -> int:
-    return signed((value & ((1 << 64) - 1)) ^ sum(1 << b for b in rnd.sample(range(64), bits)))
+COLLECTION = "bench"
 
 
-def rows(start: int, count: int, rnd: random.Random, hashes: list[int]) -> list[tuple[str, int]]:
-    out = []
-    for _ in range(count):
-        value = near(rnd.choice(hashes), rnd, rnd.randint(1, 8)) if hashes and rnd.random() < 0.1 \
-            else signed(rnd.getrandbits(64))
-        hashes.append(value)
-        out.append((str(uuid.UUID(int=rnd.getrandbits(128))), value))
-    return out
+class Stats(Counter[str]):
+    def inc_value(self, key: str, count: int = 1) -> None:
+        self[key] += count
 
 
-def bulk_insert_sqlite(path: Path, batch: list[tuple[str, int]], start: int) -> None:
-    """Rows as the record stage writes them (a meme, its hash, its four band keys), in bulk."""
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.executemany(
-            "INSERT INTO memes (id, source_type, source_id, md5_hash, storage_key, format, width, height, "
-            "file_size, status) VALUES (?, 'bench', ?, ?, ?, 'png', 240, 240, 1000, 'active')",
-            [(mid, str(start + i), f"{start + i:032x}", f"{start + i:032x}.png") for i, (mid, _) in enumerate(batch)])
-        conn.executemany("INSERT INTO meme_phashes (meme_id, phash) VALUES (?, ?)", batch)
-        conn.executemany("INSERT INTO meme_phash_bands (band_key, meme_id) VALUES (?, ?)",
-                         [(key, mid) for mid, value in batch for key in band_keys(value)])
-    conn.close()
+def member(i: int, caption: str) -> bytes:
+    return template_bytes(0, caption, "gif" if i % 5 == 0 else "png")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,20000,100000,200000")
-    parser.add_argument("--probes", type=int, default=500)
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    rnd = random.Random(15)
-    folder = Path(tempfile.mkdtemp(prefix="emomo-near-"))
-    path = folder / "emomo.db"
-    repo = SQLiteMemeRepository(DatabaseConfig(path=str(path)))
-    await repo.open()
-    await repo.migrate()
-    hashes: list[int] = []
-    print(f"near-duplicate lookup, SQLite at {path}, distance {DISTANCE} bits, "
-          f"{len(probe_keys(0, DISTANCE))} band keys a lookup")
-    print(f"{'memes':>8} {'p50 ms':>8} {'p95 ms':>8} {'candidates':>11} {'within':>7} {'scan ms':>8}")
+async def record(repo: Any, i: int, caption: str, data: bytes) -> None:
+    check = NearCheck.of(measure(data))
+    md5 = uuid.UUID(int=i).hex
+    meme = MemeRecord(id=str(uuid.UUID(int=i + (1 << 64))), source_type="bench", source_id=str(i), md5_hash=md5,
+                      storage_key=f"{md5[:2]}/{md5}.png", format="png", width=240, height=240, is_animated=False,
+                      file_size=len(data), category="熊猫头", status="pending", vlm_description=caption,
+                      vlm_model="bench")
+    await repo.insert_meme(meme)
+    await repo.save_phash(meme.id, check.phash, check.stored_thumb, check.blocks, check.shifted, None)
+    await repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, md5, COLLECTION, "bench", str(uuid.uuid4()))])
+
+
+def runtime_for(config: EmomoConfig, repo: Any) -> Any:
+    return SimpleNamespace(config=config, repo=repo, stats=Stats(), collection=COLLECTION,
+                           near_in_flight=NearInFlight(), near_index=NearIndex(), should_stop=lambda: False)
+
+
+async def probe(runtime: Any, data: bytes, n: int) -> tuple[float, float, bool, float]:
+    """One file through the check: (wall s, CPU s, merged, measure s)."""
+    started = time.perf_counter()
+    picture = measure(data)
+    measured = time.perf_counter() - started
+    state = ItemState(md5=f"probe{n:027d}", source=f"probe {n}")
+    state.near = NearCheck.of(picture)
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
-        for size in sizes:
-            missing = size - len(hashes)
-            if missing > 0:
-                bulk_insert_sqlite(path, rows(len(hashes), missing, rnd, hashes), len(hashes))
-            probes = [near(rnd.choice(hashes), rnd, rnd.randint(0, 8)) if i % 2 else signed(rnd.getrandbits(64))
-                      for i in range(args.probes)]
-            times, found, within = [], [], []
-            for value in probes:
-                started = time.perf_counter()
-                candidates = await repo.near_candidates(probe_keys(value, DISTANCE))
-                close = [c for c in candidates if hamming(value, c.phash) <= DISTANCE]
-                times.append((time.perf_counter() - started) * 1000)
-                found.append(len(candidates))
-                within.append(len(close))
-            started = time.perf_counter()
-            scan = sqlite3.connect(path)
-            every = [int(r[0]) for r in scan.execute("SELECT phash FROM meme_phashes")]
-            scan.close()
-            _ = [h for h in every if hamming(probes[1], h) <= DISTANCE]
-            scan_ms = (time.perf_counter() - started) * 1000
-            times.sort()
-            print(f"{size:>8} {statistics.median(times):>8.2f} {times[int(len(times) * 0.95)]:>8.2f} "
-                  f"{statistics.mean(found):>11.1f} {statistics.mean(within):>7.2f} {scan_ms:>8.1f}", flush=True)
+        match = await find_near_duplicate(runtime, state, data, picture)
     finally:
-        await repo.close()
-        shutil.rmtree(folder)
+        runtime.near_in_flight.leave(state.md5)
+    return time.perf_counter() - wall, time.process_time() - cpu, match is not None, measured
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(args: argparse.Namespace, repo: Any) -> None:
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    captions = series_captions(sizes[-1] + args.probes)
+    recorded_captions, others = captions[:sizes[-1]], captions[sizes[-1]:]
+    config = EmomoConfig()
+    rnd = random.Random(3)
+    await repo.open()
+    done = 0
+    print(f"one series (template 0); {args.probes} new captions and {args.probes} copies a size; "
+          f"dedupe.near_candidates {config.dedupe.near_candidates}")
+    print(f"{'members':>8} {'check p50 ms':>13} {'p95 ms':>8} {'CPU p50 ms':>11} {'p95 ms':>8} {'measure ms':>11} "
+          f"{'candidates/file':>16} {'copies merged':>14} {'others kept apart':>18}")
+    for size in sizes:
+        started = time.perf_counter()
+        for i in range(done, size):
+            await record(repo, i, recorded_captions[i], member(i, recorded_captions[i]))
+        done = size
+        runtime = runtime_for(config, repo)
+        loaded = time.perf_counter()
+        await runtime.near_index.refresh(repo, force=True)
+        load_s = time.perf_counter() - loaded
+        walls, cpus, measures = [], [], []
+        merged = apart = 0
+        for n in range(args.probes):
+            wall, cpu, hit, m = await probe(runtime, template_bytes(0, others[n], "png"), n)
+            walls.append(wall)
+            cpus.append(cpu)
+            measures.append(m)
+            apart += not hit
+            target = rnd.randrange(size)
+            copy, _ = copy_of(member(target, recorded_captions[target]), COPY_KINDS[n % len(COPY_KINDS)], rnd)
+            wall, cpu, hit, m = await probe(runtime, copy, args.probes + n)
+            walls.append(wall)
+            cpus.append(cpu)
+            measures.append(m)
+            merged += hit
+        per = runtime.stats["emomo/near/candidates"] / (2 * args.probes)
+        timing = (f"{pct(walls, .5) * 1000:>13.1f} {pct(walls, .95) * 1000:>8.1f} {pct(cpus, .5) * 1000:>11.1f} "
+                  f"{pct(cpus, .95) * 1000:>8.1f} {statistics.median(measures) * 1000:>11.1f}")
+        print(f"{size:>8} {timing} {per:>16.1f} {merged:>9}/{args.probes} {apart:>13}/{args.probes}   "
+              f"(recorded in {time.perf_counter() - started:.0f} s; index loaded in {load_s * 1000:.0f} ms; "
+              f"OCR reads {runtime.stats['emomo/near/ocr_reads']})", flush=True)
+    await repo.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--probes", type=int, default=60)
+    parser.add_argument("--driver", choices=("sqlite", "postgres"), default="sqlite")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="emomo-near-") as d:
+        if args.driver == "sqlite":
+            from emomo.repositories.sqlite import SQLiteMemeRepository
+
+            asyncio.run(run(args, SQLiteMemeRepository(DatabaseConfig(path=str(Path(d) / "emomo.db")))))
+            return
+        import os
+
+        import psycopg
+
+        from emomo.repositories.postgres import PostgresMemeRepository
+
+        admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        db = f"emomo_near_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db}"')
+        try:
+            dsn = admin.rsplit("/", 1)[0] + f"/{db}"
+            asyncio.run(run(args, PostgresMemeRepository(DatabaseConfig(driver="postgres", url=dsn))))
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

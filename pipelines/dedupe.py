@@ -3,7 +3,6 @@ source whose content changed since it was ingested."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
-from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file
+from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measured
 from emomo.ingest.stage import Stage, item_locator
 from emomo.ingest.state import ItemState
 from emomo.near import NearCheck, measure
@@ -76,7 +75,7 @@ class DedupePipeline(Stage):
     async def near_duplicate(self, state: ItemState, adapter: ItemAdapter) -> None:
         """Drop the item as another source of a recorded meme it nearly duplicates, if any."""
         runtime = self.runtime
-        picture = await asyncio.to_thread(measure, adapter["body"])
+        picture = await measured(runtime, "measure", measure, adapter["body"])
         state.near = NearCheck.of(picture)
         match = await find_near_duplicate(runtime, state, adapter["body"], picture)
         if match is None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -39,7 +39,6 @@ from emomo.near import (
     hamming,
     hamming_many,
     in_frame,
-    in_one_frame,
     informative,
     measure,
     nearest,
@@ -62,6 +61,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 
 class Verdict(Enum):
@@ -78,6 +79,9 @@ class Judgement:
 
     verdicts: list[tuple[Verdict, float]]
     reframed: np.ndarray | None = None
+    #: the costly steps it took: put in the series' frame, and fitted to one candidate of its own
+    framed: bool = False
+    refitted: bool = False
 
 
 def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[bool],
@@ -92,27 +96,32 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         return Judgement([])
     stack = np.stack(references)
     distances = quick_distances(picture.thumb, stack)
-    reframed = None
+    reframed, framed, refitted = None, False, False
     if distances.min() > config.near_same:
-        series = next((i for i, s in enumerate(shifted) if not s), 0)
+        # The series' frame: that of the candidate most alike, of those in it.
+        inside = [i for i, s in enumerate(shifted) if not s] or list(range(len(references)))
+        series = min(inside, key=lambda i: distances[i])
         frame = rough_frame(picture, references[series])
-        out = not in_one_frame(frame)
+        out = frame is not None
         if out or distances.min() <= 2 * config.near_same:
             cells = in_frame(picture, references[series], frame)
+            framed = True
             distances = np.minimum(distances, framed_distances(cells, stack))
-        refit = [i for i, s in enumerate(shifted) if s]
-        if out:
-            reframed = framed_vector(cells)
-            # The series' frame as fitted on another caption is a little off: the nearest in it
-            # gets a fit of its own (the original of a crop then measures as a copy).
-            refit.append(int(np.argmin(distances)))
-        for i in dict.fromkeys(refit):
-            if i != series and distances[i] > config.near_same:
-                distances[i] = min(distances[i], fine_distance(picture, references[i],
-                                                               rough_frame(picture, references[i])))
+            if out:
+                reframed = framed_vector(cells)
+        # One candidate gets a fit of its own: the series' frame as fitted on another caption is a
+        # little off for the original of a crop, and a crop recorded before its original is out
+        # of the series' frame (``shifted``).
+        others = [i for i in range(len(references)) if i != series and (out or shifted[i])]
+        if others:
+            best = min(others, key=lambda i: distances[i])
+            if config.near_same < distances[best]:
+                refitted = True
+                distances[best] = min(distances[best], fine_distance(picture, references[best],
+                                                                     rough_frame(picture, references[best])))
     return Judgement([(Verdict.SAME if d <= config.near_same else
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
-                      for d in distances], reframed)
+                      for d in distances], reframed, framed, refitted)
 
 
 @dataclass(frozen=True)
@@ -249,6 +258,26 @@ def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flig
     return found
 
 
+def count_steps(runtime: IngestRuntime, judgement: Judgement) -> Judgement:
+    runtime.stats.inc_value("emomo/near/framed", judgement.framed)
+    runtime.stats.inc_value("emomo/near/refitted", judgement.refitted)
+    return judgement
+
+
+async def measured(runtime: IngestRuntime, part: str, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a thread, its CPU time counted (``emomo/near/cpu_ms/<part>``: what the
+    check costs a crawl, beside the stage's wall time, which includes waiting for a thread)."""
+
+    def timed() -> tuple[T, float]:
+        started = time.thread_time()
+        result = work(*args)
+        return result, time.thread_time() - started
+
+    result, seconds = await asyncio.to_thread(timed)
+    runtime.stats.inc_value(f"emomo/near/cpu_ms/{part}", round(seconds * 1000))
+    return result
+
+
 async def wait_for(flights: Sequence[_Flight], should_stop: Callable[[], bool], source: str) -> None:
     """Wait until the ``flights`` have left the pipelines; give up once the crawl stops."""
     for flight in flights:
@@ -274,7 +303,7 @@ async def with_thumb(runtime: IngestRuntime, candidate: NearCandidate) -> NearCa
     from its object once, and the thumbnail kept."""
     if candidate.thumb is not None:
         return candidate
-    picture = await asyncio.to_thread(measure, await runtime.store.get(candidate.file.storage_key))
+    picture = await measured(runtime, "measure", measure, await runtime.store.get(candidate.file.storage_key))
     check = NearCheck.of(picture)
     await runtime.repo.set_near_signature(candidate.meme_id, check.stored_thumb, check.blocks)
     runtime.near_index.add(candidate.meme_id, candidate.phash, check.blocks)
@@ -291,7 +320,7 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
         return None  # a flat picture: every other flat picture would be "near" it
     earlier = runtime.near_in_flight.enter(state.md5, check)
     if earlier:
-        copies = await asyncio.to_thread(_possible_copies, picture, check, earlier, config)
+        copies = await measured(runtime, "in_flight", _possible_copies, picture, check, earlier, config)
         if copies:
             stats.inc_value("emomo/near/waited")
             await wait_for(copies, runtime.should_stop, state.source)
@@ -309,8 +338,9 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
                        key=lambda c: rank[c.meme_id])
         stats.inc_value("emomo/near/candidates", len(found))
         found = [await with_thumb(runtime, candidate) for candidate in found]
-        judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
-                                            [c.shifted for c in found], config)
+        judgement = count_steps(runtime, await measured(runtime, "recorded", judge, picture,
+                                                        [stored_thumb(c.thumb or b"") for c in found],
+                                                        [c.shifted for c in found], config))
         for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
             if verdict is Verdict.SAME:
                 return NearMatch(candidate, distance)
