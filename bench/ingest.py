@@ -175,10 +175,10 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
     print(f"item latency         p50 {stats.get('emomo/ingest/latency_p50_ms', 0)} ms, "
           f"p95 {stats.get('emomo/ingest/latency_p95_ms', 0)} ms")
     files = max(1, stats.get("emomo/dedupe/items", 0))
+    parts = {k.rsplit("/", 1)[1]: v for k, v in stats.items() if k.startswith("emomo/near/cpu_ms/")}
     print(f"dedupe stage         {stats.get('emomo/dedupe/ms', 0) / files:.1f} ms a file (wall), the near-duplicate "
-          f"check's CPU {sum(v for k, v in stats.items() if k.startswith('emomo/near/cpu_ms/')) / files:.1f} ms a "
-          f"file ({', '.join(f'{k[18:]} {v / files:.1f}' for k, v in stats.items() if k.startswith('emomo/near/cpu_ms/'))}"
-          f"); near-duplicates "
+          f"check's CPU {sum(parts.values()) / files:.1f} ms a file "
+          f"({', '.join(f'{k} {v / files:.1f}' for k, v in parts.items())}); near-duplicates "
           f"{stats.get('emomo/dedupe/near_duplicate', 0)}, "
           f"candidates compared {stats.get('emomo/near/candidates', 0)}, "
           f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)}, "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -120,6 +121,8 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
             cpus.append(cpu)
             measures.append(m)
             apart += not hit
+            if hit and os.environ.get("BENCH_DEBUG"):
+                print("merged a new caption:", others[n])
             target = rnd.randrange(size)
             copy, _ = copy_of(member(target, recorded_captions[target]), COPY_KINDS[n % len(COPY_KINDS)], rnd)
             wall, cpu, hit, m = await probe(runtime, copy, args.probes + n)

@@ -210,12 +210,8 @@ def rank_vector(thumb: np.ndarray) -> np.ndarray:
 
 
 def encode_blocks(vector: np.ndarray) -> bytes:
+    """A ranking vector as stored: one byte a block."""
     return np.clip(np.round(vector * QUANT + 128), 0, NO_VALUE - 1).astype(np.uint8).tobytes()
-
-
-def decode_blocks(rows: np.ndarray) -> np.ndarray:
-    """Rows of stored blocks (uint8, one vector a row) as z-scores."""
-    return (rows.astype(np.float32) - 128) / QUANT
 
 
 def nearest(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:

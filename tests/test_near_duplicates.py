@@ -7,6 +7,7 @@ import io
 import json
 import random
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,12 @@ def test_each_kind_of_copy_hashes_within_the_default_distance(kind: str, cjk_fon
 
 
 def test_the_fine_check_tells_a_copy_from_the_same_face_with_another_caption(cjk_font: str) -> None:
-    """Every kind of copy on every template is the same meme; another caption on the same face,
-    even one character apart, never is."""
+    """Every kind of copy on every template is the same meme (or, for a few, left to the text);
+    another caption on the same face, even one character apart, never is."""
     config = DedupeConfig()
     rnd = random.Random(20)
     captions = series_captions(20, offset=40)
+    verdicts: Counter[Verdict] = Counter()
     for template in range(len(TEMPLATES)):
         for n, caption in enumerate(captions[:8]):
             data = template_bytes(template, caption, "gif" if n % 4 == 0 else "png")
@@ -51,11 +53,13 @@ def test_the_fine_check_tells_a_copy_from_the_same_face_with_another_caption(cjk
             for kind in COPY_KINDS:
                 copy = measure(copy_of(data, kind, rnd)[0])
                 [(verdict, distance)] = judge(copy, [reference], [False], config).verdicts
-                assert verdict is Verdict.SAME, (template, caption, kind, distance)
+                verdicts[verdict] += 1
+                assert verdict is not Verdict.DIFFERENT, (template, caption, kind, distance)
             for other in (captions[n + 8], caption + "吗", caption[:-1] + ("好" if caption[-1] != "好" else "坏")):
                 other_picture = measure(template_bytes(template, other, "png"))
                 [(verdict, distance)] = judge(other_picture, [reference], [False], config).verdicts
                 assert verdict is not Verdict.SAME, (template, caption, other, distance)
+    assert verdicts[Verdict.SAME] >= 0.97 * sum(verdicts.values()), verdicts  # the text is rarely needed
 
 
 def test_the_index_ranks_a_copy_first_among_its_series(cjk_font: str) -> None:
@@ -298,3 +302,26 @@ def test_flat_pictures_of_different_colours_are_not_merged(tmp_path: Path) -> No
     run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
     assert run.stat("emomo/ingest/processed") == 3  # no text, the same (empty) hash: still three memes
     assert "emomo/dedupe/near_duplicate" not in run.stats
+
+
+def test_a_meme_recorded_before_thumbnails_gets_one_when_a_copy_arrives(tmp_path: Path, cjk_font: str) -> None:
+    """Memes recorded by an earlier version have a hash and no thumbnail: a copy still merges,
+    and the meme's thumbnail is measured from its object once and kept."""
+    root = tmp_path / "ChineseBQB"
+    data = template_bytes(2, CAPTIONS[30], "png")
+    plant(root, CATEGORIES[0], "原图.png", data)
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    conn = sqlite3.connect(tmp_path / "data" / "emomo.db")
+    with conn:
+        conn.execute("UPDATE meme_phashes SET thumb = NULL, blocks = NULL")
+    conn.close()
+    plant(root, CATEGORIES[1], "副本.jpg", copy_of(data, "jpeg", random.Random(23))[0])
+    later = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert later.stat("emomo/dedupe/near_duplicate") == 1
+    assert len(read_state(tmp_path).memes) == 1
+    conn = sqlite3.connect(tmp_path / "data" / "emomo.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM meme_phashes WHERE thumb IS NOT NULL AND blocks IS NOT NULL"
+                            ).fetchone() == (1,)
+    finally:
+        conn.close()

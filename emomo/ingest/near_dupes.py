@@ -31,7 +31,6 @@ from emomo.imaging import CONTENT_TYPES
 from emomo.near import (
     NearCheck,
     Picture,
-    decode_blocks,
     encode_blocks,
     fine_distance,
     framed_distances,
@@ -197,7 +196,16 @@ class NearIndex:
         if not len(within):
             return []
         ranked = within[self._ranked[within]]
-        found = [self._ids[i] for i in ranked[nearest(decode_blocks(self._blocks[ranked]), vector, k)]]
+        # On the stored bytes (what a query's z-scores quantise to): a tenth of the time of
+        # decoding every row first, which at 10,000 members of a series is what counts.
+        known = ~np.isnan(vector)
+        query = np.frombuffer(encode_blocks(np.where(known, vector, 0.0)), dtype=np.uint8).astype(np.float32)
+        rows = self._blocks[ranked].astype(np.float32)
+        rows -= query
+        rows[:, ~known] = 0.0  # blocks the query has no value for: left out
+        scores = np.einsum("ij,ij->i", rows, rows)
+        top = np.argsort(scores) if len(scores) <= k else np.argpartition(scores, k)[:k]
+        found = [self._ids[i] for i in ranked[top[np.argsort(scores[top], kind="stable")]]]
         older = within[~self._ranked[within]]
         if len(older):
             bits = hamming_many(self._hashes[older], phash)
