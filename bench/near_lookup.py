@@ -55,7 +55,14 @@ def member(i: int, caption: str) -> bytes:
     return template_bytes(0, caption, "gif" if i % 5 == 0 else "png")
 
 
-async def record(repo: Any, i: int, caption: str, data: bytes) -> None:
+class Store(dict[str, bytes]):
+    """The objects a candidate's text is read from, when the thumbnails cannot decide."""
+
+    async def get(self, key: str) -> bytes:
+        return self[key]
+
+
+async def record(repo: Any, store: Store, i: int, caption: str, data: bytes) -> None:
     check = NearCheck.of(measure(data))
     md5 = uuid.UUID(int=i).hex
     meme = MemeRecord(id=str(uuid.UUID(int=i + (1 << 64))), source_type="bench", source_id=str(i), md5_hash=md5,
@@ -63,13 +70,15 @@ async def record(repo: Any, i: int, caption: str, data: bytes) -> None:
                       file_size=len(data), category="熊猫头", status="pending", vlm_description=caption,
                       vlm_model="bench")
     await repo.insert_meme(meme)
+    store[meme.storage_key] = data
     await repo.save_phash(meme.id, check.phash, check.stored_thumb, check.blocks, check.shifted, None)
     await repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, md5, COLLECTION, "bench", str(uuid.uuid4()))])
 
 
-def runtime_for(config: EmomoConfig, repo: Any) -> Any:
-    return SimpleNamespace(config=config, repo=repo, stats=Stats(), collection=COLLECTION,
-                           near_in_flight=NearInFlight(), near_index=NearIndex(), should_stop=lambda: False)
+def runtime_for(config: EmomoConfig, repo: Any, store: Store) -> Any:
+    return SimpleNamespace(config=config, repo=repo, store=store, describer=None, stats=Stats(),
+                           collection=COLLECTION, near_in_flight=NearInFlight(), near_index=NearIndex(),
+                           should_stop=lambda: False)
 
 
 async def probe(runtime: Any, data: bytes, n: int) -> tuple[float, float, bool, float]:
@@ -99,6 +108,7 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
     config = EmomoConfig()
     rnd = random.Random(3)
     await repo.open()
+    store = Store()
     done = 0
     print(f"one series (template 0); {args.probes} new captions and {args.probes} copies a size; "
           f"dedupe.near_candidates {config.dedupe.near_candidates}")
@@ -107,9 +117,9 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
     for size in sizes:
         started = time.perf_counter()
         for i in range(done, size):
-            await record(repo, i, recorded_captions[i], member(i, recorded_captions[i]))
+            await record(repo, store, i, recorded_captions[i], member(i, recorded_captions[i]))
         done = size
-        runtime = runtime_for(config, repo)
+        runtime = runtime_for(config, repo, store)
         loaded = time.perf_counter()
         await runtime.near_index.refresh(repo, force=True)
         load_s = time.perf_counter() - loaded

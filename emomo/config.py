@@ -206,12 +206,12 @@ class DedupeConfig(Section):
     #: compares it with: the work per file, whatever the size of its series
     near_candidates: int = Field(8, ge=1, le=64)
     #: fine distance (emomo.near.fine_distance) at or below which two files are one meme: copies
-    #: measure 0-0.3 (99 in 100; the rest up to 0.45), one character more or another in a caption
-    #: 0.6 and above, three characters of a long caption in a small font 0.45 and above
-    near_same: float = Field(0.35, gt=0, le=5)
+    #: measure 0-0.4 (95 in 100; the rest up to 0.8), another character in a long caption drawn
+    #: small 0.45 and above (95 in 100: 0.75 and above)
+    near_same: float = Field(0.4, gt=0, le=5)
     #: fine distance at or above which two files are different memes; between the two, the text
     #: on both (OCR) decides
-    near_different: float = Field(0.6, gt=0, le=5)
+    near_different: float = Field(0.75, gt=0, le=5)
     #: how alike the two images' text must be (0-1, after dropping spaces and punctuation) when
     #: the text decides: OCR reads a re-encoded caption nearly but not always exactly the same,
     #: while a caption one character longer is another meme (7 characters and one more: 0.93)

@@ -36,7 +36,7 @@ from PIL import Image
 TRIM = 0.08
 #: cells a side of the thumbnail; cells a side of a block the fine distance compares
 THUMB = 64
-BLOCK = 4
+BLOCK = 2
 #: cells a side of a block of the ranking vector (8x8 blocks of 8x8 cells)
 RANK_BLOCK = 8
 #: a picture larger than this (a side) is reduced by a whole factor first: exact box means, and

@@ -102,7 +102,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         series = min(inside, key=lambda i: distances[i])
         frame = rough_frame(picture, references[series])
         out = frame is not None
-        if out or distances.min() <= 2 * config.near_same:
+        if out or distances.min() <= 3 * config.near_same:
             cells = in_frame(picture, references[series], frame)
             framed = True
             distances = np.minimum(distances, framed_distances(cells, stack))
