@@ -161,7 +161,9 @@ def _name(style: int, category: str, number: int, caption: str, fmt: str, rnd: r
 
 def build_tree(root: Path, captions: Iterable[str], categories: Iterable[str] = CATEGORIES,
                seed: int = 7) -> list[Planted]:
-    """Plant one valid image per caption, round-robin over the categories, in every naming style."""
+    """Plant one valid image per caption, round-robin over the categories, in every naming style.
+    Memes are templates: each category's memes are one series (a figure of ``TEMPLATES``, chosen
+    by the seed), each with its own caption."""
     import hashlib
 
     rnd = random.Random(seed)
@@ -173,7 +175,7 @@ def build_tree(root: Path, captions: Iterable[str], categories: Iterable[str] = 
         name = _name(i % 7, category, i + 1, caption, fmt, rnd)
         path = root / category / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = meme_bytes(caption, seed * 1000 + i, fmt)
+        data = template_bytes((seed + cats.index(category)) % (2 * len(TEMPLATES)), caption, fmt)
         path.write_bytes(data)
         planted.append(Planted(path.relative_to(root).as_posix(), caption, hashlib.md5(data).hexdigest(), fmt))
     return planted
