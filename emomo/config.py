@@ -137,9 +137,49 @@ class EmbeddingConfig(Section):
     adaptive: bool = True
 
 
+#: the seed's embedding configurations, and the embedded default, by name: ``-a embedding=jina``
+#: works with JINA_API_KEY set and nothing written. A user's ``embeddings`` entry of the same
+#: name replaces one; a user's default takes the place of ``local`` as the default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "local": {"provider": "local", "model": "multilingual-e5-small", "dimensions": 384,
+              "collection": "emomo-e5-small", "is_default": True},
+    "jina": {"provider": "jina", "model": "jina-embeddings-v3", "dimensions": 1024, "collection": "emomo",
+             "api_key_env": "JINA_API_KEY", "base_url_env": "JINA_BASE_URL"},
+    "qwen3": {"provider": "modelscope", "model": "Qwen/Qwen3-Embedding-8B", "dimensions": 4096,
+              "collection": "emomo-qwen3-embedding-8b", "api_key_env": "MODELSCOPE_API_KEY",
+              "base_url_env": "MODELSCOPE_BASE_URL",
+              # Qwen3-Embedding reads a query after an instruction; passages as they are.
+              "query_prefix": "Instruct: Given a search query, retrieve the meme whose description matches it\n"
+                              "Query:"},
+}
+
+
+#: where a preset's API is when neither the config nor its base_url_env says
+PRESET_BASE_URLS = {"qwen3": "https://api-inference.modelscope.cn/v1"}
+
+
 def _local_embedding() -> list[EmbeddingConfig]:
-    return [EmbeddingConfig(name="local", provider="local", model="multilingual-e5-small", dimensions=384,
-                            collection="emomo-e5-small", is_default=True)]
+    return [EmbeddingConfig(name="local", **PRESETS["local"])]
+
+
+def with_presets(user: Any) -> Any:
+    """The presets, each replaced by a user's entry of its name, then the user's others. A
+    preset goes when a user's entry takes its collection; it is not the default when the user
+    marks one. Anything but a non-empty list is left for the validation to name."""
+    if user is not None and (not isinstance(user, list) or not user):
+        return user
+    entries = [e for e in (user or []) if isinstance(e, Mapping)]
+    named = {str(e.get("name")): e for e in entries}
+    taken = {str(e.get("collection")) for e in entries if e.get("collection")}
+    user_default = any(e.get("is_default") for e in entries)
+    out: list[Any] = []
+    for name, preset in PRESETS.items():
+        if name in named:
+            out.append({"name": name, **named[name]})
+        elif preset["collection"] not in taken:
+            out.append({"name": name, **preset, "is_default": preset.get("is_default", False) and not user_default})
+    out += [e for e in (user or []) if not (isinstance(e, Mapping) and str(e.get("name")) in PRESETS)]
+    return out
 
 
 class IngestConfig(Section):
@@ -292,7 +332,7 @@ class EmomoConfig(BaseModel):
                 known = ", ".join(e.name for e in self.embeddings)
                 raise ConfigError(
                     f"unknown embedding {name!r} (known: {known}); "
-                    f"pass -a embedding=NAME with one of them or add it to embeddings in {self.origin}"
+                    f"pass -a embedding=NAME with one of them or add it to embeddings in {self._user_file()}"
                 )
             emb = found[0]
         else:
@@ -302,9 +342,13 @@ class EmomoConfig(BaseModel):
             var = emb.api_key_env or backend.key_env
             raise ConfigError(
                 f"embeddings[{emb.name}].api_key is empty: set the {var} environment variable "
-                f"(or api_key / api_key_env for {emb.name!r} in {self.origin})"
+                f"(or api_key_env for {emb.name!r} in {self._user_file()})"
             )
         return emb
+
+    def _user_file(self) -> str:
+        """Where a user writes config: their file, or (with none) the variable that names one."""
+        return "a config file of your own (EMOMO_CONFIG=path)" if self.origin == PACKAGED else self.origin
 
 
 def _check_choice(key: str, value: str, choices: dict[str, registry.Backend]) -> None:
@@ -458,6 +502,8 @@ def _embedding_env(emb: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any
         out["api_key"] = env[key_env]
     if not out.get("base_url") and url_env and env.get(url_env):
         out["base_url"] = env[url_env]
+    if not out.get("base_url") and emb.get("name") in PRESET_BASE_URLS:
+        out["base_url"] = PRESET_BASE_URLS[str(emb["name"])]
     return out
 
 
@@ -494,6 +540,7 @@ def load_config(
                 f"cannot read the config file {path} ({exc.strerror}); fix EMOMO_CONFIG"
             ) from None
         data = _merge(data, _read_yaml(text, origin))
+    data["embeddings"] = with_presets(data.get("embeddings"))
     data = _apply_env(data, env)
     try:
         config = EmomoConfig.model_validate({**data, "origin": origin})

@@ -28,6 +28,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -104,14 +105,20 @@ class Picture:
     """What the near-duplicate check measures of a file, decoded once."""
 
     phash: int
-    #: the integral image of the grey first frame (reduced to WORK_SIDE): (h + 1, w + 1)
-    integral: np.ndarray
+    #: the grey first frame, reduced to WORK_SIDE
+    pixels: np.ndarray
     #: its THUMB x THUMB thumbnail in its own frame: grey levels
     thumb: np.ndarray
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.integral.shape[1] - 1, self.integral.shape[0] - 1
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+    @cached_property
+    def integral(self) -> np.ndarray:
+        """The integral image (h + 1, w + 1): made when a frame is fitted, which few files need
+        (eight times the pixels' bytes, for each file waiting in the dedupe stage)."""
+        return _integral(self.pixels)
 
     def stored_thumb(self) -> bytes:
         """The thumbnail as stored with the meme: grey bytes, compressed (about 1-3 KB)."""
@@ -154,12 +161,16 @@ def measure(data: bytes) -> Picture:
     factor = -(-max(grey.size) // WORK_SIDE)
     if factor > 1:
         grey = grey.reduce(factor)
-    pixels = np.asarray(grey, dtype=np.float64)
-    integral = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1))
-    integral[1:, 1:] = pixels.cumsum(0).cumsum(1)
+    pixels = np.asarray(grey, dtype=np.uint8)
     h, w = pixels.shape
-    thumb = _cells(integral, np.linspace(0, w, THUMB + 1), np.linspace(0, h, THUMB + 1))
-    return Picture(phash, integral, thumb)
+    thumb = _cells(_integral(pixels), np.linspace(0, w, THUMB + 1), np.linspace(0, h, THUMB + 1))
+    return Picture(phash, pixels, thumb)
+
+
+def _integral(pixels: np.ndarray) -> np.ndarray:
+    integral = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1))
+    integral[1:, 1:] = pixels.cumsum(0, dtype=np.float64).cumsum(1)
+    return integral
 
 
 def stored_thumb(data: bytes) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import scrapy
 from scrapy import signals
@@ -59,25 +60,66 @@ def positive_setting(settings: BaseSettings, name: str, zero: str = "") -> int:
     return value
 
 
+def text(name: str, value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def choice(*allowed: str) -> Callable[[str, Any], str]:
+    def parse(name: str, value: Any) -> str:
+        if value not in allowed:
+            raise UsageError(f"-a {name}={value}: expected {' or '.join(allowed)}")
+        return str(value)
+    return parse
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A spider argument (``-a name=value``), declared once: its parser makes the attribute
+    ``attr`` (the name unless said) and refuses a bad value in one line."""
+
+    name: str
+    metavar: str
+    help: str
+    parse: Callable[[str, Any], Any] = text
+    default: Any = None
+    attr: str = ""
+
+
 #: the finish reason of a crawl whose source could not be read (exit code 2, as a refused start)
 SOURCE_UNREADABLE = "source_unreadable"
 
 
 class MemeSpider(scrapy.Spider):
-    """Arguments: ``embedding=NAME`` (which embedding configuration to write),
-    ``limit=N`` (at most N items), ``force=1`` (embed again what is indexed), and for
-    file-based spiders ``shard=K/N`` (this worker's share of the source, emomo.sharding)."""
+    """The arguments every meme spider takes are ``arguments``; a spider adds its own. An
+    argument no spider declares is refused (a misspelt ``-a limt=3`` would else be ignored);
+    those starting with ``_`` are the scheduler's (scrapyd's ``_job``)."""
 
     config: EmomoConfig
     mask: SecretMask
+    embedding: str
+    limit: int | None
+    force: bool
 
-    def __init__(self, *args: Any, embedding: str = "", limit: Any = None, force: Any = None,
-                 shard: Any = None, **kwargs: Any) -> None:
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("embedding", "NAME", "the embedding configuration to write (local, jina, qwen3 or one of "
+                                      "the config file's; default: the one marked is_default)"),
+        Argument("limit", "N", "at most N items", positive_int),
+        Argument("force", "1", "embed again what the collection already holds", flag),
+    )
+    #: file-based spiders: this worker's share of the source (emomo.sharding)
+    SHARD = Argument("shard", "K/N", "take only share K of N of the source (N workers, one each)",
+                     lambda name, value: Shard.parse(value))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        declared = {a.name: a for a in self.arguments}
+        unknown = sorted(k for k in kwargs if k not in declared and not k.startswith("_"))
+        if unknown:
+            raise UsageError(f"unknown argument -a {unknown[0]}=… for spider {self.name} "
+                             f"(known: {', '.join(declared)}; scrapy args {self.name} tells what each does)")
+        for argument in declared.values():
+            setattr(self, argument.attr or argument.name,
+                    argument.parse(argument.name, kwargs.pop(argument.name, argument.default)))
         super().__init__(*args, **kwargs)
-        self.embedding = embedding or ""
-        self.limit = positive_int("limit", limit)
-        self.force = flag("force", force)
-        self.shard = Shard.parse(shard)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -100,9 +142,10 @@ class MemeSpider(scrapy.Spider):
         positive_setting(settings, "EMOMO_MAX_ITEMS_IN_FLIGHT", zero="sized to the describer")
         self.config = config_from_settings(settings)
         self.mask = SecretMask(self.config.secrets()).install()
-        if self.shard is not None and self.config.database.driver == "sqlite":
+        shard = getattr(self, "shard", None)
+        if shard is not None and self.config.database.driver == "sqlite":
             # Workers on several machines (or processes) must see each other's memes.
-            raise UsageError(f"-a shard={self.shard}: the workers of a shared crawl need one database, and "
+            raise UsageError(f"-a shard={shard}: the workers of a shared crawl need one database, and "
                              "database.driver is sqlite (a file of one machine): set database.driver: postgres "
                              "and DATABASE_URL")
         self.config.embedding(self.embedding or settings.get("EMOMO_EMBEDDING") or None)
@@ -153,7 +196,8 @@ class MemeSpider(scrapy.Spider):
 
     def mine(self, source_id: str) -> bool:
         """Whether this worker takes the item (always, without ``shard``); the others are counted."""
-        if self.shard is None or self.shard.holds(source_id):
+        shard: Shard | None = getattr(self, "shard", None)
+        if shard is None or shard.holds(source_id):
             return True
         self.count("other_shard")
         return False

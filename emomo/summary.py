@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("emomo.ingest")
 
-OUTCOMES = ("processed", "pending", "duplicate", "invalid", "failed", "interrupted")
+OUTCOMES = ("processed", "pending", "duplicate", "invalid", "failed", "interrupted", "dropped")
 TIMED_STAGES = ("read", "describe", "store", "record", "embed", "index")
 
 
@@ -56,10 +56,11 @@ class IngestSummary:
                   for stage, label in (("describe", "VLM"), ("embed", "embedding"))
                   if self.stats.get_value(f"emomo/{stage}/in_flight_level") is not None]
         logger.info(
-            "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed%s "
+            "Ingest summary: %d processed, %d pending, %d skipped as duplicate, %d invalid, %d failed%s%s "
             "(%d items; %s)%s%s%s",
             counts["processed"], counts["pending"], counts["duplicate"], counts["invalid"], counts["failed"],
             f", {counts['interrupted']} interrupted" if counts["interrupted"] else "",
+            f", {counts['dropped']} dropped by another pipeline" if counts["dropped"] else "",
             total, reason,
             f"; skipped by the spider: {', '.join(f'{n} {kind}' for kind, n in skipped)}" if skipped else "",
             f"; per item: {', '.join(timings)}" if timings else "",

@@ -11,18 +11,22 @@ from scrapy.exceptions import UsageError
 
 from emomo.errors import SourceUnreadable
 from emomo.items import MemeItem
+from emomo.sharding import Shard
 from emomo.sources.chinesebqb import BQBFile, walk
-from emomo.spider import MemeSpider
+from emomo.spider import Argument, MemeSpider
 
 
 class ChineseBQBSpider(MemeSpider):
-    """Walks a local clone of ChineseBQB; ``repo_path`` defaults to sources.chinesebqb.repo_path."""
+    """Ingest a local clone of the ChineseBQB repository.
+
+    Walks its category folders; ``repo_path`` defaults to sources.chinesebqb.repo_path."""
 
     name = "chinesebqb"
 
-    def __init__(self, *args: Any, repo_path: str = "", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.repo_path = repo_path
+    arguments = (*MemeSpider.arguments, MemeSpider.SHARD,
+                 Argument("repo_path", "DIR", "the clone (default: sources.chinesebqb.repo_path)"))
+    repo_path: str
+    shard: Shard | None
 
     def setup(self) -> None:
         self.repo_path = os.path.abspath(self.repo_path or self.config.sources.chinesebqb.repo_path)

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from emomo.frontier import Frontier, SharedPageTracker, check_url, default_crawl_name, frontier_key, frontier_settings
 from emomo.items import MemeItem
 from emomo.sources import fabiaoqing as site
-from emomo.spider import MemeSpider, flag, positive_int
+from emomo.spider import Argument, MemeSpider, choice, flag, positive_int
 
 if TYPE_CHECKING:
     from typing import Self
@@ -26,8 +26,17 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 
+def base_url(value: Any) -> str:
+    url = (str(value or "") or site.DEFAULT_BASE_URL).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"-a base_url={value}: expected an http(s) URL")
+    return url
+
+
 class FabiaoqingSpider(MemeSpider):
-    """Walks the list pages in order and downloads the images they list (with the site's
+    """Crawl fabiaoqing.com's list pages and ingest (or stage) the images they list.
+
+    Walks the list pages in order and downloads the images they list (with the site's
     Referer), until a page lists nothing, ``max_pages`` pages or ``limit`` images. Images
     whose source id is already ingested (or staged) are not downloaded again.
 
@@ -54,26 +63,36 @@ class FabiaoqingSpider(MemeSpider):
         "DOWNLOAD_MAXSIZE": 10 * 1024 * 1024,
         "RETRY_TIMES": 3,
         # The site wants TLS 1.2 and accepts only older ciphers (the original crawler's finding).
-        "DOWNLOADER_CLIENT_TLS_METHOD": "TLSv1.2",
+        "DOWNLOAD_TLS_MIN_VERSION": "TLSv1.2",
+        "DOWNLOAD_TLS_MAX_VERSION": "TLSv1.2",
         "DOWNLOADER_CLIENT_TLS_CIPHERS": "DEFAULT:@SECLEVEL=1",
         "USER_AGENT": "Mozilla/5.0 (compatible; emomo-crawler/0.1)",
     }
 
-    def __init__(self, *args: Any, start_page: Any = 1, max_pages: Any = None, output: str = "ingest",
-                 base_url: str = "", resume: Any = None, frontier: str = "", crawl: str = "",
-                 **kwargs: Any) -> None:
+    arguments = (
+        *MemeSpider.arguments,
+        Argument("start_page", "N", "the first list page (default 1)", positive_int, 1),
+        Argument("max_pages", "N", "at most N list pages", positive_int),
+        Argument("output", "ingest|staging", "ingest the images (default), or append them to "
+                 "<sources.staging.path>/fabiaoqing/ for `scrapy crawl staging`", choice("ingest", "staging"),
+                 "ingest"),
+        Argument("base_url", "URL", "the site (default: https://fabiaoqing.com)", lambda name, value: base_url(value)),
+        Argument("resume", "1", "start after the last page whose images were all handled", flag),
+        Argument("frontier", "redis://HOST:PORT/DB", "share the crawl with the workers started with the same "
+                 "arguments (emomo.frontier)", attr="frontier_url"),
+        Argument("crawl", "NAME", "the name the workers of one shared crawl meet under (default: the collection "
+                 "and the site)", attr="crawl_name"),
+    )
+    start_page: int
+    max_pages: int | None
+    output: str
+    base_url: str
+    resume: bool
+    frontier_url: str
+    crawl_name: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.start_page = positive_int("start_page", start_page) or 1
-        self.max_pages = positive_int("max_pages", max_pages)
-        if output not in ("ingest", "staging"):
-            raise UsageError(f"-a output={output}: expected ingest or staging")
-        self.output = output
-        self.base_url = (base_url or site.DEFAULT_BASE_URL).rstrip("/")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise UsageError(f"-a base_url={base_url}: expected an http(s) URL")
-        self.resume = flag("resume", resume)
-        self.frontier_url = frontier
-        self.crawl_name = crawl
         self.frontier: Frontier | None = None
         self.known: set[str] = set()
         self.tracker: site.PageTracker | SharedPageTracker

@@ -6,20 +6,28 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from emomo.items import MemeItem
+from emomo.sharding import Shard
 from emomo.sources.pending import pending_memes
-from emomo.spider import MemeSpider, flag
+from emomo.spider import Argument, MemeSpider, flag
 
 
 class PendingSpider(MemeSpider):
-    """Completes memes whose description or embedding failed: their bytes come back
+    """Complete the memes a describer or embedder failure left pending.
+
+    Completes memes whose description or embedding failed: their bytes come back
     from the object store and go through the same pipelines. ``failed=1`` retries
     the memes marked failed too."""
 
     name = "pending"
 
-    def __init__(self, *args: Any, failed: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.statuses = ("pending", "failed") if flag("failed", failed) else ("pending",)
+    arguments = (*MemeSpider.arguments, MemeSpider.SHARD,
+                 Argument("failed", "1", "retry the memes marked failed too", flag))
+    failed: bool
+    shard: Shard | None
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        return ("pending", "failed") if self.failed else ("pending",)
 
     async def items(self) -> AsyncIterator[Any]:
         take = None if self.shard is None else (lambda meme: self.mine(meme.source_id))

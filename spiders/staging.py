@@ -10,19 +10,24 @@ from typing import Any
 from scrapy.exceptions import UsageError
 
 from emomo.items import MemeItem
+from emomo.sharding import Shard
 from emomo.sources.staging import MANIFEST, ManifestUnreadable, StagingProblem, open_manifest, read_manifest
-from emomo.spider import MemeSpider
+from emomo.spider import Argument, MemeSpider
 
 
 class StagingSpider(MemeSpider):
-    """Reads ``<staging_path>/<source>/manifest.jsonl`` and ``images/`` (the seed's crawler output)."""
+    """Ingest a crawl output folder (manifest.jsonl and images/).
+
+    Reads ``<staging_path>/<source>/manifest.jsonl`` and ``images/`` (the seed's crawler output)."""
 
     name = "staging"
 
-    def __init__(self, *args: Any, source: str = "", staging_path: str = "", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.source = source
-        self.staging_path = staging_path
+    arguments = (*MemeSpider.arguments, MemeSpider.SHARD,
+                 Argument("source", "ID", "the staging folder's name (fabiaoqing, say)"),
+                 Argument("staging_path", "DIR", "where the staging folders are (default: sources.staging.path)"))
+    source: str
+    staging_path: str
+    shard: Shard | None
 
     def setup(self) -> None:
         if not self.source or "/" in self.source or self.source.startswith("."):

@@ -249,7 +249,9 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             self.reply(200, {
                 "model": body.get("model"), "object": "list",
                 "usage": {"total_tokens": 5, "prompt_tokens": 5},
-                "data": [{"object": "embedding", "index": i, "embedding": v[: api.embedding_dimensions]}
+                # e5's 384 values, cut or padded with zeros to the dimensions this API serves
+                "data": [{"object": "embedding", "index": i,
+                          "embedding": (v + [0.0] * api.embedding_dimensions)[: api.embedding_dimensions]}
                          for i, v in enumerate(vectors)],
             })
 

@@ -74,8 +74,28 @@ def test_invalid_configs_name_the_key_and_the_fix(tmp_path: Path, text: str, mes
 
 def test_unknown_embedding_lists_the_known_ones(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, TWO), env={}, base_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"unknown embedding 'qwen3' \(known: local, jina\)"):
-        cfg.embedding("qwen3")
+    with pytest.raises(ConfigError, match=r"unknown embedding 'qwn3' \(known: local, jina, qwen3\)"):
+        cfg.embedding("qwn3")
+
+
+def test_the_seeds_embeddings_are_presets_a_users_file_can_override_or_add_to(tmp_path: Path) -> None:
+    cfg = load_config(env={"MODELSCOPE_API_KEY": "ms", "JINA_API_KEY": "jn"}, base_dir=tmp_path)
+    jina, qwen3 = cfg.embedding("jina"), cfg.embedding("qwen3")
+    assert (jina.provider, jina.model, jina.dimensions, jina.collection) == (
+        "jina", "jina-embeddings-v3", 1024, "emomo")
+    assert (qwen3.provider, qwen3.model, qwen3.dimensions, qwen3.collection, qwen3.base_url) == (
+        "modelscope", "Qwen/Qwen3-Embedding-8B", 4096, "emomo-qwen3-embedding-8b",
+        "https://api-inference.modelscope.cn/v1")
+    assert cfg.embedding().name == "local"
+    moved = load_config(env={"MODELSCOPE_API_KEY": "ms", "MODELSCOPE_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert moved.embedding("qwen3").base_url == "http://127.0.0.1:9/v1"
+    path = write(tmp_path, "embeddings:\n  - {name: qwen3, provider: modelscope, model: Qwen/Qwen3-Embedding-0.6B,\n"
+                           "     dimensions: 1024, collection: small-qwen, is_default: true}\n"
+                           "  - {name: mine, provider: local, model: multilingual-e5-small, dimensions: 384,\n"
+                           "     collection: emomo-e5-small}\n")
+    own = load_config(path, env={"MODELSCOPE_API_KEY": "ms"}, base_dir=tmp_path)
+    assert [e.name for e in own.embeddings] == ["jina", "qwen3", "mine"]  # local gave its collection up
+    assert own.embedding().name == "qwen3" and own.embedding().model == "Qwen/Qwen3-Embedding-0.6B"
 
 
 def test_missing_api_key_names_the_variable_and_never_prints_a_key(tmp_path: Path) -> None:
@@ -96,7 +116,10 @@ def test_unreadable_config_file_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    ({"embedding": "qwen3"}, "unknown embedding 'qwen3' (known: local)"),
+    ({"embedding": "qwn3"}, "unknown embedding 'qwn3' (known: local, jina, qwen3)"),
+    ({"embedding": "qwen3"}, "embeddings[qwen3].api_key is empty: set the MODELSCOPE_API_KEY environment variable"),
+    ({"limt": "3"}, "unknown argument -a limt=… for spider chinesebqb (known: embedding, limit, force, shard, "
+                    "repo_path; scrapy args chinesebqb tells what each does)"),
     ({"limit": "-3"}, "-a limit=-3: expected a positive whole number"),
     ({"force": "maybe"}, "-a force=maybe: expected 1 or 0"),
     ({}, "ChineseBQB clone not found at {tmp}/data/ChineseBQB"),
@@ -108,12 +131,24 @@ def test_crawl_refuses_bad_arguments_before_it_starts(tmp_path: Path, args: dict
 
 
 def test_the_crawl_command_refuses_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", "embedding=qwen3")
+    run = scrapy(tmp_path, "crawl", "chinesebqb", "-a", "embedding=qwen3", env={"MODELSCOPE_API_KEY": ""})
     assert run.returncode == 2, run.stderr
-    assert run.stderr.rstrip().splitlines()[-1].endswith(
-        "ERROR: Cannot start the crawl: unknown embedding 'qwen3' (known: local); "
-        "pass -a embedding=NAME with one of them or add it to embeddings in packaged configs/config.yaml")
-    assert "Traceback" not in run.stderr and "Usage" not in run.stderr
+    [line] = run.stderr.strip().splitlines()  # no banner before it, no usage after it
+    assert line.endswith(
+        "ERROR: Cannot start the crawl: embeddings[qwen3].api_key is empty: set the MODELSCOPE_API_KEY environment "
+        "variable (or api_key_env for 'qwen3' in a config file of your own (EMOMO_CONFIG=path))")
+    typo = scrapy(tmp_path, "crawl", "chinesebqb", "-a", "limt=3")
+    assert typo.returncode == 2 and typo.stderr.strip().splitlines()[0].endswith(
+        "ERROR: Cannot start the crawl: unknown argument -a limt=… for spider chinesebqb (known: embedding, limit, "
+        "force, shard, repo_path; scrapy args chinesebqb tells what each does)")
+
+
+def test_the_spiders_say_what_they_are_for_and_what_they_take(tmp_path: Path) -> None:
+    listed = scrapy(tmp_path, "list").stdout.splitlines()
+    assert listed[0].split(None, 1) == ["chinesebqb", "Ingest a local clone of the ChineseBQB repository"]
+    assert [line.split()[0] for line in listed] == ["chinesebqb", "fabiaoqing", "pending", "staging"]
+    args = scrapy(tmp_path, "args", "fabiaoqing").stdout
+    assert "-a max_pages=N" in args and "at most N list pages" in args and "-a frontier=redis://" in args
 
 
 def test_dimension_that_differs_from_the_collection_stops_the_crawl(tmp_path: Path, cjk_font: str) -> None:

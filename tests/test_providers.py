@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 from servers import FakeAPI, Faults, fake_api
@@ -79,3 +80,28 @@ def test_no_retry_once_the_crawl_is_stopping() -> None:
             STOPPING.set(lambda: False)
     assert err is not None and "HTTP 503" in str(err)
     assert api.calls["chat"] == 1
+
+
+def test_the_seeds_embeddings_run_by_name_with_only_their_key_and_url(tmp_path: Path, cjk_font: str) -> None:
+    """`JINA_API_KEY=… scrapy crawl chinesebqb -a embedding=jina` and the same for qwen3 (ModelScope,
+    OpenAI's wire format): no YAML written; each writes its own collection at its own dimensions."""
+    from conftest import read_points, read_state
+    from crawling import run_crawl
+    from memegen import CAPTIONS, build_tree
+    from servers import FakeAPI, fake_api
+
+    root = tmp_path / "ChineseBQB"
+    build_tree(root, CAPTIONS[:3])
+    for name, key_env, url_env, dims, collection, model in (
+            ("jina", "JINA_API_KEY", "JINA_BASE_URL", 1024, "emomo", "jina-embeddings-v3"),
+            ("qwen3", "MODELSCOPE_API_KEY", "MODELSCOPE_BASE_URL", 4096, "emomo-qwen3-embedding-8b",
+             "Qwen/Qwen3-Embedding-8B")):
+        api = FakeAPI(api_key=f"{name}-key", embedding_dimensions=dims)
+        with fake_api(api) as url:
+            run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), embedding=name,
+                            env={key_env: f"{name}-key", url_env: url})
+        assert run.stat("emomo/ingest/processed") == 3, name
+        assert len(read_points(tmp_path / "data" / "qdrant")[collection]) == 3
+        assert {v["embedding_model"] for v in read_state(tmp_path).vectors if v["collection"] == collection} == {model}
+        assert {r["model"] for r in api.requests if r["path"] == "embeddings"} == {model}
+        assert {r["dimensions"] for r in api.requests if r["path"] == "embeddings"} <= {dims, None}

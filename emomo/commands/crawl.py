@@ -19,6 +19,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
+from scrapy.utils.log import configure_logging
 
 from emomo.errors import ConfigError
 from emomo.ingest.runtime import BACKEND_UNAVAILABLE
@@ -53,23 +54,32 @@ def exit_on_signal() -> None:
 
 
 class Command(ScrapyCrawlCommand):
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        if len(args) != 1:
+            return
+        assert self.settings is not None
+        try:
+            spidercls = get_spider_loader(self.settings).load(args[0])
+        except KeyError:
+            names = ", ".join(sorted(get_spider_loader(self.settings).list()))
+            raise UsageError(f"Spider not found: {args[0]} (spiders: {names})", print_help=False) from None
+        if issubclass(spidercls, MemeSpider):
+            # Before the crawler process exists (and logs Scrapy's banner): a refusal is one line.
+            try:
+                spidercls.preflight(self.settings, dict(opts.spargs))
+            except (ConfigError, UsageError) as exc:
+                # In the log: a scrapyd job's log (LOG_FILE) is where its operator looks.
+                configure_logging(self.settings)
+                logger.error("Cannot start the crawl: %s", exc)
+                logging.shutdown()
+                raise SystemExit(2) from None
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             super().run(args, opts)  # Scrapy's own usage errors
             return
         assert self.settings is not None and self.crawler_process is not None
-        try:
-            spidercls = get_spider_loader(self.settings).load(args[0])
-        except KeyError:
-            raise UsageError(f"Spider not found: {args[0]}", print_help=False) from None
-        if issubclass(spidercls, MemeSpider):
-            try:
-                spidercls.preflight(self.settings, dict(opts.spargs))
-            except (ConfigError, UsageError) as exc:
-                # One line, in the log: a scrapyd job's log is where its operator looks.
-                logger.error("Cannot start the crawl: %s", exc)
-                self.exitcode = 2
-                return
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         # Outside the crawl a signal exits at once with the interrupted code. Scrapy installs its

@@ -236,6 +236,10 @@ class NearInFlight:
         if flight is not None:
             flight.done.set()
 
+    def clear(self) -> None:
+        for md5 in list(self._items):
+            self.leave(md5)
+
     def __len__(self) -> int:
         return len(self._items)
 

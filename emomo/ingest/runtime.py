@@ -160,8 +160,12 @@ class IngestRuntime:
         spider = crawler.spider
         needs = getattr(spider, "needs_backends", None)
         if needs is None or not needs():
-            # Not a meme spider, or one that writes no index (fabiaoqing -a output=staging).
-            raise NotConfigured(f"spider {getattr(spider, 'name', '?')!r} ingests nothing")
+            # Not a meme spider, or one that writes no index (fabiaoqing -a output=staging): as
+            # asked, so without the warning Scrapy logs for a component switched off by a message.
+            raise NotConfigured
+        if settings.get("LOG_LEVEL") != "DEBUG":
+            # The openai SDK's httpx logs every request at INFO: a thousand lines a crawl.
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         config: EmomoConfig = getattr(spider, "config", None) or config_from_settings(settings)
         embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
         runtime = cls(crawler, config, embedding,
@@ -170,8 +174,9 @@ class IngestRuntime:
                                                           defaults.EMOMO_MAX_ITEMS_IN_FLIGHT))
         crawler.signals.connect(runtime.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(runtime.spider_closed, signal=signals.spider_closed)
-        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
-            crawler.signals.connect(runtime.item_done, signal=signal)
+        crawler.signals.connect(runtime.item_scraped, signal=signals.item_scraped)
+        for signal in (signals.item_dropped, signals.item_error):
+            crawler.signals.connect(runtime.item_left, signal=signal)
         return runtime
 
     # --- opening and closing ------------------------------------------------
@@ -224,8 +229,9 @@ class IngestRuntime:
             for name, q in (("p50", 0.50), ("p95", 0.95), ("max", 1.0)):
                 value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
                 self.stats.set_value(f"emomo/ingest/latency_{name}_ms", round(value * 1000))
-        for batcher in (self.embed_batcher, self.upsert_batcher, self.vector_batcher):
+        for batcher in (self.embed_batcher, self.upsert_batcher, self.vector_batcher, self.description_batcher):
             await batcher.drain()
+        await self._release_in_flight()
         for result in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 logger.error("A background write failed: %s", result)
@@ -237,6 +243,18 @@ class IngestRuntime:
                 await closer()
             except Exception:
                 logger.exception("Error while closing %r", closer)
+
+    async def _release_in_flight(self) -> None:
+        """Items still in flight at the close (cancelled by a forced stop) hold waits and claims:
+        let them go, so nothing waits on them and another worker can take their images now."""
+        self.near_in_flight.clear()
+        self._claims.clear()
+        self._followers.clear()
+        if self.shared_claims and self._opened:
+            try:
+                await self.repo.release_all(self.collection, self.worker)
+            except Exception as exc:  # the claims time out by themselves
+                logger.warning("Could not release this worker's claims: %s", exc)
 
     async def _build_index(self) -> None:
         """Build the collection's search index once enough points wait outside it: minutes at
@@ -323,8 +341,26 @@ class IngestRuntime:
         """Wait until the last item is out of the pipelines; False once the crawl is stopping."""
         return await self.admission.drained(self.should_stop)
 
-    def item_done(self, item: Any, **_: Any) -> None:
-        """Signal handler (item scraped, dropped or failed): room for the next item."""
+    def item_scraped(self, item: Any, **_: Any) -> None:
+        """Signal handler: the item went through every pipeline. What the runtime still holds
+        for it (when a project runs without the last stage) is let go; room for the next item."""
+        self.finish(item)
+        self.item_done()
+
+    async def item_left(self, item: Any, **_: Any) -> None:
+        """Signal handler: the item was dropped or failed. Our stages undo their own writes
+        before they drop an item; one dropped by another pipeline (a user's, between ours) or
+        failing outside our stages still holds our writes and claims: they are undone and let
+        go here, whichever way the item left, so no later item waits for it."""
+        if self.peek(item) is not None:
+            self.stats.inc_value("emomo/ingest/dropped")
+            for leftover in await self.rollback(item):
+                self.stats.inc_value("emomo/ingest/undo_failed")
+                logger.error("Could not undo %s for an item dropped by another pipeline", leftover)
+        self.item_done()
+
+    def item_done(self) -> None:
+        """Room for the next item."""
         self.admission.item_done()
         self._poke_scraper()
 

@@ -98,7 +98,7 @@ class Stage:
         # (EMOMO_ENABLED off, or a spider that ingests nothing) the stages are off too.
         runtime = crawler.get_extension(IngestRuntime)
         if runtime is None:
-            raise NotConfigured("the IngestRuntime extension is not enabled for this crawl")
+            raise NotConfigured  # the runtime said why, if anything was to be said
         return cls(crawler, runtime)
 
     def count(self, outcome: str) -> None:

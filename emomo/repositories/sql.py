@@ -302,6 +302,11 @@ class SQLMemeRepository(ABC):
                                     (md5, collection))
         return str(held["worker"]) if held else None
 
+    async def release_all(self, collection: str, worker: str) -> None:
+        """Every claim ``worker`` holds for ``collection`` (its items' end never came)."""
+        async with self.session() as s:
+            await s.execute("DELETE FROM meme_claims WHERE collection = ? AND worker = ?", (collection, worker))
+
     async def release(self, md5: str, collection: str, worker: str) -> None:
         async with self.session() as s:
             await s.execute("DELETE FROM meme_claims WHERE md5_hash = ? AND collection = ? AND worker = ?",
