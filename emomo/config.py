@@ -462,29 +462,37 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """The seed's environment variables, each filling its key where the files are silent."""
-    def fill(section: str, key: str, var: str) -> None:
-        part = data.setdefault(section, {})
-        if isinstance(part, dict) and not part.get(key) and env.get(var):
-            part[key] = env[var]
+#: the seed's environment variables: (section, key, variable), each filling its key where the
+#: files are silent (VLM_MODEL: over the file's too, as the seed had it)
+ENVIRONMENT = (
+    ("database", "url", "DATABASE_URL"),
+    ("qdrant", "host", "QDRANT_HOST"),
+    ("qdrant", "api_key", "QDRANT_API_KEY"),
+    ("storage", "endpoint", "STORAGE_ENDPOINT"),
+    ("storage", "access_key", "STORAGE_ACCESS_KEY"),
+    ("storage", "secret_key", "STORAGE_SECRET_KEY"),
+    ("storage", "public_url", "STORAGE_PUBLIC_URL"),
+    ("vlm", "model", "VLM_MODEL"),
+    ("vlm", "base_url", "OPENAI_BASE_URL"),
+    ("vlm", "api_key", "OPENAI_API_KEY"),
+)
 
-    fill("database", "url", "DATABASE_URL")
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The seed's environment variables (``ENVIRONMENT``) and the embeddings' own."""
     qdrant = data.setdefault("qdrant", {})
-    if isinstance(qdrant, dict) and "path" not in qdrant:
-        fill("qdrant", "host", "QDRANT_HOST")
-        if qdrant.get("url") or qdrant.get("host"):
-            # A server is named and no folder: the embedded default gives way.
-            qdrant["path"] = ""
-    fill("qdrant", "api_key", "QDRANT_API_KEY")
-    for key, var in (("endpoint", "STORAGE_ENDPOINT"), ("access_key", "STORAGE_ACCESS_KEY"),
-                     ("secret_key", "STORAGE_SECRET_KEY"), ("public_url", "STORAGE_PUBLIC_URL")):
-        fill("storage", key, var)
-    vlm = data.setdefault("vlm", {})
-    if isinstance(vlm, dict) and env.get("VLM_MODEL"):
-        vlm["model"] = env["VLM_MODEL"]
-    fill("vlm", "base_url", "OPENAI_BASE_URL")
-    fill("vlm", "api_key", "OPENAI_API_KEY")
+    named_folder = isinstance(qdrant, dict) and "path" in qdrant
+    for section, key, var in ENVIRONMENT:
+        part = data.setdefault(section, {})
+        if not isinstance(part, dict) or not env.get(var):
+            continue
+        if var == "QDRANT_HOST" and named_folder:
+            continue  # a folder named in a file wins over a server from the environment
+        if not part.get(key) or var == "VLM_MODEL":
+            part[key] = env[var]
+    if isinstance(qdrant, dict) and not named_folder and (qdrant.get("url") or qdrant.get("host")):
+        # A server is named and no folder: the embedded default gives way.
+        qdrant["path"] = ""
     embeddings = data.get("embeddings")
     if isinstance(embeddings, list):
         data["embeddings"] = [_embedding_env(e, env) if isinstance(e, dict) else e for e in embeddings]
@@ -507,6 +515,16 @@ def _embedding_env(emb: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any
     return out
 
 
+def project_dir() -> Path:
+    """Where relative paths (./data/…) resolve: the project's folder, the one of the nearest
+    scrapy.cfg above the current folder, as Scrapy finds its project; else the current folder
+    (a scrapyd job, which runs from an egg)."""
+    from scrapy.utils.conf import closest_scrapy_cfg
+
+    found = closest_scrapy_cfg()
+    return Path(found).parent if found else Path.cwd()
+
+
 def _resolve_path(value: str, base_dir: Path) -> str:
     if not value:
         return value
@@ -523,11 +541,11 @@ def load_config(
     seed's environment variables where the files are silent.
 
     A section the user's file leaves out keeps its defaults, a key it leaves out too;
-    ``embeddings`` is replaced whole. Relative paths resolve against ``base_dir`` (the
-    directory the crawl runs in).
+    ``embeddings`` extends the presets (``with_presets``). Relative paths resolve against
+    ``base_dir`` (by default the project's folder, ``project_dir``).
     """
     env = os.environ if env is None else env
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    base = Path(base_dir) if base_dir is not None else project_dir()
     data = packaged_config()
     origin = PACKAGED
     path = path or env.get("EMOMO_CONFIG") or None

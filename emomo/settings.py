@@ -36,6 +36,7 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "emomo.ingest.runtime.IngestRuntime": 100,
     "emomo.summary.IngestSummary": 500,
+    "emomo.progress.IngestProgress": 505,
     "emomo.statsfile.StatsFile": 510,
 }
 # Responses waiting for the pipelines (fabiaoqing images): bounded, not unbounded.

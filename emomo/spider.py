@@ -85,6 +85,10 @@ class Argument:
     attr: str = ""
 
 
+#: the finish reason of a crawl whose source held entries but none it could take (exit code 1)
+NOTHING_USABLE = "nothing_usable"
+#: the finish reason of a crawl whose source could not be reached at all (exit code 1)
+SOURCE_UNREACHABLE = "source_unreachable"
 #: the finish reason of a crawl whose source could not be read (exit code 2, as a refused start)
 SOURCE_UNREADABLE = "source_unreadable"
 
@@ -189,18 +193,35 @@ class MemeSpider(scrapy.Spider):
             # The check before the crawl passed; the source went away since. Nothing more can be read.
             self.logger.error("Cannot read the source: %s", exc)
             raise CloseSpider(SOURCE_UNREADABLE) from None
+        assert self.crawler.stats is not None
+        if not self.crawler.stats.get_value(f"emomo/{self.name}/yielded"):
+            skipped = sum(int(v) for k, v in self.crawler.stats.get_stats().items()
+                          if k.startswith(f"emomo/{self.name}/skipped/"))
+            if skipped:
+                # Every entry was refused (a manifest of bad lines, a tree of broken files):
+                # whatever ran, the crawl did not do its job.
+                self.logger.error("Nothing to ingest: all %d entries of the source were skipped (see above)",
+                                  skipped)
+                raise CloseSpider(NOTHING_USABLE)
+            self.logger.warning("Nothing to ingest: the source holds no entries")
         # The whole source is read: the crawl ends when its last item does, not at Scrapy's
         # next idle check (every 5 s), which would also blur elapsed_time_seconds.
         if await runtime.drained():
             raise CloseSpider("finished")
 
-    def mine(self, source_id: str) -> bool:
+    def mine(self, source_id: str, count: bool = True) -> bool:
         """Whether this worker takes the item (always, without ``shard``); the others are counted."""
         shard: Shard | None = getattr(self, "shard", None)
         if shard is None or shard.holds(source_id):
             return True
-        self.count("other_shard")
+        if count:
+            self.count("other_shard")
         return False
+
+    def found(self, total: int) -> None:
+        """How many entries the source holds for this worker: the progress line's total."""
+        assert self.crawler.stats is not None
+        self.crawler.stats.set_value(f"emomo/{self.name}/found", total)
 
     def count(self, outcome: str) -> None:
         assert self.crawler.stats is not None

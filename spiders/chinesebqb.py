@@ -46,7 +46,8 @@ class ChineseBQBSpider(MemeSpider):
             if not isinstance(skipped, BQBFile):
                 self.skip(skipped.kind, skipped.path, skipped.reason)
         self.logger.info("Found %d image files under %s", len(files), self.repo_path)
-        files = [f for f in files if self.mine(f.rel_path)]
-        for f in files[: self.limit]:
+        files = [f for f in files if self.mine(f.rel_path)][: self.limit]
+        self.found(len(files))
+        for f in files:
             yield MemeItem(source_type="chinesebqb", source_id=f.rel_path, path=f.path,
                            category=f.category, tags=f.tags)

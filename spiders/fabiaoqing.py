@@ -15,8 +15,9 @@ from twisted.python.failure import Failure
 
 from emomo.frontier import Frontier, SharedPageTracker, check_url, default_crawl_name, frontier_key, frontier_settings
 from emomo.items import MemeItem
+from emomo.netlog import quiet_network_tracebacks
 from emomo.sources import fabiaoqing as site
-from emomo.spider import Argument, MemeSpider, choice, flag, positive_int
+from emomo.spider import SOURCE_UNREACHABLE, Argument, MemeSpider, choice, flag, positive_int
 
 if TYPE_CHECKING:
     from typing import Self
@@ -31,6 +32,17 @@ def base_url(value: Any) -> str:
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"-a base_url={value}: expected an http(s) URL")
     return url
+
+
+def failure_kind(failure: Failure) -> tuple[str, str]:
+    """How a request that did not come is counted (``skipped/<kind>``) and said."""
+    error = failure.value
+    if isinstance(error, HttpError):
+        status = error.response.status
+        return f"http_{status}", f"not downloaded: HTTP {status}"
+    if isinstance(error, DownloadCancelledError):
+        return "too_large", f"not downloaded: {error}"
+    return "download_error", f"not downloaded: {type(error).__name__}: {error}"
 
 
 class FabiaoqingSpider(MemeSpider):
@@ -93,6 +105,7 @@ class FabiaoqingSpider(MemeSpider):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._closing: asyncio.Future[None] | None = None
         self.frontier: Frontier | None = None
         self.known: set[str] = set()
         self.tracker: site.PageTracker | SharedPageTracker
@@ -107,6 +120,7 @@ class FabiaoqingSpider(MemeSpider):
                                  priority="spider")
             crawler.settings.set("EMOMO_STAGING_SOURCE", site.SOURCE, priority="spider")
         spider = super().from_crawler(crawler, *args, **kwargs)
+        quiet_network_tracebacks(str(crawler.settings.get("LOG_LEVEL")))
         if spider.frontier_url:
             crawler.settings.setdict(frontier_settings(spider.frontier_url, spider.frontier_key), priority="spider")
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
@@ -196,7 +210,21 @@ class FabiaoqingSpider(MemeSpider):
 
     def list_request(self, page: int) -> scrapy.Request:
         return scrapy.Request(site.list_url(self.base_url, page), callback=self.parse_list,
-                              cb_kwargs={"page": page})
+                              errback=self.list_failed, cb_kwargs={"page": page})
+
+    def list_failed(self, failure: Failure) -> None:
+        """A list page that did not come (after Scrapy's retries): said in one line, counted. When
+        no list page ever came, the site is out of reach and the crawl did not do its job."""
+        request = failure.request  # type: ignore[attr-defined]
+        kind, reason = failure_kind(failure)
+        self.skip(kind, request.url, reason)
+        self.done_with(request)
+        assert self.crawler.stats is not None
+        if not self.crawler.stats.get_value("emomo/fabiaoqing/pages") and not self._closing:
+            self.logger.error("Cannot reach %s: its first list page did not come", self.base_url)
+            # As CloseSpider does, without the traceback Scrapy logs for an errback that raises.
+            self._closing = asyncio.ensure_future(
+                self.crawler.engine.close_spider_async(reason=SOURCE_UNREACHABLE))
 
     def parse_list(self, response: Response, page: int) -> Iterator[scrapy.Request]:
         try:
@@ -242,14 +270,7 @@ class FabiaoqingSpider(MemeSpider):
 
     def image_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
-        error = failure.value
-        if isinstance(error, HttpError):
-            status = error.response.status
-            kind, reason = f"http_{status}", f"not downloaded: HTTP {status}"
-        elif isinstance(error, DownloadCancelledError):
-            kind, reason = "too_large", f"not downloaded: {error}"
-        else:
-            kind, reason = "download_error", f"not downloaded: {type(error).__name__}: {error}"
+        kind, reason = failure_kind(failure)
         self.skip(kind, request.url, reason)
         self.tracker.image_done(request.cb_kwargs["page"])
         self.done_with(request)

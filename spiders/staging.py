@@ -45,6 +45,9 @@ class StagingSpider(MemeSpider):
     async def items(self) -> AsyncIterator[Any]:
         entries = await asyncio.to_thread(lambda: list(read_manifest(self.folder)))
         manifest = os.path.join(self.folder, MANIFEST)
+        usable = sum(1 for e in entries if not isinstance(e, StagingProblem) and self.mine(f"{self.source}_{e.id}",
+                                                                                           count=False))
+        self.found(min(usable, self.limit) if self.limit is not None else usable)
         yielded = 0
         for entry in entries:
             if isinstance(entry, StagingProblem):

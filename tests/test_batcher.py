@@ -114,3 +114,16 @@ def test_admission_waits_for_room_and_for_the_last_item() -> None:
         return events
 
     assert asyncio.run(asyncio.wait_for(run(), 5)) == ["admitted at 2", "drained at 0"]
+
+
+def test_the_progress_line_says_how_far_along_the_source_and_what_is_left() -> None:
+    from emomo.progress import progress_line
+
+    stats = {"emomo/ingest/processed": 1200, "emomo/ingest/duplicate": 30, "emomo/ingest/pending": 3,
+             "emomo/ingest/failed": 1, "emomo/ingest/first_start": 1000.0, "emomo/chinesebqb/found": 4400}
+    assert progress_line(stats, "chinesebqb", 1100.0) == (
+        "Progress: 1,234 of 4,400 (28%), 12.3 items/s, about 4 min 16 s left; 3 pending, 1 failed so far")
+    del stats["emomo/chinesebqb/found"]
+    assert progress_line(stats, "fabiaoqing", 1100.0) == (
+        "Progress: 1,234 done, 12.3 items/s; 3 pending, 1 failed so far")
+    assert progress_line({}, "chinesebqb", 1100.0) is None

@@ -234,3 +234,27 @@ def test_force_embeds_again_without_describing_or_storing_again(tree: Tree, firs
     assert "emomo/describe/described" not in run.stats
     assert "emomo/store/uploaded" not in run.stats
     assert after.comparable() == before.comparable()
+
+
+def test_commands_run_below_the_project_folder_find_its_data(tmp_path: Path, cjk_font: str) -> None:
+    """Data and relative paths resolve against the project's folder (its scrapy.cfg), as Scrapy
+    finds its project: `cd samples && scrapy search …` answers from the project's data."""
+    project = tmp_path / "project"
+    (project / "samples").mkdir(parents=True)
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = emomo.settings\n", encoding="utf-8")
+    planted = build_tree(project / "samples" / "ChineseBQB", CAPTIONS[:4])
+    run_crawl(project, "chinesebqb", repo_path="samples/ChineseBQB")
+    below = project / "samples"
+    hits = json.loads(scrapy(below, "search", planted[0].caption, "--json").stdout)
+    assert hits and hits[0]["md5"] == planted[0].md5
+    assert not (below / "data").exists()  # nothing made under the folder the command ran in
+
+
+def test_a_crawl_says_how_far_along_it_is_while_it_runs(tmp_path: Path, cjk_font: str) -> None:
+    build_tree(tmp_path / "ChineseBQB", CAPTIONS[40:52])
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(tmp_path / "ChineseBQB"),
+                    settings={"LOGSTATS_INTERVAL": 0.3, "EMOMO_MAX_ITEMS_IN_FLIGHT": 2})
+    lines = run.lines("Progress: ", "INFO")
+    assert lines, run.log[-2000:]
+    assert " of 12 (" in lines[-1] and "items/s" in lines[-1] and "failed so far" in lines[-1]
+    assert run.stat("emomo/chinesebqb/found") == 12

@@ -182,3 +182,21 @@ def test_a_refused_key_stops_the_walk(tmp_path: Path, mirror: Mirror) -> None:
     assert "/biaoqing/lists/page/4.html" not in pages, pages  # the walk stopped short of the list's end
     assert len(image_requests(mirror)) < 17
     assert "; refused_key)" in run.summary()
+
+
+def test_a_site_out_of_reach_is_no_success(tmp_path: Path) -> None:
+    """No route to the site: exit 1 with its own finish reason, one line saying so, the failure
+    counted; no traceback for an expected network failure."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once it is closed
+    run = scrapy(tmp_path, "crawl", "fabiaoqing", "-a", "max_pages=1", "-a", f"base_url=http://127.0.0.1:{port}",
+                 "-s", "RETRY_TIMES=0")
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.stat("finish_reason") == "source_unreachable"
+    assert run.stat("emomo/fabiaoqing/skipped/download_error") == 1
+    assert f"Cannot reach http://127.0.0.1:{port}: its first list page did not come" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "(0 items; source_unreachable); skipped by the spider: 1 download_error" in run.summary()

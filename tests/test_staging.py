@@ -76,3 +76,16 @@ def test_staging_needs_a_source_with_a_manifest(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         run_crawl(tmp_path, "staging", source="nothing", staging_path=str(tmp_path))
     assert f"no manifest.jsonl in {tmp_path / 'nothing'}" in str(err.value)
+
+
+def test_a_manifest_of_nothing_but_bad_lines_is_no_success(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "staging" / "bad"
+    (folder / "images").mkdir(parents=True)
+    (folder / "manifest.jsonl").write_text('{"id": 1}\nnot json\n{"id": "x", "file": "../../etc/passwd"}\n',
+                                           encoding="utf-8")
+    run = run_crawl(tmp_path, "staging", source="bad")
+    assert run.finish_reason == "nothing_usable"
+    assert run.lines("Nothing to ingest: all 3 entries of the source were skipped", "ERROR")
+    from emomo.commands.crawl import EXIT_CODES
+
+    assert EXIT_CODES["nothing_usable"] == 1

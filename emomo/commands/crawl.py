@@ -23,7 +23,7 @@ from scrapy.utils.log import configure_logging
 
 from emomo.errors import ConfigError
 from emomo.ingest.runtime import BACKEND_UNAVAILABLE
-from emomo.spider import SOURCE_UNREADABLE, MemeSpider
+from emomo.spider import NOTHING_USABLE, SOURCE_UNREACHABLE, SOURCE_UNREADABLE, MemeSpider
 
 logger = logging.getLogger("emomo.crawl")
 
@@ -40,6 +40,10 @@ EXIT_CODES = {
     # Stopped early: an API key was refused, or the writes kept failing (an outage).
     "refused_key": 1,
     "write_failures": 1,
+    # The source could not be reached at all (a site's first page never came), or held nothing
+    # that could be taken (every manifest line invalid, every file broken).
+    SOURCE_UNREACHABLE: 1,
+    NOTHING_USABLE: 1,
     # One signal: the items in flight were finished or dropped, the summary written.
     "shutdown": INTERRUPTED,
     # Two signals: no finish reason was ever recorded (the reactor stopped at once).

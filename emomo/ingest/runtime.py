@@ -431,6 +431,7 @@ class IngestRuntime:
     def start(self, item: Any, md5: str, source: str) -> ItemState:
         if self._first is None:
             self._first = (time.time(), time.process_time())
+            self.stats.set_value("emomo/ingest/first_start", round(self._first[0], 3))  # the progress line's
         return attach(item, ItemState(md5=md5, source=source))
 
     @staticmethod

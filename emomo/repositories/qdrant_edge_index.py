@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,27 @@ T = TypeVar("T")
 
 #: the file Qdrant Edge writes into every shard it creates: a folder with it is a shard
 SHARD_MARKER = "edge_config.json"
+#: who holds a shard open (written beside it when opened): what the next process's refusal names
+HOLDER = "emomo-holder.json"
+
+
+def _write_holder(folder: Path) -> None:
+    record = {"pid": os.getpid(), "command": " ".join(os.path.basename(a) if i == 0 else a
+                                                       for i, a in enumerate(sys.argv)),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        (folder / HOLDER).write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    except OSError:  # a read-only folder: the refusal then names no holder
+        pass
+
+
+def _holder(folder: Path) -> str:
+    """How a refusal names the process holding ``folder``: "pid 123 (scrapy serve, since …)"."""
+    try:
+        record = json.loads((folder / HOLDER).read_text(encoding="utf-8"))
+        return f"pid {int(record['pid'])} ({str(record['command'])[:120]}, since {record['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (another crawl, or a search)"
 
 
 def local_mode_folder(root: Path) -> bool:
@@ -82,6 +105,7 @@ class EdgeIndex(PagedIndex):
                     shard.flush()
                 finally:
                     shard.close()
+                    (self.folder(name) / HOLDER).unlink(missing_ok=True)
         try:
             await self._thread.run(close_all)
         finally:
@@ -131,6 +155,7 @@ class EdgeIndex(PagedIndex):
                         shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
         except Exception as exc:
             raise self._open_error(folder, exc) from None
+        _write_holder(folder)
         self._shards[collection] = shard
         return shard
 
@@ -138,9 +163,9 @@ class EdgeIndex(PagedIndex):
         cause = _first_line(exc)
         if "WouldBlock" in cause:
             return BackendUnavailable(
-                f"qdrant.path: the embedded index folder {folder} is in use by another process (another crawl, "
-                "or a search); the embedded index is single-process: wait for it to finish, or set qdrant.url "
-                "to a Qdrant server to run jobs side by side")
+                f"qdrant.path: the embedded index folder {folder} is in use by {_holder(folder)}; the embedded "
+                "index is single-process: wait for it to finish (or stop it), or set qdrant.url to a Qdrant "
+                "server to run jobs side by side")
         if "is newer than application version" in cause:
             return ConfigError(f"qdrant.path: the index folder {folder} was written by a newer version of Qdrant "
                                f"Edge ({cause.rsplit(': ', 1)[-1]}); upgrade Emomo to open it")
