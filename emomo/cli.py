@@ -29,9 +29,13 @@ class EmomoCommand(ScrapyCommand):
     # The output is for people and scripts: Scrapy's start-up log would bury it.
     default_settings = {"LOG_LEVEL": "WARNING"}
 
+    #: whether the command prints a result that --json can give as JSON
+    json_output = True
+
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if self.json_output:
+            parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     mask: SecretMask = SecretMask(())
 

@@ -30,3 +30,12 @@ class PaddedEmbedder(LocalEmbedder):
     async def _run(self, texts: list[str], is_query: bool) -> list[list[float]]:
         vectors = await self._pool.run("e5", _load, _encode, texts, is_query)
         return [v + [0.0] * (self.dimensions - len(v)) for v in vectors]
+
+
+class BuggyQueryEmbedder(LocalEmbedder):
+    """An embedder with a bug (not an outage): a query holding 触发缺陷 raises a plain error."""
+
+    async def embed_query(self, text: str) -> list[float]:
+        if "触发缺陷" in text:
+            raise RuntimeError("a bug in the embedder")
+        return await super().embed_query(text)

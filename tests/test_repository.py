@@ -118,3 +118,41 @@ def test_a_version_2_postgres_database_migrates_without_losing_rows() -> None:
             for stmt in v2_statements(PostgresMemeRepository.serial_type, "postgres"):
                 conn.execute(stmt)
         asyncio.run(check_migrated(PostgresMemeRepository(DatabaseConfig(driver="postgres", url=dsn))))
+
+
+def test_sqlite_reads_do_not_wait_for_another_process_writing(tmp_path: Path) -> None:
+    """`scrapy serve` (reads) beside a crawl (writes) on one SQLite file: a read takes no write
+    lock, so it answers while the other holds its write transaction open."""
+    import time
+
+    async def scenario() -> float:
+        writer = SQLiteMemeRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
+        reader = SQLiteMemeRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
+        await writer.open()
+        await reader.open()
+        try:
+            holding = asyncio.Event()
+            release = asyncio.Event()
+
+            async def write() -> None:
+                async with writer.session() as s:
+                    await s.execute("INSERT INTO crawl_cursors (source, cursor) VALUES ('x', '1')")
+                    holding.set()
+                    await release.wait()
+
+            task = asyncio.ensure_future(write())
+            await holding.wait()
+            started = time.monotonic()
+            counts = await asyncio.wait_for(reader.count_memes(), 10)
+            took = time.monotonic() - started
+            assert counts["active"] == 0
+            assert await reader.get_cursor("x") is None  # the other's write is not committed yet
+            release.set()
+            await task
+            assert await reader.get_cursor("x") == "1"
+            return took
+        finally:
+            await reader.close()
+            await writer.close()
+
+    assert asyncio.run(scenario()) < 1.0

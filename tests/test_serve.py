@@ -247,3 +247,20 @@ def test_with_a_private_bucket_the_images_are_presigned_urls_that_load(tmp_path:
                     assert hashlib.md5(response.read()).hexdigest() == hit["md5"]
         finally:
             stop_server(server)
+
+
+def test_a_bug_is_a_500_with_its_traceback_in_the_log_not_a_backend_outage(tmp_path: Path) -> None:
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(SAMPLE), limit="3")
+    (tmp_path / "buggy.yaml").write_text(
+        "embeddings:\n  - {name: local, provider: flaky_providers.BuggyQueryEmbedder, model: multilingual-e5-small,\n"
+        "     dimensions: 384, collection: emomo-e5-small, is_default: true}\n", encoding="utf-8")
+    server = start_server(tmp_path, None, "-s", "EMOMO_CONFIG=buggy.yaml")
+    try:
+        assert server.get(q("我太难了"))[0] == 200
+        status, body = server.get(q("触发缺陷"))
+        assert status == 500 and body == {"error": "internal error (the server's log has the details)"}
+        assert server.get(q("我太难了"))[0] == 200  # and it goes on
+    finally:
+        stop_server(server)
+    log = server.log.read_text(encoding="utf-8")
+    assert "Traceback" in log and "RuntimeError: a bug in the embedder" in log

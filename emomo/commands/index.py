@@ -43,12 +43,12 @@ class Command(EmomoCommand):
         super().add_options(parser)
         parser.add_argument("--from", dest="source", default="", metavar="SPEC", help=f"copy from: {SPEC_HELP}")
         parser.add_argument("--to", dest="target", default="config", metavar="SPEC",
-                            help="copy into (default: config, the configured index)")
+                            help="copy into (else config, the configured index)")
         parser.add_argument("--collection", action="append", default=[], metavar="NAME",
-                            help="a collection to copy (repeatable; default: every one in the source)")
+                            help="a collection to copy (repeatable; else every one in the source)")
         parser.add_argument("--batch", type=int, default=256, metavar="N", help="points per request (default 256)")
         parser.add_argument("--embedding", default="", metavar="NAME",
-                            help="build: the collection of this embedding configuration")
+                            help="build the collection of this embedding configuration")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if args == ["copy"]:

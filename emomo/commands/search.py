@@ -22,7 +22,7 @@ class Command(EmomoCommand):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--embedding", default="", metavar="NAME",
-                            help="embedding configuration to search (default: the is_default one)")
+                            help="embedding configuration to search (else the one marked is_default)")
         parser.add_argument("--top", type=int, default=10, metavar="K", help="number of hits (default 10)")
         parser.add_argument("--category", default=None, metavar="C", help="only memes of this category")
         parser.add_argument("--animated", choices=("yes", "no"), default=None, help="only animated memes, or none")

@@ -14,6 +14,8 @@ from emomo.web.app import SearchService, build_app
 
 
 class Command(EmomoCommand):
+    json_output = False
+
     def syntax(self) -> str:
         return "[--host HOST] [--port PORT] [--embedding NAME]"
 
@@ -22,10 +24,10 @@ class Command(EmomoCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--host", default="", help="address to listen on (default: server.host, 127.0.0.1)")
-        parser.add_argument("--port", type=int, default=0, help="port (default: server.port, 8080)")
+        parser.add_argument("--host", default="", help="address to listen on (else server.host, 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=0, help="port (else server.port, 8080)")
         parser.add_argument("--embedding", default="", metavar="NAME",
-                            help="embedding configuration searched by default (default: the is_default one)")
+                            help="embedding configuration searched by default (else the one marked is_default)")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         config = self.config()
@@ -41,8 +43,8 @@ class Command(EmomoCommand):
 async def serve(service: SearchService, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, then close the backends."""
     runner = web.AppRunner(build_app(service), access_log=None)
-    await runner.setup()  # opens the backends: a bad config fails here, before listening
     try:
+        await runner.setup()  # opens the backends: a bad config fails here, before listening
         site = web.TCPSite(runner, host, port)
         await site.start()
         print(f"Serving the meme search on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)

@@ -21,7 +21,7 @@ class Command(EmomoCommand):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--embedding", default="", metavar="NAME",
-                            help="the collection of this embedding configuration (default: the is_default one)")
+                            help="the collection of this embedding configuration (else the one marked is_default)")
         parser.add_argument("--repair", action="store_true",
                             help="re-upload lost objects from their source files, re-embed missing points, "
                                  "remove orphan points and objects")

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -53,10 +53,13 @@ from emomo.storage import storage_key
 
 if TYPE_CHECKING:
     from itemadapter import ItemAdapter
+    from scrapy.statscollectors import StatsCollector
 
-    from emomo.config import DedupeConfig
-    from emomo.ingest.runtime import IngestRuntime
+    from emomo.config import DedupeConfig, EmomoConfig
     from emomo.ingest.state import ItemState
+    from emomo.providers import Describer
+    from emomo.repositories.vector_index import VectorIndex
+    from emomo.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +303,23 @@ async def wait_for(flights: Sequence[_Flight], should_stop: Callable[[], bool], 
                 await asyncio.wait_for(flight.done.wait(), 0.5)
             except TimeoutError:
                 pass
+
+
+class IngestRuntime(Protocol):
+    """What the check needs of the crawl's runtime (emomo.ingest.runtime.IngestRuntime, which
+    imports this module: named here by shape, not imported back)."""
+
+    config: EmomoConfig
+    collection: str
+    repo: MemeRepository
+    store: ObjectStore
+    index: VectorIndex
+    describer: Describer
+    stats: StatsCollector
+    near_index: NearIndex
+    near_in_flight: NearInFlight
+
+    def should_stop(self) -> bool: ...
 
 
 def text_reader(runtime: IngestRuntime) -> TextReader:

@@ -242,7 +242,7 @@ class SQLMemeRepository(ABC):
         return {str(r["id"]): _meme(r) for r in rows}
 
     async def all_memes(self) -> list[MemeRecord]:
-        async with self.session() as s:
+        async with self.reading() as s:
             return [_meme(r) for r in await s.fetchall(f"SELECT {_MEME_COLUMNS} FROM memes ORDER BY md5_hash")]
 
     async def list_memes(self, status: str, limit: int | None = None) -> list[MemeRecord]:
@@ -252,7 +252,7 @@ class SQLMemeRepository(ABC):
         if limit:
             sql += " LIMIT ?"
             params.append(limit)
-        async with self.session() as s:
+        async with self.reading() as s:
             return [_meme(r) for r in await s.fetchall(sql, params)]
 
     async def get_description(self, md5: str, model: str) -> str | None:
@@ -382,7 +382,7 @@ class SQLMemeRepository(ABC):
         return {"total": int(row["total"]), "near_duplicate": int(row["near"])}
 
     async def list_vectors(self, collection: str) -> list[VectorRecord]:
-        async with self.session() as s:
+        async with self.reading() as s:
             rows = await s.fetchall(
                 "SELECT id, meme_id, md5_hash, collection, embedding_model, qdrant_point_id, status "
                 "FROM meme_vectors WHERE collection = ?", (collection,))
@@ -392,13 +392,13 @@ class SQLMemeRepository(ABC):
 
     async def memes_with_vectors(self) -> set[str]:
         """Ids of the memes that have a vector in any collection."""
-        async with self.session() as s:
+        async with self.reading() as s:
             rows = await s.fetchall("SELECT DISTINCT meme_id FROM meme_vectors")
         return {str(r["meme_id"]) for r in rows}
 
     async def locators(self, meme_id: str) -> list[str]:
         """Where the sources of ``meme_id`` were read (paths or URLs, escaped), newest first."""
-        async with self.session() as s:
+        async with self.reading() as s:
             rows = await s.fetchall(
                 "SELECT locator FROM meme_sources WHERE meme_id = ? AND locator IS NOT NULL ORDER BY updated_at DESC",
                 (meme_id,))
@@ -406,7 +406,7 @@ class SQLMemeRepository(ABC):
 
     async def count_memes(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
-        async with self.session() as s:
+        async with self.reading() as s:
             for r in await s.fetchall("SELECT status, COUNT(*) AS n FROM memes GROUP BY status"):
                 counts[r["status"]] = int(r["n"])
         return counts
@@ -420,7 +420,7 @@ class SQLMemeRepository(ABC):
         return {r["category"]: int(r["n"]) for r in rows}
 
     async def count_vectors(self) -> dict[str, int]:
-        async with self.session() as s:
+        async with self.reading() as s:
             rows = await s.fetchall(
                 "SELECT collection, COUNT(*) AS n FROM meme_vectors GROUP BY collection ORDER BY collection")
         return {r["collection"]: int(r["n"]) for r in rows}
@@ -430,14 +430,14 @@ class SQLMemeRepository(ABC):
         downloading): all but those whose meme is pending, which a crawl killed mid-item leaves
         and the next crawl completes (reusing the object and description it paid for). A failed
         meme stays skipped: `scrapy crawl pending -a failed=1` is its retry."""
-        async with self.session() as s:
+        async with self.reading() as s:
             rows = await s.fetchall(
                 "SELECT s.source_id FROM meme_sources s JOIN memes m ON m.id = s.meme_id "
                 "WHERE s.source_type = ? AND m.status <> 'pending'", (source_type,))
         return {r["source_id"] for r in rows}
 
     async def get_cursor(self, source: str) -> str | None:
-        async with self.session() as s:
+        async with self.reading() as s:
             row = await s.fetchone("SELECT cursor FROM crawl_cursors WHERE source = ?", (source,))
         return row["cursor"] if row else None
 

@@ -96,6 +96,19 @@ class SQLiteMemeRepository(SQLMemeRepository):
         self._thread.shutdown()
 
     @asynccontextmanager
+    async def reading(self) -> AsyncIterator[_SQLiteSession]:
+        """A read: a deferred transaction, one snapshot, no write lock (WAL lets it run beside
+        another process's writes: `scrapy serve` answers while a crawl writes)."""
+        assert self._conn is not None, "SQLiteMemeRepository.open() was not awaited"
+        async with self._lock:
+            session = _SQLiteSession(self._conn, self._thread)
+            await session.execute("BEGIN DEFERRED")
+            try:
+                yield session
+            finally:
+                await session.execute("COMMIT")
+
+    @asynccontextmanager
     async def session(self) -> AsyncIterator[_SQLiteSession]:
         assert self._conn is not None, "SQLiteMemeRepository.open() was not awaited"
         async with self._lock:

@@ -25,6 +25,7 @@ import json
 import logging
 import mimetypes
 import re
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -32,8 +33,9 @@ from aiohttp import web
 
 from emomo import clients
 from emomo.config import EmomoConfig
-from emomo.errors import ConfigError
+from emomo.errors import BackendUnavailable, ConfigError
 from emomo.logmask import SecretMask
+from emomo.providers.errors import ProviderError
 from emomo.query import Searcher, counts
 from emomo.repositories import MemeRepository
 from emomo.repositories.vector_index import SearchFilter, VectorIndex
@@ -179,9 +181,25 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+def backend_errors() -> tuple[type[BaseException], ...]:
+    """What a backend raises when it is down or unreachable (a 503, and the server goes on):
+    anything else is a bug (a 500, its traceback in the log)."""
+    import sqlite3
+
+    import psycopg
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    return (BackendUnavailable, ProviderError, OSError, TimeoutError, sqlite3.OperationalError,
+            psycopg.OperationalError, psycopg.InterfaceError, ResponseHandlingException, UnexpectedResponse)
+
+
+BACKEND_ERRORS = backend_errors()
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error as JSON; a backend that fails is a 503 (never a traceback, never a secret)."""
+    """Every error as JSON, never a traceback or a secret in a response: a backend that fails is a
+    503 (the server answers again once it is back); anything else a 500, logged with its stack."""
     service: SearchService = request.app[SERVICE]
     try:
         return await handler(request)
@@ -189,10 +207,14 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": str(exc)}, status=400, dumps=_dumps)
     except web.HTTPException:
         raise
-    except Exception as exc:
+    except BACKEND_ERRORS as exc:
         message = service.mask.mask(f"{type(exc).__name__}: {exc}")
         logger.warning("%s %s failed: %s", request.method, request.path_qs, message)
         return web.json_response({"error": f"a backend is unavailable: {message}"}, status=503, dumps=_dumps)
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path_qs)
+        return web.json_response({"error": "internal error (the server's log has the details)"}, status=500,
+                                 dumps=_dumps)
 
 
 SERVICE = web.AppKey("service", SearchService)
@@ -208,13 +230,14 @@ def build_app(service: SearchService) -> web.Application:
     app.router.add_get("/api/v1/categories", categories)
     app.router.add_get("/images/{key:.+}", image)
 
-    async def on_startup(_: web.Application) -> None:
-        await service.open()
+    async def backends(_: web.Application) -> AsyncIterator[None]:
+        # Opened for the server's life, and closed whatever happens: half-opened ones too.
+        try:
+            await service.open()
+            yield
+        finally:
+            await service.close()
 
-    async def on_cleanup(_: web.Application) -> None:
-        await service.close()
-
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+    app.cleanup_ctx.append(backends)
     return app
 
