@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from scrapy.commands import ScrapyCommand
 
+from emomo.addon import setting_defaults
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError
 from emomo.ingest.runtime import config_from_settings
@@ -41,6 +42,7 @@ class EmomoCommand(ScrapyCommand):
 
     def config(self) -> EmomoConfig:
         assert self.settings is not None
+        setting_defaults(self.settings)
         try:
             config = config_from_settings(self.settings)
         except ConfigError as exc:

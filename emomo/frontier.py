@@ -37,7 +37,10 @@ from scrapy_redis.connection import get_redis
 from scrapy_redis.scheduler import Scheduler as RedisScheduler
 from twisted.internet import task
 
-from emomo.defaults import EMOMO_FRONTIER_BUSY_TTL
+from emomo.addon import SETTINGS
+
+#: the default of EMOMO_FRONTIER_BUSY_TTL
+BUSY_TTL: int = SETTINGS["EMOMO_FRONTIER_BUSY_TTL"]
 
 if TYPE_CHECKING:
     from typing import Self
@@ -178,7 +181,7 @@ def frontier_settings(url: str, key: str) -> dict[str, Any]:
 class Frontier:
     """A crawl's shared state in Redis, besides scrapy-redis's queue and dupefilter."""
 
-    def __init__(self, server: Redis, key: str, worker: str = "", busy_ttl: int = EMOMO_FRONTIER_BUSY_TTL) -> None:
+    def __init__(self, server: Redis, key: str, worker: str = "", busy_ttl: int = BUSY_TTL) -> None:
         self.server = server
         self.key = key
         #: this process's name among the workers (the spider's and the scheduler's agree)
@@ -191,7 +194,7 @@ class Frontier:
         self._take_over = server.register_script(_TAKE_OVER)
 
     @classmethod
-    def from_url(cls, url: str, key: str, worker: str = "", busy_ttl: int = EMOMO_FRONTIER_BUSY_TTL) -> Self:
+    def from_url(cls, url: str, key: str, worker: str = "", busy_ttl: int = BUSY_TTL) -> Self:
         return cls(get_redis(url=url), key, worker, busy_ttl)
 
     @property

@@ -2,18 +2,6 @@
 
 from __future__ import annotations
 
-from emomo.defaults import (  # noqa: F401
-    EMOMO_CONFIG,
-    EMOMO_EMBEDDING,
-    EMOMO_ENABLED,
-    EMOMO_FORCE,
-    EMOMO_FRONTIER,
-    EMOMO_FRONTIER_BUSY_TTL,
-    EMOMO_FRONTIER_CRAWL,
-    EMOMO_MAX_ITEMS_IN_FLIGHT,
-    EMOMO_STATS_FILE,
-)
-
 BOT_NAME = "emomo"
 SPIDER_MODULES = ["spiders"]
 NEWSPIDER_MODULE = "spiders"
@@ -21,24 +9,9 @@ COMMANDS_MODULE = "emomo.commands"
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 
-# The stages in the seed's order; each is one module in pipelines/.
-ITEM_PIPELINES = {
-    "pipelines.read.ReadPipeline": 100,
-    "pipelines.dedupe.DedupePipeline": 200,
-    "pipelines.reuse.ReusePipeline": 300,
-    "pipelines.describe.DescribePipeline": 400,
-    "pipelines.store.StorePipeline": 500,
-    "pipelines.record.RecordPipeline": 600,
-    "pipelines.embed.EmbedPipeline": 700,
-    "pipelines.index.IndexPipeline": 800,
-}
+# The ingest pipelines, the runtime and its extensions, and every EMOMO_* default.
+ADDONS = {"emomo.addon.EmomoAddon": 0}
 
-EXTENSIONS = {
-    "emomo.ingest.runtime.IngestRuntime": 100,
-    "emomo.summary.IngestSummary": 500,
-    "emomo.progress.IngestProgress": 505,
-    "emomo.statsfile.StatsFile": 510,
-}
 # Responses waiting for the pipelines (fabiaoqing images): bounded, not unbounded.
 SCRAPER_SLOT_MAX_ACTIVE_SIZE = 50_000_000
 

@@ -11,6 +11,7 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider, UsageError
 from scrapy.settings import BaseSettings
 
+from emomo.addon import setting_defaults
 from emomo.config import EmomoConfig
 from emomo.errors import SourceUnreadable
 from emomo.ingest.runtime import IngestRuntime, config_from_settings
@@ -160,6 +161,7 @@ class MemeSpider(scrapy.Spider):
         """What ``configure`` checks (the arguments against the config), before any crawler
         exists: ``scrapy crawl`` calls it so that these errors print one line. What only the
         backends can tell is checked when the crawl opens them (IngestRuntime)."""
+        setting_defaults(settings)
         cls(**arguments).configure(settings)
 
     def setup(self) -> None:

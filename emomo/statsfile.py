@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
-from emomo import defaults
-
 if TYPE_CHECKING:
     from typing import Self
 
@@ -35,7 +33,7 @@ class StatsFile:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        path = crawler.settings.get("EMOMO_STATS_FILE", defaults.EMOMO_STATS_FILE)
+        path = crawler.settings.get("EMOMO_STATS_FILE")
         if not path:
             raise NotConfigured  # not asked for: no "Disabled" warning in every crawl's log
         ext = cls(crawler, Path(path))

@@ -11,8 +11,6 @@ from conftest import read_state
 from crawling import Crawl, run_crawl
 from memegen import CATEGORIES, copy_of, template_bytes
 
-from emomo.settings import ITEM_PIPELINES
-
 
 def crawl_within(seconds: float, *args: object, **kwargs: object) -> Crawl:
     """The crawl in a thread: one that never ends fails the test instead of hanging it."""
@@ -33,8 +31,8 @@ def test_an_item_a_users_pipeline_drops_is_undone_and_its_copy_does_not_wait_for
     (folder / "丢弃-原图.png").write_bytes(original)  # read first, dropped after it is recorded
     (folder / "副本.jpg").write_bytes(copy_of(original, "jpeg", random.Random(1))[0])
     (folder / "别的.png").write_bytes(template_bytes(1, "格局打开", "png"))
-    pipelines = {**ITEM_PIPELINES, "user_pipelines.DelayCopiesPipeline": 50,
-                 "user_pipelines.DropMarkedPipeline": 650}  # after record, before embed
+    # The project's own pipelines, as a user adds them: the add-on puts ours around them.
+    pipelines = {"user_pipelines.DelayCopiesPipeline": 50, "user_pipelines.DropMarkedPipeline": 650}
     run = crawl_within(120, tmp_path, "chinesebqb", repo_path=str(root),
                        settings={"ITEM_PIPELINES": pipelines, "EMOMO_MAX_ITEMS_IN_FLIGHT": 3})
     assert run.finish_reason == "finished"
@@ -47,3 +45,21 @@ def test_an_item_a_users_pipeline_drops_is_undone_and_its_copy_does_not_wait_for
                                                                    f"{CATEGORIES[0]}/别的.png"])
     assert len(state.objects) == 2  # the dropped item's object and row were undone
     assert "2 processed" in run.summary() and "1 dropped by another pipeline" in run.summary()
+
+
+def test_a_project_of_its_own_gets_emomo_from_the_add_on_alone() -> None:
+    """ADDONS = {"emomo.addon.EmomoAddon": 0} in a user's project: every EMOMO_* default (none
+    falls back at its use: the frontier's busy mark once lapsed at once outside our settings),
+    our pipelines around the project's, our extensions."""
+    from scrapy.settings import Settings
+
+    from emomo.addon import EXTENSIONS, PIPELINES, SETTINGS, EmomoAddon
+
+    settings = Settings({"ITEM_PIPELINES": {"user_pipelines.DropMarkedPipeline": 650}})
+    EmomoAddon().update_settings(settings)
+    assert settings.getint("EMOMO_FRONTIER_BUSY_TTL") == 60 and settings.getbool("EMOMO_ENABLED")
+    assert {name: settings[name] for name in SETTINGS} == SETTINGS
+    pipelines = {getattr(k, "__module__", "") + "." + getattr(k, "__name__", "") if not isinstance(k, str) else k: v
+                 for k, v in settings.getdict("ITEM_PIPELINES").items()}
+    assert pipelines == {**PIPELINES, "user_pipelines.DropMarkedPipeline": 650}
+    assert len(settings.getdict("EXTENSIONS")) == len(EXTENSIONS)

@@ -8,7 +8,7 @@ key) is logged in one line and closes the spider with the finish reason
 ``spider_closed``, after the last item.
 
 Settings: ``EMOMO_CONFIG``, ``EMOMO_EMBEDDING``, ``EMOMO_FORCE``, ``EMOMO_ENABLED``,
-``EMOMO_MAX_ITEMS_IN_FLIGHT`` (defaults in emomo.defaults).
+``EMOMO_MAX_ITEMS_IN_FLIGHT`` (defaults in emomo.addon).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.settings import BaseSettings
 
-from emomo import clients, defaults
+from emomo import clients
 from emomo.config import EmbeddingConfig, EmomoConfig, load_config
 from emomo.errors import BackendUnavailable, ConfigError
 from emomo.ingest.admission import Admission
@@ -54,7 +54,7 @@ BACKEND_UNAVAILABLE = "backend_unavailable"
 
 
 def config_from_settings(settings: BaseSettings) -> EmomoConfig:
-    return load_config(settings.get("EMOMO_CONFIG", defaults.EMOMO_CONFIG) or None)
+    return load_config(settings.get("EMOMO_CONFIG") or None)
 
 
 async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None:
@@ -66,6 +66,8 @@ async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None
         raise BackendUnavailable(f"embeddings[{embedding.name}]: {exc}") from None
 
 
+#: the admission of a describer that does not say how many items it wants in flight
+FALLBACK_ITEMS_IN_FLIGHT = 128
 #: items in flight at most when sized automatically (an item holds its image: tens of kilobytes)
 MAX_ADMISSION = 1024
 #: the most places per VLM slot for the items behind it (their time there includes waits:
@@ -155,7 +157,7 @@ class IngestRuntime:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         settings = crawler.settings
-        if not settings.getbool("EMOMO_ENABLED", defaults.EMOMO_ENABLED):
+        if not settings.getbool("EMOMO_ENABLED"):
             raise NotConfigured("EMOMO_ENABLED is off")
         spider = crawler.spider
         needs = getattr(spider, "needs_backends", None)
@@ -167,11 +169,10 @@ class IngestRuntime:
             # The openai SDK's httpx logs every request at INFO: a thousand lines a crawl.
             logging.getLogger("httpx").setLevel(logging.WARNING)
         config: EmomoConfig = getattr(spider, "config", None) or config_from_settings(settings)
-        embedding = config.embedding(settings.get("EMOMO_EMBEDDING", defaults.EMOMO_EMBEDDING) or None)
+        embedding = config.embedding(settings.get("EMOMO_EMBEDDING") or None)
         runtime = cls(crawler, config, embedding,
-                      force=settings.getbool("EMOMO_FORCE", defaults.EMOMO_FORCE),
-                      max_items_in_flight=settings.getint("EMOMO_MAX_ITEMS_IN_FLIGHT",
-                                                          defaults.EMOMO_MAX_ITEMS_IN_FLIGHT))
+                      force=settings.getbool("EMOMO_FORCE"),
+                      max_items_in_flight=settings.getint("EMOMO_MAX_ITEMS_IN_FLIGHT"))
         crawler.signals.connect(runtime.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(runtime.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(runtime.item_scraped, signal=signals.item_scraped)
@@ -534,7 +535,7 @@ class IngestRuntime:
             ratio = min(MAX_RATIO, max(1.0, behind / limit.call_seconds))
             return min(MAX_ADMISSION, int(limit.level * (ratio + 1)) + 16)
         hint = getattr(self.describer, "admission", None)
-        return int(hint(behind)) if hint is not None else defaults.FALLBACK_ITEMS_IN_FLIGHT
+        return int(hint(behind)) if hint is not None else FALLBACK_ITEMS_IN_FLIGHT
 
     def _item_seconds(self) -> float | None:
         """The median time an item spends in the pipelines, over the last hundred (cached)."""
