@@ -84,7 +84,7 @@ class Command(ScrapyCrawlCommand):
             super().run(args, opts)  # Scrapy's own usage errors
             return
         assert self.settings is not None and self.crawler_process is not None
-        crawler = self._create_crawler(args[0])
+        crawler = self.crawler_process.create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         # Outside the crawl a signal exits at once with the interrupted code. Scrapy installs its
         # own handlers while the crawl runs; when the reactor stops, Twisted puts back the ones it
