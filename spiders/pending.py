@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from emomo.ingest.pending import pending_memes
 from emomo.items import MemeItem
 from emomo.sharding import Shard
-from emomo.sources.pending import pending_memes
 from emomo.spider import Argument, MemeSpider, flag
 
 
@@ -31,7 +31,8 @@ class PendingSpider(MemeSpider):
 
     async def items(self) -> AsyncIterator[Any]:
         take = None if self.shard is None else (lambda meme: self.mine(meme.source_id))
-        async for found in pending_memes(self.runtime(), self.statuses, self.limit, take):
+        runtime = self.runtime()
+        async for found in pending_memes(runtime.repo, runtime.store, self.statuses, self.limit, take):
             meme = found.meme
             if found.body is None:
                 self.count("missing_object")
