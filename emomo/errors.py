@@ -43,3 +43,50 @@ class Interrupted(IngestDrop):
 
 class StageFailed(IngestDrop):
     """A stage failed; what earlier stages wrote for the item has been undone."""
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a log line or a stored reason may show it: its message, or its type when
+    it has none (RapidOCR raises some without a word)."""
+    message = str(exc).strip()
+    return message if message else f"{type(exc).__name__} (no message)"
+
+
+#: finish reason of a crawl stopped because a disk it writes to is full
+DISK_FULL = "disk_full"
+#: what a full disk says through each layer: the OS, SQLite, PostgreSQL (SQLSTATE 53100)
+_DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded",
+                    "could not extend file")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The failure is a full disk (or quota), through whatever wrapped it: a condition no later
+    item escapes, unlike a write that failed once."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(current, "sqlstate", None) == "53100":
+            return True
+        if any(word in str(current).lower() for word in _DISK_FULL_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def backend_errors() -> tuple[type[BaseException], ...]:
+    """What a backend raises when it is down, unreachable, full or damaged: a command says it in
+    one line and the server answers 503 and goes on; anything else is a bug (its traceback)."""
+    import sqlite3
+
+    import psycopg
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    from emomo.providers.errors import ProviderError
+
+    return (BackendUnavailable, ProviderError, OSError, TimeoutError, sqlite3.DatabaseError,
+            psycopg.OperationalError, psycopg.InterfaceError, ResponseHandlingException, UnexpectedResponse)

@@ -6,6 +6,7 @@ with no extension or the wrong one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -51,7 +52,8 @@ class ImageError(ValueError):
     """The bytes are not an image we can ingest; the message says why.
 
     ``kind`` is the stats outcome: ``invalid`` (the bytes), ``unreadable`` (the file
-    system refused) or ``not_regular`` (a FIFO, device or socket, never opened for reading).
+    system refused), ``not_regular`` (a FIFO, device or socket, never opened for reading) or
+    ``changed`` (another file, or a link, where the source listed one).
     """
 
     def __init__(self, message: str, kind: str = "invalid") -> None:
@@ -84,12 +86,15 @@ def sniff_unsupported(head: bytes) -> str | None:
     return next((name for magic, name in _UNSUPPORTED_MAGIC if head.startswith(magic)), None)
 
 
-def probe(data: bytes, max_pixels: int) -> ImageInfo:
+def probe(data: bytes, max_pixels: int, max_frames: int | None = None,
+          max_frame_pixels: int | None = None) -> ImageInfo:
     """MD5 of the original bytes plus what Pillow reads from them.
 
     Decodes the first frame fully (a truncated file fails here, not in the
     describer) and walks the frames of an animation, but never decodes an
-    image whose declared size is over ``max_pixels``.
+    image whose declared size is over ``max_pixels``, nor an animation of more than
+    ``max_frames`` frames or ``max_frame_pixels`` pixels over all its frames: frames are
+    counted before any is decoded (a 57 KB GIF of 2,000 frames of 3000x3000 once took 86 s).
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
@@ -110,6 +115,14 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
                 im.load()
                 animated = bool(getattr(im, "is_animated", False))
                 if animated:
+                    # Counted by parsing the frames' headers, not decoding them.
+                    frames = int(getattr(im, "n_frames", 1))
+                    if max_frames is not None and frames > max_frames:
+                        raise ImageError(f"an animation of {frames} frames is over ingest.max_frames={max_frames}")
+                    if max_frame_pixels is not None and frames * width * height > max_frame_pixels:
+                        raise ImageError(f"an animation of {frames} frames of {width}x{height} pixels "
+                                         f"({frames * width * height} in all) is over "
+                                         f"ingest.max_frame_pixels={max_frame_pixels}")
                     # Seeking decodes every frame: a truncated animation fails here.
                     for frame in range(1, getattr(im, "n_frames", 1)):
                         im.seek(frame)
@@ -120,6 +133,9 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
         raise ImageError(f"refused by the decompression-bomb guard: {exc}") from None
     except Image.UnidentifiedImageError:
         # Never the bytes themselves: the file may be a secret a link pointed at.
+        known = sniff_format(data[:SNIFF_BYTES])
+        if known:  # the signature of one, but Pillow could not read its header (a bad PNG CRC)
+            raise ImageError(f"broken {known} file: its header cannot be read") from None
         raise ImageError("not an image (no known image signature)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"broken or truncated image: {exc}") from None
@@ -145,21 +161,29 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
 
 
-def read_file(path: str, max_bytes: int) -> bytes:
+def read_file(path: str, max_bytes: int, identity: tuple[int, int] | None = None) -> bytes:
     """At most ``max_bytes`` of the regular file at ``path``.
 
     Opened without blocking and checked on the open descriptor: a FIFO or a device is
     refused before a single read (a FIFO would wait forever, /dev/zero never ends), and a
     file that changed between the walk and now is judged by what was opened. The read is
-    bounded whatever ``stat`` says: /proc's files report 0 bytes.
+    bounded whatever ``stat`` says: /proc's files report 0 bytes. With ``identity`` (the
+    (device, inode) a source listed), a link put in the file's place, or any other file, is
+    refused: a tree cannot swap in a file from outside itself after the walk.
     """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if identity else 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and identity:
+            raise ImageError("replaced by a link since it was listed: not read", "changed") from None
         raise ImageError(f"cannot read the file: {exc.strerror or exc}", "unreadable") from None
     with os.fdopen(fd, "rb", buffering=0) as f:
         try:
-            mode = os.fstat(fd).st_mode
+            st = os.fstat(fd)
+            mode = st.st_mode
+            if identity and (st.st_dev, st.st_ino) != tuple(identity):
+                raise ImageError("another file than the one listed is at this path now: not read", "changed")
             if not stat.S_ISREG(mode):
                 raise ImageError(f"not a regular file ({file_kind(mode)}): refused", "not_regular")
             os.set_blocking(fd, True)
@@ -178,12 +202,15 @@ def read_file(path: str, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_image(body: bytes | None, path: str | None, max_bytes: int, max_pixels: int) -> tuple[bytes, ImageInfo]:
-    """The item's bytes (``body``, else the file at ``path``) and what they hold."""
+def read_image(body: bytes | None, path: str | None, max_bytes: int, max_pixels: int,
+               identity: tuple[int, int] | None = None, max_frames: int | None = None,
+               max_frame_pixels: int | None = None) -> tuple[bytes, ImageInfo]:
+    """The item's bytes (``body``, else the file at ``path``, which must be ``identity`` when
+    given) and what they hold (``probe``'s limits)."""
     if body is None:
         if not path:
             raise ImageError("the item has neither body nor path")
-        body = read_file(path, max_bytes)
+        body = read_file(path, max_bytes, identity)
     elif len(body) > max_bytes:
         raise ImageError(f"body of {len(body)} bytes is over ingest.max_image_bytes={max_bytes}")
-    return body, probe(body, max_pixels)
+    return body, probe(body, max_pixels, max_frames, max_frame_pixels)

@@ -20,6 +20,9 @@ class MemeItem:
     page_url: str | None = None
     #: a local file to read; or else ``body`` holds the bytes
     path: str | None = None
+    #: (device, inode) of the file a source listed at ``path``: the read refuses any other
+    #: (a link swapped in since); None reads whatever ``path`` names
+    file_identity: tuple[int, int] | None = None
     body: bytes | None = field(default=None, repr=False)
     category: str = ""
     tags: list[str] = field(default_factory=list)

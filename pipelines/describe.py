@@ -7,7 +7,7 @@ from typing import Any
 
 from itemadapter import ItemAdapter
 
-from emomo.errors import Interrupted
+from emomo.errors import DISK_FULL, Interrupted, disk_full
 from emomo.ingest.stage import Stage
 from emomo.providers import DescribeContext
 from emomo.text import clean_text
@@ -46,9 +46,12 @@ class DescribePipeline(Stage):
             self.runtime.park(state, exc)
             self.count("failed")
             self.log(logging.WARNING, "describe failed for %s: %s; the meme is recorded as %s",
-                     state.source, exc, state.park_status)
+                     state.source, state.deferred, state.park_status)
             if getattr(exc, "fatal", False):
                 self.runtime.stop(f"describe failed: {exc}", reason="refused_key")
+            elif disk_full(exc):
+                self.runtime.stop(f"describe failed for {state.source}: the disk is full ({state.deferred}); free "
+                                  "some space, then run the crawl again", reason=DISK_FULL)
             return
         # Kept before anything else can fail: a later failure must not cost this call again.
         await self.runtime.keep_description(state.md5, describer.model, description)

@@ -18,7 +18,11 @@ class EmbedPipeline(Stage):
         if state.deferred:
             return
         try:
-            vector = await self.runtime.embed_batcher.submit(adapter["description"])
+            description = adapter.get("description")
+            if not description:
+                # Never sent: one item without text must not fail its batch's other items.
+                raise ValueError("the item has no description to embed")
+            vector = await self.runtime.embed_batcher.submit(description)
         except Exception as exc:
             meme = state.meme
             if meme is None or meme.status == "active":
@@ -29,7 +33,7 @@ class EmbedPipeline(Stage):
             self.runtime.park(state, exc)
             self.count("failed")
             self.log(logging.WARNING, "embed failed for %s: %s; the meme is recorded as %s",
-                     state.source, exc, state.park_status)
+                     state.source, state.deferred, state.park_status)
             if getattr(exc, "fatal", False):
                 self.runtime.stop(f"embed failed: {exc}", reason="refused_key")
             return

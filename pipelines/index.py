@@ -30,14 +30,13 @@ class IndexPipeline(Stage):
         if state.deferred:
             # Parked by the describer or the embedder: the row and object stay for a later run,
             # with the status the stats report (an embedder refusing this item: failed).
-            if meme.status != state.park_status:
-                await runtime.repo.set_status(meme.id, state.park_status)
-                meme.status = state.park_status
+            meme.status = await runtime.repo.park(meme.id, state.park_status, state.deferred,
+                                                  runtime.config.ingest.max_attempts)
             await runtime.link_followers(state.md5, meme.id)
             runtime.finish(item)
             runtime.write_ok()
-            adapter.update({"status": state.park_status, "body": None, "vector": None})
-            self.conclude("pending" if state.park_status == "pending" else "failed")
+            adapter.update({"status": meme.status, "body": None, "vector": None})
+            self.conclude("pending" if meme.status == "pending" else "failed")
             return
         pid = point_id(runtime.collection, state.md5)
         payload = point_payload(meme, adapter["description"], runtime.store.url(meme.storage_key))

@@ -49,5 +49,5 @@ class ChineseBQBSpider(MemeSpider):
         files = [f for f in files if self.mine(f.rel_path)][: self.limit]
         self.found(len(files))
         for f in files:
-            yield MemeItem(source_type="chinesebqb", source_id=f.rel_path, path=f.path,
+            yield MemeItem(source_type="chinesebqb", source_id=f.rel_path, path=f.path, file_identity=f.identity,
                            category=f.category, tags=f.tags)

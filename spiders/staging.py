@@ -60,6 +60,6 @@ class StagingSpider(MemeSpider):
             yielded += 1
             yield MemeItem(
                 source_type=f"staging:{self.source}", source_id=f"{self.source}_{entry.id}", url=entry.source_url,
-                path=entry.path, category=entry.category, tags=entry.tags,
+                path=entry.path, file_identity=entry.identity, category=entry.category, tags=entry.tags,
                 is_animated=entry.is_animated, format=entry.format,
             )

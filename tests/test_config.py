@@ -144,7 +144,9 @@ def test_the_crawl_command_refuses_in_one_line_with_exit_code_2(tmp_path: Path) 
 
 
 def test_the_spiders_say_what_they_are_for_and_what_they_take(tmp_path: Path) -> None:
-    listed = scrapy(tmp_path, "list").stdout.splitlines()
+    # scrapyd finds a project's spiders in `scrapy list`: names alone, one a line
+    assert scrapy(tmp_path, "list").stdout.splitlines() == ["chinesebqb", "fabiaoqing", "pending", "staging"]
+    listed = scrapy(tmp_path, "list", "--long").stdout.splitlines()
     assert listed[0].split(None, 1) == ["chinesebqb", "Ingest a local clone of the ChineseBQB repository"]
     assert [line.split()[0] for line in listed] == ["chinesebqb", "fabiaoqing", "pending", "staging"]
     args = scrapy(tmp_path, "args", "fabiaoqing").stdout

@@ -124,3 +124,46 @@ def test_killed_crawl_run_again_ends_like_one_clean_run(small_tree: tuple[Path, 
     resumed = read_state(killed_dir)
     assert resumed.comparable() == clean.comparable()
     assert_consistent(resumed, COLLECTION)
+
+
+def test_thin_pictures_and_wordless_errors_never_poison_their_neighbours_and_retries_end(
+        tmp_path: Path, cjk_font: str) -> None:
+    import io
+
+    from memegen import meme_bytes
+    from PIL import Image
+
+    category = tmp_path / "ChineseBQB" / "001Funny_滑稽BQB"
+    category.mkdir(parents=True)
+    for caption, seed in (("今天也要加油", 1), ("这个锅我不背", 2), ("下班了吗", 3)):
+        (category / f"滑稽{seed:05d}-{caption}.png").write_bytes(meme_bytes(caption, seed, "png"))
+    for name, size in (("细条00001.png", (1, 20000)), ("细条00002.png", (3000, 2))):
+        buf = io.BytesIO()
+        Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG")
+        (category / name).write_bytes(buf.getvalue())
+    (tmp_path / "mute.yaml").write_text(
+        "embeddings:\n"
+        "  - {name: mute, provider: flaky_providers.MuteFailingEmbedder, model: multilingual-e5-small,\n"
+        f"     dimensions: 384, collection: {COLLECTION}, is_default: true, batch_size: 1}}\n", encoding="utf-8")
+    settings = {"EMOMO_CONFIG": "mute.yaml"}
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(tmp_path / "ChineseBQB"), settings=settings)
+    memes = {m["source_id"].rsplit("/", 1)[1]: m for m in read_state(tmp_path).memes}
+    # The thin pictures are read (no text on them) and described by their names; the failing
+    # caption's error, though it has no message, is named by its type and parks that meme alone.
+    assert {name: m["status"] for name, m in memes.items()} == {
+        "滑稽00001-今天也要加油.png": "active", "滑稽00002-这个锅我不背.png": "pending",
+        "滑稽00003-下班了吗.png": "active", "细条00001.png": "active", "细条00002.png": "active"}
+    failing = memes["滑稽00002-这个锅我不背.png"]
+    assert (failing["attempts"], failing["last_error"]) == (1, "RuntimeError (no message)")
+    [warning] = run.lines("embed failed", "WARNING")
+    assert warning.endswith(": RuntimeError (no message); the meme is recorded as pending")
+    assert run.stat("emomo/ingest/processed") == 4 and run.stat("emomo/ingest/pending") == 1
+    # `scrapy crawl pending` tries again; the third failure (ingest.max_attempts: 3) is the last.
+    second = run_crawl(tmp_path, "pending", settings=settings)
+    assert second.stat("emomo/ingest/pending") == 1
+    third = run_crawl(tmp_path, "pending", settings=settings)
+    assert third.stat("emomo/ingest/failed") == 1 and "emomo/ingest/pending" not in third.stats
+    [failed] = [m for m in read_state(tmp_path).memes if m["status"] != "active"]
+    assert (failed["status"], failed["attempts"], failed["last_error"]) == ("failed", 3, "RuntimeError (no message)")
+    fourth = run_crawl(tmp_path, "pending", settings=settings)
+    assert "emomo/ingest/failed" not in fourth.stats and "emomo/ingest/pending" not in fourth.stats

@@ -118,6 +118,42 @@ def test_a_file_that_is_no_image_is_refused_without_printing_its_bytes(tmp_path:
     assert "not an image" in str(err.value) and "root" not in str(err.value)
 
 
+def _frame_bomb(frames: int, side: int) -> bytes:
+    """A GIF of ``frames`` frames on a ``side``-pixel screen, each frame one pixel: tens of KB."""
+    import struct
+
+    out = bytearray(b"GIF89a" + struct.pack("<HH", side, side) + bytes([0x80, 0, 0]) + b"\0\0\0\xff\xff\xff")
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    for _ in range(frames):
+        out += b"\x21\xf9\x04\x04\x01\x00\x00\x00" + b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\x00"
+        out += b"\x02\x02\x44\x01\x00"
+    return bytes(out + b"\x3b")
+
+
+@pytest.mark.parametrize(("frames", "message"), [
+    (2000, "an animation of 2000 frames is over ingest.max_frames=1000"),
+    (100, "an animation of 100 frames of 3000x3000 pixels (900000000 in all) is over "
+          "ingest.max_frame_pixels=400000000"),
+])
+def test_a_frame_bomb_is_refused_before_its_frames_are_decoded(frames: int, message: str) -> None:
+    from emomo.config import IngestConfig
+
+    limits = IngestConfig()
+    bomb = _frame_bomb(frames, 3000)
+    assert len(bomb) < 60_000
+    with pytest.raises(ImageError) as err:
+        within(5, lambda: read_image(bomb, None, limits.max_image_bytes, limits.max_pixels, None, limits.max_frames,
+                                     limits.max_frame_pixels))
+    assert str(err.value) == message
+
+
+def test_a_png_with_a_bad_checksum_is_called_a_broken_png(tmp_path: Path, cjk_font: str) -> None:
+    data = bytearray(meme_bytes("校验", 6, "png"))
+    data[29] ^= 0xFF  # the IHDR chunk's CRC
+    with pytest.raises(ImageError, match="^broken png file: its header cannot be read$"):
+        read_image(bytes(data), None, 10_000_000, 10_000_000)
+
+
 WALK_AS_NOBODY = """
 import json, os, sys
 from emomo.sources.chinesebqb import BQBFile, walk  # imported as root: the interpreter's files may be root's
@@ -187,6 +223,82 @@ def test_a_hostile_manifest_costs_only_its_bad_lines(tmp_path: Path) -> None:
     assert set(problems) == {2, 3, 5, 6, 7, 8}
 
 
+def test_a_line_that_breaks_the_json_parser_costs_only_itself(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "a.png").write_bytes(b"\x89PNG")
+    lines = [b"[" * 100_000 + b"\n",                                               # 1: nested past the recursion limit
+             b'{"id": "2", "filename": "a.png", "n": ' + b"9" * 5000 + b"}\n",     # 2: a 5,000-digit number
+             manifest_line(id="3", filename="a.png", tags=[])]                     # 3: fine
+    (folder / "manifest.jsonl").write_bytes(b"".join(lines))
+    entries = within(20, lambda: list(read_manifest(folder)))
+    assert [(e.line, e.id) for e in entries if isinstance(e, StagingEntry)] == [(3, "3")]
+    problems = {p.line: p.message for p in entries if isinstance(p, StagingProblem)}
+    assert problems[1].startswith("line 1: unreadable JSON (RecursionError") and "\n" not in problems[1]
+    assert problems[2].startswith("line 2: unreadable JSON (ValueError: Exceeds the limit")
+
+
+def test_a_staging_images_folder_that_is_a_link_is_refused_in_one_line(tmp_path: Path) -> None:
+    from emomo.sources.staging import ManifestUnreadable
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "a.png").write_bytes(b"\x89PNG")
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "images").symlink_to(outside)
+    (folder / "manifest.jsonl").write_bytes(manifest_line(id="1", filename="a.png", tags=[]))
+    with pytest.raises(ManifestUnreadable, match=f"^{folder / 'images'} is a link \\(to {outside}\\): "):
+        list(read_manifest(folder))
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_read(tmp_path: Path, cjk_font: str) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(meme_bytes("机密", 1, "png"))
+    category = tmp_path / "repo" / "001Funny_滑稽BQB"
+    category.mkdir(parents=True)
+    for name in ("m1.png", "m2.png"):
+        (category / name).write_bytes(meme_bytes(name, 2, "png"))
+    [first, second] = [f for f in walk(tmp_path / "repo") if isinstance(f, BQBFile)]
+    # between the listing and the read: one file becomes a link out, the other another file
+    link = category / "tmp.lnk"
+    link.symlink_to(secret)
+    os.replace(link, first.path)
+    os.replace(secret, second.path)
+    for listed in (first, second):
+        with pytest.raises(ImageError, match="listed") as err:
+            read_image(None, listed.path, 10_000_000, 10_000_000, listed.identity)
+        assert err.value.kind == "changed"
+
+
+def test_a_tree_nested_a_thousand_deep_is_walked_to_its_bound(tmp_path: Path, cjk_font: str) -> None:
+    from emomo.sources.chinesebqb import MAX_DEPTH
+
+    category = tmp_path / "repo" / "002Cat_猫BQB"
+    category.mkdir(parents=True)
+    (category / "top.png").write_bytes(meme_bytes("上面", 3, "png"))
+    deep = category
+    for _ in range(1000):
+        deep = deep / "d"
+        os.mkdir(deep)
+    (deep / "bottom.png").write_bytes(meme_bytes("下面", 4, "png"))
+    (category / "d" / "near.png").write_bytes(meme_bytes("近", 5, "png"))
+    try:
+        found = within(60, lambda: list(walk(tmp_path / "repo")))
+    finally:
+        # pytest's clean-up of old temporary folders recurses: it could not remove this one
+        (deep / "bottom.png").unlink()
+        while deep != category:
+            for leftover in deep.iterdir():
+                leftover.unlink()
+            deep.rmdir()
+            deep = deep.parent
+    assert [f.rel_path for f in found if isinstance(f, BQBFile)] == ["002Cat_猫BQB/top.png", "002Cat_猫BQB/d/near.png"]
+    [too_deep] = [f for f in found if isinstance(f, Skipped)]
+    assert too_deep.kind == "too_deep" and too_deep.rel_path.count("/d") == MAX_DEPTH + 1
+    assert f"more than {MAX_DEPTH} levels" in too_deep.reason
+
+
 def test_a_manifest_that_is_no_regular_file_is_refused(tmp_path: Path) -> None:
     from emomo.sources.staging import ManifestUnreadable, open_manifest
 
@@ -215,6 +327,11 @@ def test_clean_text_drops_control_characters_and_bounds_the_length() -> None:
     ("ingest:\n  ocr_min_score: 1.5\n", "ingest.ocr_min_score must be <= 1, got 1.5"),
     ("vlm:\n  max_in_flight: 0\n", "vlm.max_in_flight must be >= 1, got 0"),
     ("ingest:\n  max_tag_chars: 0\n", "ingest.max_tag_chars must be >= 1, got 0"),
+    ("ingest:\n  batch_max_wait: .inf\n", "ingest.batch_max_wait must be a finite number, got inf"),
+    ("ingest:\n  ocr_threads: 1000000000000000000000000000000\n", "ingest.ocr_threads must be <= "),
+    ("ingest:\n  ocr_threads: 100000\n", f"ingest.ocr_threads must be <= {4 * (os.cpu_count() or 1)}, got 100000"),
+    ("vlm:\n  timeout: 1.0e9\n", "vlm.timeout must be <= 3600, got '1.0e9'"),
+    ("server:\n  idle_timeout: .nan\n", "server.idle_timeout must be a finite number, got nan"),
 ])
 def test_numbers_out_of_range_are_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "config.yaml"

@@ -48,14 +48,22 @@ class Served:
             body, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
         return status, json.loads(body) if "json" in ctype else body
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def raw(self, path: str) -> int:
+        return self.exchange("GET", path)[0]
+
+    def exchange(self, method: str, path: str) -> tuple[int, http.client.HTTPMessage, bytes]:
         """A request with the path sent exactly as written (no client-side normalising)."""
-        conn = http.client.HTTPConnection("127.0.0.1", int(self.url.rsplit(":", 1)[1]), timeout=30)
-        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.putrequest(method, path, skip_accept_encoding=True)
         conn.endheaders()
-        status = conn.getresponse().status
+        response = conn.getresponse()
+        answer = response.status, response.headers, response.read()
         conn.close()
-        return status
+        return answer
 
 
 def start_server(workdir: Path, env: dict[str, str] | None = None, *args: str) -> Served:
@@ -78,7 +86,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     run_crawl(workdir, "chinesebqb", repo_path=str(SAMPLE))
     cli = {"search": json.loads(scrapy(workdir, "search", "我太难了", "--top", "5", "--json").stdout),
            "stats": json.loads(scrapy(workdir, "stats", "--json").stdout)}
-    server = start_server(workdir)
+    # Connections idle for 2 s are closed, and at most 60 held at once (the fifty searches fit).
+    (workdir / "serve.yaml").write_text("server:\n  idle_timeout: 2\n  max_connections: 60\n", encoding="utf-8")
+    server = start_server(workdir, None, "-s", "EMOMO_CONFIG=serve.yaml")
     server.cli = cli
     try:
         yield server
@@ -137,6 +147,63 @@ def test_bad_input_is_a_400_naming_the_parameter(served: Served, path: str, mess
 ])
 def test_nothing_outside_the_store_is_served(served: Served, path: str) -> None:
     assert served.raw(path) == 404
+
+
+@pytest.mark.parametrize("ext", ["html", "svg", "txt", "json"])
+def test_a_file_named_like_a_key_that_is_no_image_is_not_served(served: Served, ext: str) -> None:
+    planted = served.workdir / "data" / "objects" / "aa" / f"{'a' * 32}.{ext}"
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_text("<script>alert(document.cookie)</script>", encoding="utf-8")
+    status, headers, body = served.exchange("GET", f"/images/aa/{planted.name}")
+    assert status == 404 and json.loads(body) == {"error": "no such image"}
+
+
+def test_every_response_carries_the_browser_guards_and_every_error_is_json(served: Served) -> None:
+    _, hits = served.get(q("我太难了", top="1"))
+    status, headers, _ = served.exchange("GET", hits[0]["image_url"])
+    assert status == 200 and headers["Content-Type"] == f"image/{hits[0]['format'].replace('jpg', 'jpeg')}"
+    for path in ("/", hits[0]["image_url"], q("开心"), "/no/such/page"):
+        _, headers, _ = served.exchange("GET", path)
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert "script-src 'self'" in headers["Content-Security-Policy"], path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+    status, headers, body = served.exchange("GET", "/no/such/page")
+    assert status == 404 and headers["Content-Type"].startswith("application/json")
+    assert json.loads(body) == {"error": "Not Found: /no/such/page"}
+    status, headers, body = served.exchange("DELETE", "/api/v1/search")
+    assert status == 405 and headers["Allow"] == "GET,HEAD"
+    assert json.loads(body) == {"error": "Method Not Allowed: DELETE /api/v1/search (allowed: GET, HEAD)"}
+
+
+def test_idle_connections_are_closed_and_a_flood_of_them_never_silences_the_api(served: Served) -> None:
+    import socket
+    import time
+
+    silent = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(90)]
+    try:
+        time.sleep(0.5)
+
+        def closed(sock: socket.socket, flags: int = socket.MSG_DONTWAIT) -> bool:
+            try:
+                while chunk := sock.recv(1024, flags):
+                    assert chunk.startswith(b"HTTP/1.1 503 ")  # a refusal over the cap
+                return True
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:
+                return True
+
+        # over the cap, a connection is refused at once; the rest closed once idle for the timeout
+        assert sum(map(closed, silent)) >= 30
+        started = time.monotonic()
+        assert all(closed(sock, 0) for sock in silent)
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in silent:
+            sock.close()
+    status, hits = served.get(q("开心", top="3"))
+    assert status == 200 and len(hits) == 3
 
 
 def test_stats_and_categories(served: Served) -> None:

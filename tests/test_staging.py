@@ -89,3 +89,35 @@ def test_a_manifest_of_nothing_but_bad_lines_is_no_success(tmp_path: Path) -> No
     from emomo.commands.crawl import EXIT_CODES
 
     assert EXIT_CODES["nothing_usable"] == 1
+
+
+def test_ids_that_share_a_file_are_each_a_source_of_its_meme(tmp_path: Path, cjk_font: str) -> None:
+    import sqlite3
+    import threading
+
+    folder = tmp_path / "staging" / "shop"
+    images = folder / "images"
+    images.mkdir(parents=True)
+    (images / "one.gif").write_bytes(meme_bytes("摸鱼快乐", 1, "gif"))
+    (images / "two.png").write_bytes(meme_bytes("溜了溜了", 2, "png"))
+    (images / "link.gif").symlink_to("one.gif")
+    lines = [{"id": "a", "filename": "one.gif"}, {"id": "b", "filename": "one.gif"},
+             {"id": "c", "filename": "link.gif"}, {"id": "d", "filename": "two.png"}]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    # Once, the third id of one file waited for the first's in-flight entry, which the second
+    # had taken over: a crawl that never ended.
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(run=run_crawl(
+        tmp_path, "staging", source="shop", staging_path=str(tmp_path / "staging"))), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the crawl did not end"
+    run = box["run"]
+    assert run.finish_reason == "finished"
+    assert run.stat("emomo/ingest/processed") == 2 and run.stat("emomo/ingest/duplicate") == 2
+    with sqlite3.connect(tmp_path / "data" / "emomo.db") as db:
+        sources = dict(db.execute("SELECT source_id, meme_id FROM meme_sources").fetchall())
+        memes = dict(db.execute("SELECT id, md5_hash FROM memes").fetchall())
+    assert sorted(sources) == ["shop_a", "shop_b", "shop_c", "shop_d"]
+    assert sources["shop_a"] == sources["shop_b"] == sources["shop_c"] != sources["shop_d"]
+    assert len(memes) == 2

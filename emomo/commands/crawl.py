@@ -21,7 +21,7 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 from scrapy.utils.log import configure_logging
 
-from emomo.errors import ConfigError
+from emomo.errors import DISK_FULL, ConfigError
 from emomo.ingest.runtime import BACKEND_UNAVAILABLE
 from emomo.spider import NOTHING_USABLE, SOURCE_UNREACHABLE, SOURCE_UNREADABLE, MemeSpider
 
@@ -40,6 +40,7 @@ EXIT_CODES = {
     # Stopped early: an API key was refused, or the writes kept failing (an outage).
     "refused_key": 1,
     "write_failures": 1,
+    DISK_FULL: 1,
     # The source could not be reached at all (a site's first page never came), or held nothing
     # that could be taken (every manifest line invalid, every file broken).
     SOURCE_UNREACHABLE: 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import signal
 
 from aiohttp import web
@@ -40,18 +41,55 @@ class Command(EmomoCommand):
         self.call(serve(service, host, port))
 
 
+#: descriptors kept for the backends (database pool, index files, store) below the process's limit
+RESERVED_DESCRIPTORS = 64
+
+
+_BUSY = b'{"error": "too many connections"}'
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: a 503 and closed at once, holding nothing."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
+        transport.close()
+
+
+def connection_cap(configured: int) -> int:
+    """Connections held at once: the configured cap, within what the descriptor limit leaves."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - RESERVED_DESCRIPTORS))
+
+
 async def serve(service: SearchService, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, then close the backends."""
-    runner = web.AppRunner(build_app(service), access_log=None)
+    config = service.config.server
+    # aiohttp closes a connection idle for keepalive_timeout, counted from its opening too: a
+    # silent socket or one that sends its headers a byte a minute is let go of.
+    runner = web.AppRunner(build_app(service), access_log=None, keepalive_timeout=config.idle_timeout)
+    cap = connection_cap(config.max_connections)
+    listening: asyncio.Server | None = None
     try:
         await runner.setup()  # opens the backends: a bad config fails here, before listening
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        server = runner.server
+        assert server is not None
+
+        def accept() -> asyncio.Protocol:
+            return server() if len(server.connections) < cap else _Refused()
+
+        loop = asyncio.get_running_loop()
+        listening = await loop.create_server(accept, host, port, reuse_address=True)
         print(f"Serving the meme search on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if listening is not None:
+            listening.close()
         await runner.cleanup()

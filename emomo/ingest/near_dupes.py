@@ -234,14 +234,18 @@ class NearInFlight:
         self._items[md5] = _Flight(check, asyncio.Event())
         return earlier
 
-    def leave(self, md5: str) -> None:
-        flight = self._items.pop(md5, None)
-        if flight is not None:
+    def leave(self, md5: str, check: NearCheck) -> None:
+        """The item with ``check`` left: only its own entry goes (another item of the same md5
+        may have entered since, and its waiters wait for it)."""
+        flight = self._items.get(md5)
+        if flight is not None and flight.check is check:
+            del self._items[md5]
             flight.done.set()
 
     def clear(self) -> None:
-        for md5 in list(self._items):
-            self.leave(md5)
+        for flight in self._items.values():
+            flight.done.set()
+        self._items.clear()
 
     def __len__(self) -> int:
         return len(self._items)

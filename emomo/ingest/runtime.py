@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -29,7 +30,7 @@ from scrapy.settings import BaseSettings
 
 from emomo import clients
 from emomo.config import EmbeddingConfig, EmomoConfig, load_config
-from emomo.errors import BackendUnavailable, ConfigError
+from emomo.errors import BackendUnavailable, ConfigError, error_text
 from emomo.ingest.admission import Admission
 from emomo.ingest.batcher import MicroBatcher, counted
 from emomo.ingest.near_dupes import NearIndex, NearInFlight
@@ -81,6 +82,20 @@ def sized_pool(config: EmomoConfig) -> EmomoConfig:
         return config
     size = 10 if config.vlm.provider == "local" else min(50, 10 + config.vlm.max_in_flight // 4)
     return config.model_copy(update={"database": config.database.model_copy(update={"pool_max_size": size})})
+
+
+def check_free_space(config: EmomoConfig) -> None:
+    """Refuse to start (ConfigError, one line) when a folder the crawl writes to sits on a disk
+    with less than ingest.min_free_mb free."""
+    need = config.ingest.min_free_mb * 1024 * 1024
+    for path in config.local_write_paths():
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None:
+            continue
+        free = shutil.disk_usage(existing).free
+        if free < need:
+            raise ConfigError(f"{path}: its disk has {free // (1024 * 1024)} MB free, less than ingest.min_free_mb="
+                              f"{config.ingest.min_free_mb}; free some space (or point the data elsewhere)")
 
 
 class IngestRuntime:
@@ -140,7 +155,8 @@ class IngestRuntime:
         self._closing_task: asyncio.Task[None] | None = None
         self._poke_due = False
         #: md5 -> the source of the item that holds it in this crawl
-        self._claims: dict[str, str] = {}
+        #: md5 -> the item (its state) ingesting it in this crawl; others with it follow
+        self._claims: dict[str, ItemState] = {}
         #: the near-duplicate signatures of the items in flight (copies read at the same moment),
         #: and of every recorded meme
         self.near_in_flight = NearInFlight()
@@ -194,6 +210,7 @@ class IngestRuntime:
         await self.close()
 
     async def open(self) -> None:
+        check_free_space(self.config)
         # The embedder first: a collection is never created with a dimension it would not fill.
         await probe_embedder(self.embedder, self.embedding)
         await self.index.open()
@@ -445,10 +462,8 @@ class IngestRuntime:
 
     def claim(self, state: ItemState) -> str | None:
         """Claim the item's md5 for this crawl; the source already holding it, if any."""
-        holder = self._claims.get(state.md5)
-        if holder is None:
-            self._claims[state.md5] = state.source
-        return holder
+        holder = self._claims.setdefault(state.md5, state)
+        return None if holder is state else holder.source
 
     async def claim_shared(self, state: ItemState) -> str | None:
         """Claim the item's md5 among the workers sharing the database; the worker holding it, if
@@ -474,8 +489,9 @@ class IngestRuntime:
 
     @staticmethod
     def park(state: ItemState, exc: Exception) -> None:
-        """Mark the item's meme to be recorded and left for a later run."""
-        state.deferred = str(exc)
+        """Mark the item's meme to be recorded and left for a later run (with the reason: an
+        exception without a message is named by its type)."""
+        state.deferred = error_text(exc)
         if isinstance(exc, ProviderError) and exc.item_fault:
             state.park_status = "failed"
 
@@ -483,8 +499,9 @@ class IngestRuntime:
         """The item leaves the pipelines: its state comes off it and its md5 claim is let go."""
         state = detach(item)
         if state is not None and state.near is not None:
-            self.near_in_flight.leave(state.md5)
-        if state is not None and self._claims.get(state.md5) == state.source:
+            self.near_in_flight.leave(state.md5, state.near)
+        # Its own claim only: two ids of a manifest may name one file (the same source text).
+        if state is not None and self._claims.get(state.md5) is state:
             del self._claims[state.md5]
         if state is not None and state.shared_claim:
             state.shared_claim = False

@@ -17,7 +17,7 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import NotConfigured
 
 from emomo.config import IngestConfig
-from emomo.errors import IngestDrop, Interrupted, InvalidImage, StageFailed
+from emomo.errors import DISK_FULL, IngestDrop, Interrupted, InvalidImage, StageFailed, disk_full
 from emomo.imaging import ImageError, ImageInfo, read_image
 from emomo.ingest.runtime import IngestRuntime
 from emomo.ingest.state import ItemState
@@ -63,7 +63,8 @@ async def read_item(adapter: ItemAdapter, limits: IngestConfig, stats: StatsColl
     (InvalidImage); text that had to be cut is counted (``emomo/read/truncated``)."""
     try:
         found = await asyncio.to_thread(
-            read_image, adapter.get("body"), adapter.get("path"), limits.max_image_bytes, limits.max_pixels)
+            read_image, adapter.get("body"), adapter.get("path"), limits.max_image_bytes, limits.max_pixels,
+            adapter.get("file_identity"), limits.max_frames, limits.max_frame_pixels)
     except ImageError as exc:
         source = item_source(adapter)
         stats.inc_value(f"emomo/read/{exc.kind}")
@@ -135,7 +136,10 @@ class Stage:
             for leftover in leftovers:
                 self.count("undo_failed")
                 self.log(logging.ERROR, "could not undo %s for %s", leftover, source)
-            if backend is not None:
+            if disk_full(exc):
+                self.runtime.stop(f"{self.name} failed for {source}: the disk is full ({type(exc).__name__}: {exc}); "
+                                  "free some space, then run the crawl again", reason=DISK_FULL)
+            elif backend is not None:
                 self.runtime.write_failed(backend, f"{self.name} failed for {source}: {type(exc).__name__}: {exc}")
             raise StageFailed(f"{self.name} failed for {source}: {exc}") from exc
         finally:

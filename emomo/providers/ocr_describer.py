@@ -38,6 +38,11 @@ def compose_description(text: str, context: DescribeContext) -> str:
     return "。".join(parts)
 
 
+#: the thinnest picture read for text (pixels), and its longest side to its shortest at most
+MIN_TEXT_SIDE = 8
+MAX_TEXT_ASPECT = 50
+
+
 def _load(single_threaded: bool) -> Any:
     from rapidocr_onnxruntime import RapidOCR
 
@@ -65,8 +70,12 @@ class TextReader:
         self.read_seconds = 0.0
 
     def read_text(self, engine: Any, image: bytes) -> str:
-        """The text drawn on the image (first frame of an animation), top to bottom."""
-        rgb = np.asarray(first_frame_rgb(image))
+        """The text drawn on the image (first frame of an animation), top to bottom. A picture
+        too thin to hold a line of text has none (RapidOCR cannot resize it and raises)."""
+        frame = first_frame_rgb(image)
+        if min(frame.size) < MIN_TEXT_SIDE or max(frame.size) > MAX_TEXT_ASPECT * min(frame.size):
+            return ""
+        rgb = np.asarray(frame)
         result, _ = engine(np.ascontiguousarray(rgb[:, :, ::-1]))
         lines = [text.strip() for _box, text, score in (result or []) if float(score) >= self.min_score]
         return " ".join(line for line in lines if line)

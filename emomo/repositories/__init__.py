@@ -180,6 +180,10 @@ class MemeRepository(Protocol):
 
     async def set_status(self, meme_id: str, status: str) -> None: ...
 
+    async def park(self, meme_id: str, status: str, error: str, max_attempts: int) -> str:
+        """One more failed attempt at the meme, ``error`` its reason: ``status`` (pending or
+        failed), or failed once ``max_attempts`` attempts have failed; the status set."""
+
     async def source_ids(self, source_type: str) -> set[str]: ...
 
     async def get_cursor(self, source: str) -> str | None: ...

@@ -37,10 +37,15 @@ SHARD_MARKER = "edge_config.json"
 HOLDER = "emomo-holder.json"
 
 
+def _command() -> str:
+    """This process's command as a user typed it: ``scrapy crawl x``, ``python -m pytest -q``."""
+    first = Path(sys.argv[0])
+    name = f"python -m {first.parent.name}" if first.name == "__main__.py" else first.name
+    return " ".join([name, *sys.argv[1:]])
+
+
 def _write_holder(folder: Path) -> None:
-    record = {"pid": os.getpid(), "command": " ".join(os.path.basename(a) if i == 0 else a
-                                                       for i, a in enumerate(sys.argv)),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {"pid": os.getpid(), "command": _command(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         (folder / HOLDER).write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
     except OSError:  # a read-only folder: the refusal then names no holder

@@ -181,4 +181,10 @@ MIGRATIONS: list[tuple[int, list[Statement]]] = [
         "CREATE INDEX IF NOT EXISTS idx_meme_phashes_seq ON meme_phashes (seq)",
         "DROP TABLE IF EXISTS meme_phash_bands",
     ]),
+    (7, [
+        # A meme that failed to be described or embedded: how many times, and the last reason;
+        # after ingest.max_attempts it is failed, not retried by every `scrapy crawl pending`.
+        "ALTER TABLE memes ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE memes ADD COLUMN last_error TEXT",
+    ]),
 ]

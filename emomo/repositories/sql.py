@@ -53,6 +53,9 @@ def _meme(row: dict[str, Any]) -> MemeRecord:
     )
 
 
+#: a failure's reason kept with its meme (the first lines of an upstream error body are enough)
+MAX_ERROR_CHARS = 500
+
 _INSERT_SOURCE = "INSERT INTO meme_sources (source_type, source_id, meme_id, md5_hash, locator) VALUES (?, ?, ?, ?, ?)"
 
 _UPSERT_DESCRIPTION = (
@@ -339,6 +342,15 @@ class SQLMemeRepository(ABC):
         async with self.session() as s:
             await s.execute("UPDATE memes SET status = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
                             (status, meme_id))
+
+    async def park(self, meme_id: str, status: str, error: str, max_attempts: int) -> str:
+        async with self.session() as s:
+            await s.execute(
+                "UPDATE memes SET attempts = attempts + 1, last_error = ?, updated_at = CURRENT_TIMESTAMP, "
+                "status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE ? END WHERE id = ?",
+                (error[:MAX_ERROR_CHARS], max_attempts, status, meme_id))
+            row = await s.fetchone("SELECT status FROM memes WHERE id = ?", (meme_id,))
+        return str(row["status"]) if row else status
 
     async def delete_meme(self, meme_id: str) -> None:
         """Undo a meme: its row, vector rows and source links. Its descriptions stay: they were

@@ -41,6 +41,8 @@ class BQBFile:
     path: str  # the file to read: its real path, inside the clone
     category: str
     tags: list[str] = field(default_factory=list)
+    #: (device, inode) of the file listed: the read refuses any other file found at ``path`` then
+    identity: tuple[int, int] | None = None
 
 
 def _strip_symbols(text: str) -> str:
@@ -111,26 +113,54 @@ class Skipped:
 
     rel_path: str  # escaped, relative to the clone
     path: str  # escaped, as the user named the clone: what the log shows
-    kind: str  # link_outside, link_loop, not_regular, unreadable, unsupported_format
+    kind: str  # link_outside, link_loop, not_regular, unreadable, unsupported_format, too_deep, changed
     reason: str
 
 
-def _head(path: str) -> bytes:
-    """The first bytes of a regular file (opened without blocking, checked on the descriptor)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+#: folders below a category folder walked at most this deep (ChineseBQB's are 1 or 2): deeper is
+#: no meme collection, and a bound keeps a hostile tree of thousands of nested folders cheap
+MAX_DEPTH = 32
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def identity(st: os.stat_result) -> tuple[int, int]:
+    """What a file is, whatever its path: the read checks it opened the file the walk listed."""
+    return st.st_dev, st.st_ino
+
+
+def _head(path: str, expected: tuple[int, int]) -> bytes:
+    """The first bytes of the regular file the walk listed (not a link put in its place since)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"{file_kind(mode)}: not read")
+        st = os.fstat(fd)
+        if identity(st) != expected:
+            raise OSError("changed since it was listed: not read")
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{file_kind(st.st_mode)}: not read")
         return os.read(fd, SNIFF_BYTES)
     finally:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class _Folder:
+    real: str
+    id: tuple[int, int]
+    rel: str
+    category: str
+    depth: int
+
+
 class _Walk:
-    """One walk of a clone. Only what resolves inside the clone is followed: Git keeps
-    symlinks, so a fork can link a file or a whole category anywhere on the machine.
-    Folders are walked once each (a link back up the tree would never end)."""
+    """One walk of a clone, folder by folder off a stack (no recursion: a tree nested a thousand
+    deep is walked to MAX_DEPTH and said). Only what resolves inside the clone is followed: Git
+    keeps symlinks, so a fork can link a file or a whole category anywhere on the machine.
+    Folders are walked once each (a link back up the tree would never end).
+
+    Each folder is opened without following a link and checked to be the one its parent listed,
+    and listed through that descriptor; each file's identity is kept for the read. A file or
+    folder swapped for a link to elsewhere between the listing and the read is refused then.
+    """
 
     def __init__(self, repo: str | os.PathLike[str]) -> None:
         self.top = os.path.abspath(repo)
@@ -143,74 +173,92 @@ class _Walk:
     def inside(self, real: str) -> bool:
         return real == self.real_root or real.startswith(self.real_root + os.sep)
 
-    def entries(self, real_dir: str, rel: str) -> list[os.DirEntry[str]] | Skipped:
+    def entries(self, folder: _Folder) -> list[tuple[str, os.stat_result]] | Skipped:
+        """The folder's entries with their own status (a link's, not its target's), read through
+        a descriptor of the folder its parent listed."""
         try:
-            with os.scandir(real_dir) as it:
-                return sorted(it, key=lambda e: e.name)
+            fd = os.open(folder.real, _OPEN_DIR)
         except OSError as exc:
-            return self.skip(rel, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+            return self.skip(folder.rel, "unreadable", f"cannot open the folder: {exc.strerror or exc}")
+        try:
+            if identity(os.fstat(fd)) != folder.id:
+                return self.skip(folder.rel, "changed", "the folder changed since it was listed: not walked")
+            with os.scandir(fd) as it:
+                found = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+        except OSError as exc:
+            return self.skip(folder.rel, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+        finally:
+            os.close(fd)
+        return sorted(found)
 
-    def resolve(self, entry: os.DirEntry[str], real_dir: str, rel: str) -> tuple[str, os.stat_result] | Skipped:
-        """The real path and status of ``entry``, or why it is not followed."""
-        real = os.path.join(real_dir, entry.name)
-        link = entry.is_symlink()
-        if link:
+    def resolve(self, name: str, st: os.stat_result, real_dir: str, rel: str) -> tuple[str, os.stat_result] | Skipped:
+        """The real path and status of an entry, or why it is not followed."""
+        real = os.path.join(real_dir, name)
+        if stat.S_ISLNK(st.st_mode):
             real = os.path.realpath(real)
             if not self.inside(real):
                 return self.skip(rel, "link_outside", f"a link -> {real}, outside {self.real_root}: not followed")
-        try:
-            st = os.stat(real)
-        except OSError as exc:
-            what = f"a link -> {real}: " if link else ""
-            return self.skip(rel, "unreadable", f"{what}cannot read: {exc.strerror or exc}")
-        if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) in self.visited:
+            try:
+                st = os.stat(real, follow_symlinks=False)
+            except OSError as exc:
+                return self.skip(rel, "unreadable", f"a link -> {real}: cannot read: {exc.strerror or exc}")
+        if stat.S_ISDIR(st.st_mode) and identity(st) in self.visited:
             return self.skip(rel, "link_loop", f"a link -> {real}, a folder already walked: not followed")
         return real, st
 
     def run(self) -> Iterator[BQBFile | Skipped]:
-        st = os.stat(self.real_root)
-        self.visited.add((st.st_dev, st.st_ino))
-        tops = self.entries(self.real_root, "")
+        root = _Folder(self.real_root, identity(os.stat(self.real_root)), "", "", 0)
+        self.visited.add(root.id)
+        tops = self.entries(root)
         if isinstance(tops, Skipped):
             raise OSError(f"cannot list {self.top}: {tops.reason}")
-        for top in tops:
-            if top.name.startswith(".") or top.name in SKIP_DIRS:
+        for name, st in tops:
+            if name.startswith(".") or name in SKIP_DIRS:
                 continue
-            found = self.resolve(top, self.real_root, top.name)
+            found = self.resolve(name, st, self.real_root, name)
             if isinstance(found, Skipped):
                 yield found
             elif stat.S_ISDIR(found[1].st_mode):
                 # Files at the top are the clone's own (zips, README.md, build.js): no memes.
-                yield from self.folder(found[0], found[1], top.name, top.name)
+                yield from self.category(_Folder(found[0], identity(found[1]), name, name, 0))
 
-    def folder(self, real_dir: str, st: os.stat_result, rel: str, category: str) -> Iterator[BQBFile | Skipped]:
-        self.visited.add((st.st_dev, st.st_ino))
-        entries = self.entries(real_dir, rel)
-        if isinstance(entries, Skipped):
-            yield entries
-            return
-        folders: list[tuple[str, os.stat_result, str]] = []
-        for entry in entries:
-            if entry.name.startswith("."):
+    def category(self, top: _Folder) -> Iterator[BQBFile | Skipped]:
+        """A category folder and every folder under it: files of a folder first, then its
+        folders, each by name (a stable order)."""
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            if folder.id in self.visited:  # reached twice (a link to it listed before it was walked)
                 continue
-            child = f"{rel}/{entry.name}"
-            found = self.resolve(entry, real_dir, child)
-            if isinstance(found, Skipped):
-                yield found
+            self.visited.add(folder.id)
+            entries = self.entries(folder)
+            if isinstance(entries, Skipped):
+                yield entries
                 continue
-            real, child_st = found
-            if stat.S_ISDIR(child_st.st_mode):
-                folders.append((real, child_st, child))
-            elif not stat.S_ISREG(child_st.st_mode):
-                yield self.skip(child, "not_regular", f"{file_kind(child_st.st_mode)}: not read")
-            else:
-                yield from self.file(real, child, entry.name, category)
-        # Files of a folder first, then its folders, each by name: a stable order.
-        for real, child_st, child in folders:
-            if (child_st.st_dev, child_st.st_ino) not in self.visited:
-                yield from self.folder(real, child_st, child, category)
+            below: list[_Folder] = []
+            for name, st in entries:
+                if name.startswith("."):
+                    continue
+                child = f"{folder.rel}/{name}"
+                found = self.resolve(name, st, folder.real, child)
+                if isinstance(found, Skipped):
+                    yield found
+                    continue
+                real, child_st = found
+                if stat.S_ISDIR(child_st.st_mode):
+                    if folder.depth >= MAX_DEPTH:
+                        yield self.skip(child, "too_deep", f"a folder more than {MAX_DEPTH} levels below the "
+                                        "category: not walked")
+                    else:
+                        below.append(_Folder(real, identity(child_st), child, folder.category, folder.depth + 1))
+                elif not stat.S_ISREG(child_st.st_mode):
+                    yield self.skip(child, "not_regular", f"{file_kind(child_st.st_mode)}: not read")
+                else:
+                    yield from self.file(real, identity(child_st), child, name, folder.category)
+            stack.extend(reversed(below))
 
-    def file(self, real: str, rel: str, name: str, category: str) -> Iterator[BQBFile | Skipped]:
+    def file(self, real: str, file_id: tuple[int, int], rel: str, name: str,
+             category: str) -> Iterator[BQBFile | Skipped]:
         if skipped(name):
             return
         suffix = os.path.splitext(name)[1].lower()
@@ -221,7 +269,7 @@ class _Walk:
         if suffix not in IMAGE_SUFFIXES:
             # No extension or an odd one (common in the clone): the first bytes decide.
             try:
-                head = _head(real)
+                head = _head(real, file_id)
             except OSError as exc:
                 yield self.skip(rel, "unreadable", f"cannot read: {exc.strerror or exc}")
                 return
@@ -232,7 +280,7 @@ class _Walk:
                                     "(accepted: jpg, png, gif, webp)")
                 return  # a LICENSE or a note: no meme
         yield BQBFile(rel_path=escape_name(rel), path=real, category=escape_name(category),
-                      tags=file_tags(strip_undecodable(category), strip_undecodable(name)))
+                      tags=file_tags(strip_undecodable(category), strip_undecodable(name)), identity=file_id)
 
 
 def walk(repo: str | os.PathLike[str]) -> Iterator[BQBFile | Skipped]:

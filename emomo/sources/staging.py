@@ -46,6 +46,8 @@ class StagingEntry:
     source_url: str | None = None
     is_animated: bool | None = None
     format: str | None = None
+    #: (device, inode) of the file when the line was read: the read refuses another file
+    identity: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,12 @@ def _entry(line_no: int, record: Any, images: Path) -> StagingEntry | StagingPro
         return StagingProblem(line_no, "unsafe_filename", f"line {line_no}: filename {filename!r} escapes {images} "
                                                           "or holds control characters")
     try:
-        mode = os.stat(path).st_mode
+        # the resolved path, not followed again: what it names now is what the read must find
+        st = os.stat(path, follow_symlinks=False)
     except OSError as exc:
         return StagingProblem(line_no, "missing_file", f"line {line_no}: file {path} does not exist "
                                                        f"or cannot be read ({exc.strerror})")
+    mode = st.st_mode
     if not stat.S_ISREG(mode):
         return StagingProblem(line_no, "not_regular", f"line {line_no}: file {path} is not a regular file")
     tags = record.get("tags") or []
@@ -96,6 +100,7 @@ def _entry(line_no: int, record: Any, images: Path) -> StagingEntry | StagingPro
         tags=tags, source_url=source_url if isinstance(source_url, str) and source_url else None,
         is_animated=animated if isinstance(animated, bool) else None,
         format=record.get("format") if isinstance(record.get("format"), str) else None,
+        identity=(st.st_dev, st.st_ino),
     )
 
 
@@ -138,6 +143,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> Iterator[StagingEntry | Sta
     """
     folder = Path(folder)
     images = folder / IMAGES
+    if images.is_symlink():
+        raise ManifestUnreadable(f"{images} is a link (to {os.path.realpath(images)}): a staging folder's images "
+                                 "must be inside it; not followed")
     first_line: dict[str, tuple[int, str]] = {}
     with open_manifest(folder) as f:
         for line_no, raw in _lines(f):
@@ -153,11 +161,13 @@ def read_manifest(folder: str | os.PathLike[str]) -> Iterator[StagingEntry | Sta
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                entry = _entry(line_no, json.loads(line), images)
             except json.JSONDecodeError as exc:
-                yield StagingProblem(line_no, "invalid_line", f"line {line_no}: invalid JSON ({exc.msg})")
-                continue
-            entry = _entry(line_no, record, images)
+                entry = StagingProblem(line_no, "invalid_line", f"line {line_no}: invalid JSON ({exc.msg})")
+            except (ValueError, RecursionError, MemoryError) as exc:
+                # nested too deep, a number of thousands of digits: this line's problem alone
+                entry = StagingProblem(line_no, "invalid_line", f"line {line_no}: unreadable JSON "
+                                                                f"({type(exc).__name__}: {str(exc)[:100]})")
             if isinstance(entry, StagingEntry):
                 seen = first_line.get(entry.id)
                 if seen is not None:
@@ -181,7 +191,7 @@ def manifest_ids(folder: str | os.PathLike[str]) -> set[str]:
         for _, raw in _lines(f):
             try:
                 record = json.loads(raw.decode("utf-8")) if raw is not None else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError, MemoryError):  # UnicodeDecodeError, JSONDecodeError among them
                 continue
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 ids.add(record["id"])

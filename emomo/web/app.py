@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mimetypes
 import re
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -33,9 +32,9 @@ from aiohttp import web
 
 from emomo import clients
 from emomo.config import EmomoConfig
-from emomo.errors import BackendUnavailable, ConfigError
+from emomo.errors import ConfigError, backend_errors
+from emomo.imaging import CONTENT_TYPES
 from emomo.logmask import SecretMask
-from emomo.providers.errors import ProviderError
 from emomo.query import Searcher, counts
 from emomo.repositories import MemeRepository
 from emomo.repositories.vector_index import SearchFilter, VectorIndex
@@ -49,8 +48,21 @@ MAX_TOP = 100
 DEFAULT_TOP = 24
 #: how the page and its files are found in the installed package
 STATIC = "emomo.web"
-#: keys of the object store: a two-character folder and a content-addressed file name
-_KEY = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}\.[a-z0-9]{2,5}")
+#: keys of the object store: a two-character folder and a content-addressed file name of one of
+#: the formats we ingest (a file planted beside them, ``.html`` or ``.svg``, is never served)
+_KEY = re.compile(rf"[0-9a-f]{{2}}/[0-9a-f]{{32}}\.(?:{'|'.join(CONTENT_TYPES)})")
+#: what every response tells the browser: no sniffing a type, no framing, the page's own script only
+#: (images may come from a bucket's URL, any origin)
+GUARDS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: "
+                               "http: data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+}
+#: an absolute file path in an error message (not a URL's path): a 503 body names no folder of the server
+_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s'\"/]+/)*[^\s'\"/]*")
 _YES, _NO = {"yes", "true", "1"}, {"no", "false", "0"}
 
 
@@ -157,7 +169,7 @@ async def image(request: web.Request) -> web.StreamResponse:
     path = (root / key).resolve()
     if root not in path.parents or not path.is_file():
         raise web.HTTPNotFound(text='{"error": "no such image"}', content_type="application/json")
-    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    ctype = CONTENT_TYPES[path.suffix[1:]]
     return web.FileResponse(path, headers={"Content-Type": ctype, "Cache-Control": "public, max-age=86400"})
 
 
@@ -181,36 +193,46 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-def backend_errors() -> tuple[type[BaseException], ...]:
-    """What a backend raises when it is down or unreachable (a 503, and the server goes on):
-    anything else is a bug (a 500, its traceback in the log)."""
-    import sqlite3
-
-    import psycopg
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    return (BackendUnavailable, ProviderError, OSError, TimeoutError, sqlite3.OperationalError,
-            psycopg.OperationalError, psycopg.InterfaceError, ResponseHandlingException, UnexpectedResponse)
-
-
 BACKEND_ERRORS = backend_errors()
+
+
+def public_message(message: str) -> str:
+    """An error as a response may carry it: file paths of the server replaced."""
+    return _PATH.sub("<path>", message)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+    """aiohttp's own errors (an unknown route, a method not allowed) as JSON, like ours."""
+    if exc.content_type == "application/json":
+        return exc
+    message = f"{exc.reason}: {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        message = f"{exc.reason}: {request.method} {request.path} (allowed: {', '.join(sorted(exc.allowed_methods))})"
+    response = web.json_response({"error": message}, status=exc.status, dumps=_dumps)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error as JSON, never a traceback or a secret in a response: a backend that fails is a
-    503 (the server answers again once it is back); anything else a 500, logged with its stack."""
+    """Every error as JSON, never a traceback, a path or a secret in a response: a backend that
+    fails is a 503 (the server answers again once it is back); anything else a 500, logged with
+    its stack."""
     service: SearchService = request.app[SERVICE]
     try:
         return await handler(request)
     except BadRequest as exc:
         return web.json_response({"error": str(exc)}, status=400, dumps=_dumps)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
     except BACKEND_ERRORS as exc:
         message = service.mask.mask(f"{type(exc).__name__}: {exc}")
         logger.warning("%s %s failed: %s", request.method, request.path_qs, message)
-        return web.json_response({"error": f"a backend is unavailable: {message}"}, status=503, dumps=_dumps)
+        return web.json_response({"error": f"a backend is unavailable: {public_message(message)}"}, status=503,
+                                 dumps=_dumps)
     except Exception:
         logger.exception("%s %s failed", request.method, request.path_qs)
         return web.json_response({"error": "internal error (the server's log has the details)"}, status=500,
@@ -220,8 +242,13 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
 SERVICE = web.AppKey("service", SearchService)
 
 
+async def guards(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(GUARDS)
+
+
 def build_app(service: SearchService) -> web.Application:
     app = web.Application(middlewares=[errors])
+    app.on_response_prepare.append(guards)
     app[SERVICE] = service
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", asset)
