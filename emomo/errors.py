@@ -54,9 +54,9 @@ def error_text(exc: BaseException) -> str:
 
 #: finish reason of a crawl stopped because a disk it writes to is full
 DISK_FULL = "disk_full"
-#: what a full disk says through each layer: the OS, SQLite, PostgreSQL (SQLSTATE 53100)
-_DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded",
-                    "could not extend file")
+#: SQLite's result code for a full disk (SQLITE_FULL) and PostgreSQL's SQLSTATE (disk_full)
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -70,9 +70,11 @@ def disk_full(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if getattr(current, "sqlstate", None) == "53100":
+        # By code, never by words: an error that only says "no space" (a test's trigger, a
+        # proxy's message) is a write that failed, for the write breaker to count.
+        if getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL:
             return True
-        if any(word in str(current).lower() for word in _DISK_FULL_WORDS):
+        if getattr(current, "sqlstate", None) == _PG_DISK_FULL:
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -172,7 +172,7 @@ def test_a_second_process_on_the_shard_gets_one_line_and_exit_2(tmp_path: Path) 
             # It names the holder: this process (its command, since when), which a user can stop.
             assert re.fullmatch(
                 f"scrapy: error: qdrant.path: the embedded index folder {re.escape(str(root / COLLECTION))} is in "
-                rf"use by pid {os.getpid()} \(.*pytest.*, since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\); the embedded "
+                rf"use by pid {os.getpid()} \(python -[mc].*, since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\); the embedded "
                 r"index is single-process: wait for it to finish \(or stop it\), or set qdrant.url to a Qdrant "
                 "server to run jobs side by side", line), line
             # and in-process, the same refusal

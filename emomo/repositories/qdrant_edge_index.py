@@ -40,7 +40,8 @@ HOLDER = "emomo-holder.json"
 def _command() -> str:
     """This process's command as a user typed it: ``scrapy crawl x``, ``python -m pytest -q``."""
     first = Path(sys.argv[0])
-    name = f"python -m {first.parent.name}" if first.name == "__main__.py" else first.name
+    name = (f"python -m {first.parent.name}" if first.name == "__main__.py"
+            else "python -c" if sys.argv[0] == "-c" else first.name)
     return " ".join([name, *sys.argv[1:]])
 
 
