@@ -92,7 +92,7 @@ async def probe(runtime: Any, data: bytes, n: int) -> tuple[float, float, bool, 
     try:
         match = await find_near_duplicate(runtime, state, data, picture)
     finally:
-        runtime.near_in_flight.leave(state.md5)
+        runtime.near_in_flight.leave(state.md5, state.near)
     return time.perf_counter() - wall, time.process_time() - cpu, match is not None, measured
 
 

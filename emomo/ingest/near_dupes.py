@@ -321,7 +321,9 @@ class IngestRuntime(Protocol):
     describer: Describer
     stats: StatsCollector
     near_index: NearIndex
-    near_in_flight: NearInFlight
+
+    @property
+    def near_in_flight(self) -> NearInFlight: ...
 
     def should_stop(self) -> bool: ...
 

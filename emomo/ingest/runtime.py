@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import socket
 import time
-import uuid
 from collections.abc import Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,6 +30,9 @@ from emomo.config import EmbeddingConfig, EmomoConfig, load_config
 from emomo.errors import BackendUnavailable, ConfigError, error_text
 from emomo.ingest.admission import Admission
 from emomo.ingest.batcher import MicroBatcher, counted
+from emomo.ingest.breaker import WriteBreaker
+from emomo.ingest.in_flight import Follower, InFlight
+from emomo.ingest.metrics import ItemTimes
 from emomo.ingest.near_dupes import NearIndex, NearInFlight
 from emomo.ingest.spool import DescriptionSpool
 from emomo.ingest.state import ItemState, attach, detach, peek, state_of
@@ -137,38 +137,19 @@ class IngestRuntime:
         for stage, limit in self.limits.items():
             limit.on_change = partial(self._level_changed, stage)
             self._level_changed(stage, limit.level)
-        #: (wall clock, process CPU) at the first item's start and at the last processed item's
-        #: end: throughput and CPU per item from item timestamps (Scrapy's elapsed time counts
-        #: its start-up and rounds to its 5-second idle check)
-        self._first: tuple[float, float] | None = None
-        self._last: tuple[float, float] | None = None
-        #: the median item time, recomputed every 25 items (admission reads it per item)
-        self._item_seconds_cached: float | None = None
-        self._item_seconds_at = 0
+        self.times = ItemTimes()
         self.spool = DescriptionSpool(config.ingest.spool_dir)
-        #: seconds from read to indexed, per processed item (for p50/p95 in stats)
-        self.latencies: list[float] = []
         self.stop_cause: str | None = None
         self._opened = False
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing_task: asyncio.Task[None] | None = None
         self._poke_due = False
-        #: md5 -> the source of the item that holds it in this crawl
-        #: md5 -> the item (its state) ingesting it in this crawl; others with it follow
-        self._claims: dict[str, ItemState] = {}
-        #: the near-duplicate signatures of the items in flight (copies read at the same moment),
-        #: and of every recorded meme
-        self.near_in_flight = NearInFlight()
+        self.in_flight = InFlight(self.repo, self.collection, shared=config.database.driver != "sqlite",
+                                  claim_timeout=config.ingest.claim_timeout)
+        #: every recorded meme's near-duplicate signature
         self.near_index = NearIndex()
-        #: workers sharing a database (PostgreSQL) also claim each md5 there before paying for it;
-        #: one SQLite file serves one machine, where the in-memory claim suffices
-        self.shared_claims = config.database.driver != "sqlite"
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        #: md5 -> sources read while another item held that md5: linked to its meme once it is done
-        self._followers: dict[str, list[tuple[str, str, str | None]]] = {}
-        #: writes that failed in a row (any item that completes resets it): the circuit breaker
-        self._write_failures = 0
+        self.breaker = WriteBreaker(config.ingest.max_write_failures)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -232,24 +213,12 @@ class IngestRuntime:
         if self._closed:
             return
         self._closed = True
-        if self._first is not None and self._last is not None:
-            (start, cpu_start), (end, cpu_end) = self._first, self._last
-            processed = int(self.stats.get_value("emomo/ingest/processed", 0))
-            self.stats.set_value("emomo/ingest/first_start", round(start, 3))
-            self.stats.set_value("emomo/ingest/last_end", round(end, 3))
-            self.stats.set_value("emomo/ingest/cpu_seconds", round(cpu_end - cpu_start, 3))
-            if end > start:
-                self.stats.set_value("emomo/ingest/items_per_second", round(processed / (end - start), 2))
+        self.times.write_stats(self.stats)
         for stage, limit in self.limits.items():
             self.stats.set_value(f"emomo/{stage}/pushed_back", limit.congestion_events)
-        if self.latencies:
-            ordered = sorted(self.latencies)
-            for name, q in (("p50", 0.50), ("p95", 0.95), ("max", 1.0)):
-                value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-                self.stats.set_value(f"emomo/ingest/latency_{name}_ms", round(value * 1000))
         for batcher in (self.embed_batcher, self.upsert_batcher, self.vector_batcher, self.description_batcher):
             await batcher.drain()
-        await self._release_in_flight()
+        await self.in_flight.clear(self._opened)
         for result in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 logger.error("A background write failed: %s", result)
@@ -261,18 +230,6 @@ class IngestRuntime:
                 await closer()
             except Exception:
                 logger.exception("Error while closing %r", closer)
-
-    async def _release_in_flight(self) -> None:
-        """Items still in flight at the close (cancelled by a forced stop) hold waits and claims:
-        let them go, so nothing waits on them and another worker can take their images now."""
-        self.near_in_flight.clear()
-        self._claims.clear()
-        self._followers.clear()
-        if self.shared_claims and self._opened:
-            try:
-                await self.repo.release_all(self.collection, self.worker)
-            except Exception as exc:  # the claims time out by themselves
-                logger.warning("Could not release this worker's claims: %s", exc)
 
     async def _build_index(self) -> None:
         """Build the collection's search index once enough points wait outside it: minutes at
@@ -335,15 +292,13 @@ class IngestRuntime:
                 "qdrant": f"Qdrant ({self.index.where})"}.get(kind, kind)
 
     def write_failed(self, kind: str, cause: str) -> None:
-        """Count a failed write; after ``ingest.max_write_failures`` in a row, stop the crawl
-        rather than pay the VLM for items that cannot be kept."""
-        self._write_failures += 1
-        if self._write_failures >= self.config.ingest.max_write_failures:
-            self.stop(f"{self._write_failures} writes in a row failed, the last to the {self.backend_label(kind)}: "
+        """Count a failed write; the crawl stops when the write breaker trips."""
+        if self.breaker.failed():
+            self.stop(f"{self.breaker.failures} writes in a row failed, the last to the {self.backend_label(kind)}: "
                       f"{cause}; check it, then run the crawl again", reason="write_failures")
 
     def write_ok(self) -> None:
-        self._write_failures = 0
+        self.breaker.ok()
 
     # --- admission and the scraper ------------------------------------------
 
@@ -447,9 +402,9 @@ class IngestRuntime:
     # --- items in flight ---------------------------------------------------
 
     def start(self, item: Any, md5: str, source: str) -> ItemState:
-        if self._first is None:
-            self._first = (time.time(), time.process_time())
-            self.stats.set_value("emomo/ingest/first_start", round(self._first[0], 3))  # the progress line's
+        if self.times.started():
+            assert self.times.first is not None
+            self.stats.set_value("emomo/ingest/first_start", round(self.times.first[0], 3))  # the progress line's
         return attach(item, ItemState(md5=md5, source=source))
 
     @staticmethod
@@ -460,30 +415,30 @@ class IngestRuntime:
     def peek(item: Any) -> ItemState | None:
         return peek(item)
 
+    @property
+    def near_in_flight(self) -> NearInFlight:
+        """The near-duplicate signatures of the items in flight (a copy read at the same moment
+        as its original waits for it)."""
+        return self.in_flight.near
+
     def claim(self, state: ItemState) -> str | None:
         """Claim the item's md5 for this crawl; the source already holding it, if any."""
-        holder = self._claims.setdefault(state.md5, state)
-        return None if holder is state else holder.source
+        return self.in_flight.claim(state)
 
     async def claim_shared(self, state: ItemState) -> str | None:
-        """Claim the item's md5 among the workers sharing the database; the worker holding it, if
-        another. Released when the item leaves the pipelines (``finish``)."""
-        if not self.shared_claims:
-            return None
-        holder = await self.repo.claim(state.md5, self.collection, self.worker, self.config.ingest.claim_timeout)
-        state.shared_claim = holder is None
-        return holder
+        """Claim the item's md5 among the workers sharing the database; the worker holding it."""
+        return await self.in_flight.claim_shared(state)
 
     def follow(self, md5: str, source_type: str, source_id: str, locator: str | None) -> None:
         """A source whose image is in flight with another item: it is linked to that item's
         meme once the meme is recorded (``link_followers``), or forgotten if it fails."""
-        self._followers.setdefault(md5, []).append((source_type, source_id, locator))
+        self.in_flight.follow(md5, Follower(source_type, source_id, locator))
 
     async def link_followers(self, md5: str, meme_id: str) -> None:
         """The sources that followed ``md5`` while it was in flight now hold its (recorded) meme."""
-        for source_type, source_id, locator in self._followers.pop(md5, []):
-            link = SourceRecord(source_type, source_id, meme_id, md5)
-            previous = await self.repo.link_source(link, locator, replace=True)
+        while (follower := self.in_flight.next_follower(md5)) is not None:
+            link = SourceRecord(follower.source_type, follower.source_id, meme_id, md5)
+            previous = await self.repo.link_source(link, follower.locator, replace=True)
             if previous is not None:
                 await self.retire(previous)
 
@@ -496,23 +451,12 @@ class IngestRuntime:
             state.park_status = "failed"
 
     def finish(self, item: Any) -> ItemState | None:
-        """The item leaves the pipelines: its state comes off it and its md5 claim is let go."""
+        """The item leaves the pipelines: its state comes off it and its md5 claim is let go
+        (once: a second call finds no state)."""
         state = detach(item)
-        if state is not None and state.near is not None:
-            self.near_in_flight.leave(state.md5, state.near)
-        # Its own claim only: two ids of a manifest may name one file (the same source text).
-        if state is not None and self._claims.get(state.md5) is state:
-            del self._claims[state.md5]
-        if state is not None and state.shared_claim:
-            state.shared_claim = False
-            self.background(self._release(state.md5))
+        if state is not None and self.in_flight.leave(state):
+            self.background(self.in_flight.release(state.md5))
         return state
-
-    async def _release(self, md5: str) -> None:
-        try:
-            await self.repo.release(md5, self.collection, self.worker)
-        except Exception as exc:  # the claim times out by itself
-            logger.warning("Could not release the claim on %s: %s", md5, exc)
 
     async def rollback(self, item: Any) -> list[str]:
         """Undo what the stages wrote for ``item``, newest first; what could not be undone."""
@@ -520,8 +464,8 @@ class IngestRuntime:
         leftovers: list[str] = []
         if state is None:
             return leftovers
-        if self._claims.get(state.md5) is None:
-            self._followers.pop(state.md5, None)  # their next run finds them new
+        if not self.in_flight.claimed(state.md5):
+            self.in_flight.forget_followers(state.md5)  # their next run finds them new
         for what, undo in reversed(state.undo):
             try:
                 await undo()
@@ -530,14 +474,13 @@ class IngestRuntime:
         return leftovers
 
     def record_latency(self, state: ItemState) -> None:
-        self.latencies.append(time.monotonic() - state.started)
-        self._last = (time.time(), time.process_time())
+        self.times.done(time.monotonic() - state.started)
 
     def _admission_limit(self) -> int:
         if self.max_items_in_flight > 0:
             return self.max_items_in_flight
         limit = self.limits.get("describe")
-        item_seconds = self._item_seconds()
+        item_seconds = self.times.median()
         behind = None
         if item_seconds:
             # The time an item spends outside the describe stage (stored, embedded, indexed).
@@ -553,14 +496,6 @@ class IngestRuntime:
             return min(MAX_ADMISSION, int(limit.level * (ratio + 1)) + 16)
         hint = getattr(self.describer, "admission", None)
         return int(hint(behind)) if hint is not None else FALLBACK_ITEMS_IN_FLIGHT
-
-    def _item_seconds(self) -> float | None:
-        """The median time an item spends in the pipelines, over the last hundred (cached)."""
-        if len(self.latencies) >= self._item_seconds_at + 25:
-            recent = sorted(self.latencies[-100:])
-            self._item_seconds_cached = recent[len(recent) // 2]
-            self._item_seconds_at = len(self.latencies)
-        return self._item_seconds_cached
 
     def _level_changed(self, stage: str, level: int) -> None:
         self.stats.set_value(f"emomo/{stage}/in_flight_level", level)

@@ -53,13 +53,32 @@ def _write_holder(folder: Path) -> None:
         pass
 
 
-def _holder(folder: Path) -> str:
-    """How a refusal names the process holding ``folder``: "pid 123 (scrapy serve, since …)"."""
+def _alive(pid: int) -> bool:
     try:
-        record = json.loads((folder / HOLDER).read_text(encoding="utf-8"))
-        return f"pid {int(record['pid'])} ({str(record['command'])[:120]}, since {record['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (another crawl, or a search)"
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder(folder: Path, patience: float = 2.0) -> str:
+    """How a refusal names the process holding ``folder``: "pid 123 (scrapy serve, since …)".
+    A process that has just taken the folder writes its record a moment later (until then the
+    record is missing or names an earlier holder, gone): it is waited for, a little."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            record = json.loads((folder / HOLDER).read_text(encoding="utf-8"))
+            pid = int(record["pid"])
+            if _alive(pid):
+                return f"pid {pid} ({str(record['command'])[:120]}, since {record['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if time.monotonic() >= deadline:
+            return "another process (another crawl, or a search)"
+        time.sleep(0.05)
 
 
 def local_mode_folder(root: Path) -> bool:
@@ -156,6 +175,7 @@ class EdgeIndex(PagedIndex):
                         if not (folder / "wal").is_dir():
                             raise
                         shard = edge.EdgeShard.load(str(folder), config)
+                    _write_holder(folder)  # at once: a process refused meanwhile names this one
                     kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
                     for name, kind in FILTER_FIELDS.items():
                         shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
