@@ -12,10 +12,13 @@ from emomo import clients
 from emomo.config import EmbeddingConfig, EmomoConfig
 from emomo.providers import Embedder
 from emomo.repositories import MemeRepository
-from emomo.repositories.vector_index import SearchFilter, VectorIndex
+from emomo.repositories.text_index import matches_text
+from emomo.repositories.vector_index import SearchFilter, VectorIndex, candidates
 
-HIT_KEYS = ("meme_id", "md5", "score", "category", "tags", "description", "storage_url",
+HIT_KEYS = ("meme_id", "md5", "score", "match", "category", "tags", "description", "storage_url",
             "source_type", "source_id", "format", "is_animated")
+#: why a hit is there: its text holds every word of the query, or only its meaning is near
+TEXT, MEANING = "text", "meaning"
 
 
 async def _open(config: EmomoConfig) -> tuple[MemeRepository, VectorIndex]:
@@ -58,14 +61,21 @@ class Searcher:
 
     async def search(self, query: str, top: int = 10, where: SearchFilter | None = None,
                      storage_key: bool = False) -> list[dict[str, Any]]:
-        """Memes whose descriptions are nearest to ``query``, best first (keys: HIT_KEYS, and
-        with ``storage_key`` the object's key), among those that match ``where``."""
+        """Memes for ``query`` among those that match ``where`` (keys: HIT_KEYS, and with
+        ``storage_key`` the object's key): the meaning and the words ranked together by the
+        index (emomo.repositories.text_index); those whose text holds the query first
+        (``"match": "text"``), then the rest (``"meaning"``), each in the fused order."""
         assert self.repo is not None and self.index is not None, "Searcher.open() was not awaited"
         collection = self.embedding.collection
         if collection not in await self.index.collections():
             return []
         vector = await self.embedder.embed_query(query)
-        hits = await self.index.search(collection, vector, top, where)
+        # More than asked for: a text match ranked low by the fusion still comes first.
+        found = await self.index.search(collection, vector, candidates(top), where, text=query)
+        labelled = [(h, TEXT if matches_text(query, h.payload) else MEANING) for h in found]
+        ordered = [x for x in labelled if x[1] == TEXT] + [x for x in labelled if x[1] == MEANING]
+        hits = [h for h, _ in ordered[:top]]
+        why = {h.point_id: match for h, match in ordered}
         memes = await self.repo.get_memes([str(h.payload.get("meme_id")) for h in hits])
         results = []
         for hit in hits:
@@ -75,6 +85,7 @@ class Searcher:
                 "meme_id": p.get("meme_id"),
                 "md5": meme.md5_hash if meme else p.get("md5"),
                 "score": round(hit.score, 6),
+                "match": why[hit.point_id],
                 "category": p.get("category", ""),
                 "tags": list(p.get("tags") or []),
                 "description": p.get("vlm_description", ""),

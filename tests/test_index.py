@@ -334,7 +334,8 @@ def test_a_crawl_builds_the_search_graph_once_enough_points_wait(tmp_path: Path,
     assert second.stat("emomo/index/build_seconds") >= 0
     assert len(second.lines(f"Built the search index of {COLLECTION}: 12 points (12 new) in ", "INFO")) == 1
     with edge_shard(tmp_path / "data" / "qdrant" / COLLECTION) as shard:
-        assert (shard.info().points_count, shard.info().indexed_vectors_count) == (12, 12)
+        # every point in the graph, and its BM25 terms (indexed as they arrive) counted beside it
+        assert (shard.info().points_count, shard.info().indexed_vectors_count) == (12, 24)
     third = run_crawl(tmp_path, "chinesebqb", repo_path=str(tree), settings=config)
     assert "emomo/index/build_seconds" not in third.stats  # nothing new
     hits = json.loads(scrapy(tmp_path, "search", CAPTIONS[25], "--json", "--top", "3").stdout)

@@ -126,6 +126,9 @@ def test_filters_and_top(served: Served) -> None:
     assert animated and {h["is_animated"] for h in animated} == {True}
     assert {h["is_animated"] for h in still} == {False}
     assert len(animated) + len(still) == 30
+    _, mine = served.get(q("表情", source="chinesebqb", top="100"))
+    _, other = served.get(q("表情", source="fabiaoqing", top="100"))
+    assert (len(mine), other) == (30, [])
 
 
 @pytest.mark.parametrize(("path", "message"), [
@@ -238,11 +241,21 @@ def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Se
             url = await page.evaluate("location.href")
             caption = await page.evaluate("document.querySelector('#grid figcaption').textContent")
             assert "我太难了" in caption
+            assert await page.evaluate("document.querySelector('#grid figure').className") == "text"
+            assert await page.evaluate("document.querySelector('#status').textContent") == \
+                "1 个表情包写着“我太难了”，其后是意思相近的"
             # Reloading the URL shows the same search: it can be shared and bookmarked.
             await page.goto(url)
             assert await page.evaluate("document.querySelector('#q').value") == "我太难了"
             await page.until("document.querySelectorAll('#grid img').length >= 5")
-            return loaded, url, await page.screenshot()
+            shot = await page.screenshot()
+            # Nonsense: the memes shown are said to be near in meaning only, not "found".
+            await page.goto(served.url + "/?q=xyzzy")
+            status = await page.until("(() => { const s = document.querySelector('#status').textContent;"
+                                      " return s.includes('没有') ? s : '' })()")
+            assert status == "没有文字完全匹配的表情包，以下是意思相近的"
+            assert await page.evaluate("document.querySelectorAll('#grid figure.text').length") == 0
+            return loaded, url, shot
 
     loaded, url, shot = asyncio.run(drive())
     assert loaded >= 5

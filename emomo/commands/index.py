@@ -3,8 +3,10 @@
 - ``copy --from SPEC [--to SPEC] [--collection NAME ...] [--batch N]``: copy collections
   between two indexes (emomo.index_copy); how a user converts an old local-mode folder,
   or moves from the embedded index to a Qdrant server when one machine is not enough.
-- ``build [--embedding NAME]``: build the embedded index's search graph now, whatever
-  ``qdrant.build_after_points`` says (a crawl does it at its end).
+- ``build [--embedding NAME]``: give a collection made before hybrid search its BM25 terms
+  (emomo.repositories.text_index; from the payloads, no paid call), and build the embedded
+  index's search graph now, whatever ``qdrant.build_after_points`` says (a crawl does it at
+  its end).
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from emomo.index_copy import SPEC_HELP, copy_indexes
 from emomo.repositories.vector_index import BuildReport
 
 
-async def build(config: EmomoConfig, embedding_name: str | None) -> BuildReport:
+async def build(config: EmomoConfig, embedding_name: str | None) -> tuple[BuildReport, int]:
+    """The collection's BM25 terms added if it has none (made before hybrid search), then its
+    search graph built; the report, and the points given terms."""
     # Every point waiting counts: the graph is built now, whatever build_after_points says.
     now = config.model_copy(update={"qdrant": config.qdrant.model_copy(update={"build_after_points": 1})})
     index = clients.build_index(now)
+    collection = config.embedding(embedding_name).collection
     await index.open()
     try:
-        return await index.build(config.embedding(embedding_name).collection)
+        added = await index.add_text(collection)
+        return await index.build(collection), added
     finally:
         await index.close()
 
@@ -54,13 +60,14 @@ class Command(EmomoCommand):
         if args == ["copy"]:
             self.copy(opts)
         elif args == ["build"]:
-            report = self.call(build(self.config(), opts.embedding or None))
+            report, added = self.call(build(self.config(), opts.embedding or None))
             if opts.json:
                 print(json.dumps({"collection": report.collection, "built": report.built, "points": report.points,
-                                  "unindexed_before": report.unindexed_before,
+                                  "unindexed_before": report.unindexed_before, "text_added": added,
                                   "seconds": round(report.seconds, 2)}))
             else:
                 print(f"{report.collection}: {report.points} points, "
+                      + (f"words indexed for search (BM25) on {added} points, " if added else "")
                       + (f"search graph built in {report.seconds:.1f} s" if report.built else "nothing to build"))
         else:
             raise UsageError("say what to do: scrapy index copy --from SPEC, or scrapy index build")

@@ -17,7 +17,7 @@ class Command(EmomoCommand):
         return '"QUERY" [--embedding NAME] [--top K] [--category C] [--animated yes|no] [--source S] [--json]'
 
     def short_desc(self) -> str:
-        return "Search the meme index by meaning"
+        return "Search the meme index by the words on the memes and their meaning"
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
@@ -43,8 +43,10 @@ class Command(EmomoCommand):
             return
         if not hits:
             print("no memes found (is the index empty? run scrapy crawl chinesebqb first)")
+        elif all(hit["match"] != queries.TEXT for hit in hits):
+            print("no meme has these words on it; the nearest in meaning:")
         for rank, hit in enumerate(hits, start=1):
             tags = "、".join(hit["tags"])
-            print(f"{rank:2d}. {hit['score']:.3f}  {hit['description']}")
+            print(f"{rank:2d}. {hit['score']:.3f} {hit['match']:<7}  {hit['description']}")
             print(f"    {hit['source_type']}:{hit['source_id']}  [{tags}]")
             print(f"    {hit['storage_url']}")

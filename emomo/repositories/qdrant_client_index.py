@@ -15,7 +15,17 @@ from typing import Any, TypeVar
 from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
 from emomo.errors import BackendUnavailable
-from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PagedIndex, PointData, SearchFilter
+from emomo.repositories.text_index import TEXT_VECTOR, document_terms, query_terms
+from emomo.repositories.vector_index import (
+    FILTER_FIELDS,
+    RRF_K,
+    BuildReport,
+    Hit,
+    PagedIndex,
+    PointData,
+    SearchFilter,
+    candidates,
+)
 
 T = TypeVar("T")
 
@@ -27,6 +37,8 @@ class QdrantClientIndex(PagedIndex):
         # A server takes writes side by side: a few threads; local mode is not thread-safe: one.
         self._thread = DedicatedThread("emomo-qdrant", workers=1 if local_path else 4)
         self._client: Any = None
+        #: collection -> whether it keeps BM25 terms (read once from its configuration)
+        self._text: dict[str, bool] = {}
         c = config
         self.where = f"local-mode folder {local_path}" if local_path else (c.url or f"{c.host}:{c.port}")
 
@@ -85,7 +97,8 @@ class QdrantClientIndex(PagedIndex):
             from qdrant_client import models
 
             client.create_collection(
-                collection, vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE))
+                collection, vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE),
+                sparse_vectors_config={TEXT_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)})
             if self.local_path:
                 return  # local mode has no payload indexes
             schemas = {"keyword": models.PayloadSchemaType.KEYWORD, "bool": models.PayloadSchemaType.BOOL}
@@ -93,12 +106,34 @@ class QdrantClientIndex(PagedIndex):
                 client.create_payload_index(collection, name, field_schema=schemas[kind])
         await self._run(create)
 
+    def _has_text(self, client: Any, collection: str) -> bool:
+        if collection not in self._text:
+            sparse = client.get_collection(collection).config.params.sparse_vectors or {}
+            self._text[collection] = TEXT_VECTOR in sparse
+        return self._text[collection]
+
+    async def text_search(self, collection: str) -> bool:
+        return await self._run(lambda client: client.collection_exists(collection)
+                               and self._has_text(client, collection))
+
+    async def add_text(self, collection: str) -> int:
+        """A server collection made before this version: Qdrant cannot add a vector to an existing
+        collection, so it is copied (scrapy index copy) into a new one; nothing done here."""
+        return 0
+
     async def upsert(self, collection: str, points: list[PointData]) -> None:
         def up(client: Any) -> None:
             from qdrant_client import models
 
+            def vector_of(vector: list[float], payload: dict[str, Any]) -> Any:
+                if not self._has_text(client, collection):
+                    return vector
+                indices, values = document_terms(payload)
+                return {"": vector, TEXT_VECTOR: models.SparseVector(indices=indices, values=values)}
+
             client.upsert(collection, wait=True, points=[
-                models.PointStruct(id=pid, vector=vector, payload=payload) for pid, vector, payload in points])
+                models.PointStruct(id=pid, vector=vector_of(vector, payload), payload=payload)
+                for pid, vector, payload in points])
         await self._run(up)
 
     async def delete(self, collection: str, pid: str) -> None:
@@ -112,7 +147,7 @@ class QdrantClientIndex(PagedIndex):
         await self._run(lambda client: client.set_payload(collection, payload=payload, points=[pid], wait=True))
 
     async def search(self, collection: str, vector: list[float], top: int,
-                     where: SearchFilter | None = None) -> list[Hit]:
+                     where: SearchFilter | None = None, text: str = "") -> list[Hit]:
         def q(client: Any) -> list[Hit]:
             from qdrant_client import models
 
@@ -120,8 +155,16 @@ class QdrantClientIndex(PagedIndex):
             query_filter = models.Filter(must=[
                 models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in conditions.items()
             ]) if conditions else None
-            res = client.query_points(collection, query=vector, limit=top, with_payload=True,
-                                      query_filter=query_filter)
+            if text and self._has_text(client, collection):
+                indices, values = query_terms(text)
+                words = models.SparseVector(indices=indices, values=values)
+                res = client.query_points(collection, limit=top, with_payload=True, prefetch=[
+                    models.Prefetch(query=vector, limit=candidates(top), filter=query_filter),
+                    models.Prefetch(query=words, using=TEXT_VECTOR, limit=candidates(top), filter=query_filter),
+                ], query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)))
+            else:
+                res = client.query_points(collection, query=vector, limit=top, with_payload=True,
+                                          query_filter=query_filter)
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
         return await self._run(q)
 

@@ -25,7 +25,18 @@ from typing import Any, TypeVar
 from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
 from emomo.errors import BackendUnavailable, ConfigError
-from emomo.repositories.vector_index import FILTER_FIELDS, BuildReport, Hit, PagedIndex, PointData, SearchFilter
+from emomo.repositories.text_index import TEXT_VECTOR, document_terms, query_terms
+from emomo.repositories.vector_index import (
+    FILTER_FIELDS,
+    RRF_K,
+    BuildReport,
+    Hit,
+    PagedIndex,
+    PointData,
+    SearchFilter,
+    candidates,
+    dense_vector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +173,7 @@ class EdgeIndex(PagedIndex):
             if size is None:
                 shard = edge.EdgeShard.load(str(folder))
             else:
-                config = _shard_config(edge, size)
+                config = _shard_config(edge, size, text=not exists or self._has_text(collection))
                 if exists:
                     shard = edge.EdgeShard.load(str(folder), config)
                 else:
@@ -218,6 +229,58 @@ class EdgeIndex(PagedIndex):
     async def dimensions(self, collection: str) -> int | None:
         return self._size_on_disk(collection)
 
+    def _has_text(self, collection: str) -> bool:
+        """Whether the collection keeps BM25 terms (those made before this version do not)."""
+        config = self._config_of(collection)
+        return bool(config and TEXT_VECTOR in (config.get("sparse_vectors") or {}))
+
+    async def text_search(self, collection: str) -> bool:
+        return self._has_text(collection)
+
+    async def add_text(self, collection: str) -> int:
+        """Give an existing collection its BM25 terms: a shard's vectors are fixed when it is
+        created, so the points are copied into a new shard that has them (terms made from each
+        payload: no paid call), which then takes the old one's place. The points copied."""
+        import shutil
+
+        import qdrant_edge as edge
+
+        size = self._size_on_disk(collection)
+        if size is None or self._has_text(collection):
+            return 0
+        folder = self.folder(collection)
+        fresh, old = folder.with_name(folder.name + ".text"), folder.with_name(folder.name + ".old")
+
+        def rebuild() -> int:
+            source = self._load(collection)
+            shutil.rmtree(fresh, ignore_errors=True)
+            target = edge.EdgeShard.create(str(fresh), _shard_config(edge, size))
+            kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
+            for name, kind in FILTER_FIELDS.items():
+                target.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
+            copied, offset = 0, None
+            while True:
+                page, offset = source.scroll(edge.ScrollRequest(offset=offset, limit=512, with_payload=True,
+                                                                with_vector=True))
+                target.update(edge.UpdateOperation.upsert_points([_point(edge, str(r.id), dense_vector(r.vector),
+                                                                         dict(r.payload or {})) for r in page]))
+                copied += len(page)
+                if offset is None:
+                    break
+            target.optimize()
+            target.flush()
+            target.close()
+            shard = self._shards.pop(collection)
+            shard.close()
+            (folder / HOLDER).unlink(missing_ok=True)
+            # Swapped by renames: a crash leaves either the old shard in place or both folders.
+            folder.rename(old)
+            fresh.rename(folder)
+            shutil.rmtree(old)
+            self._load(collection)
+            return copied
+        return await self._thread.run(rebuild)
+
     async def ensure_collection(self, collection: str, dimensions: int, embedding_name: str) -> None:
         await self.existing_size(collection, dimensions, embedding_name)
         await self._thread.run(self._load, collection, dimensions)
@@ -225,9 +288,11 @@ class EdgeIndex(PagedIndex):
     async def upsert(self, collection: str, points: list[PointData]) -> None:
         import qdrant_edge as edge
 
+        text = self._has_text(collection)
+
         def up(shard: Any) -> bool:
             shard.update(edge.UpdateOperation.upsert_points(
-                [edge.Point(pid, vector, payload) for pid, vector, payload in points]))
+                [_point(edge, pid, vector, payload, text) for pid, vector, payload in points]))
             return True
         if not await self._with(collection, up, False):
             raise ConfigError(f"qdrant: the collection {collection!r} does not exist in {self.root}")
@@ -244,9 +309,10 @@ class EdgeIndex(PagedIndex):
                          None)
 
     async def search(self, collection: str, vector: list[float], top: int,
-                     where: SearchFilter | None = None) -> list[Hit]:
+                     where: SearchFilter | None = None, text: str = "") -> list[Hit]:
         import qdrant_edge as edge
 
+        hybrid = bool(text) and self._has_text(collection)
         conditions = where.conditions() if where else {}
         # qdrant-edge-py 0.9 turns a Python bool into an integer in a match, which matches no
         # boolean payload: the flag is checked here instead, fetching more until ``top`` are found.
@@ -255,11 +321,22 @@ class EdgeIndex(PagedIndex):
             edge.FieldCondition(key, match=edge.MatchValue(value)) for key, value in conditions.items()
         ]) if conditions else None
 
+        def request(limit: int) -> Any:
+            if not hybrid:
+                return edge.QueryRequest(limit=limit, query=edge.Query.Nearest(vector), with_payload=True,
+                                         filter=query_filter)
+            # The meaning and the words, each ranked by Qdrant, fused by reciprocal rank.
+            words = edge.SparseVector(*query_terms(text))
+            prefetches = [edge.Prefetch(limit=candidates(limit), query=edge.Query.Nearest(vector), filter=query_filter),
+                          edge.Prefetch(limit=candidates(limit), query=edge.Query.Nearest(words, using=TEXT_VECTOR),
+                                        filter=query_filter)]
+            fusion: Any = edge.Fusion.Rrf(k=RRF_K)  # the stub types only the Fusion class, not its kinds
+            return edge.QueryRequest(limit=limit, prefetches=prefetches, query=fusion, with_payload=True)
+
         def q(shard: Any) -> list[Hit]:
             limit = top if flag is None else top * 4
             while True:
-                found = shard.query(edge.QueryRequest(limit=limit, query=edge.Query.Nearest(vector),
-                                                      with_payload=True, filter=query_filter))
+                found = shard.query(request(limit))
                 hits = [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
                 if flag is None:
                     return hits
@@ -291,9 +368,14 @@ class EdgeIndex(PagedIndex):
         return {str(r.id) for r in records}
 
     async def build(self, collection: str) -> BuildReport:
+        text = self._has_text(collection)
+
         def run(shard: Any) -> BuildReport:
             info = shard.info()
-            points, unindexed = int(info.points_count), int(info.points_count) - int(info.indexed_vectors_count)
+            points, indexed = int(info.points_count), int(info.indexed_vectors_count)
+            if text:  # the count includes the BM25 terms, indexed as they arrive: one a point
+                indexed = max(0, indexed - points)
+            unindexed = points - indexed
             started = time.monotonic()
             built = unindexed >= self.config.build_after_points and bool(shard.optimize())
             if built:
@@ -302,7 +384,14 @@ class EdgeIndex(PagedIndex):
         return await self._with(collection, run, BuildReport(collection, False, 0, 0, 0.0))
 
 
-def _shard_config(edge: Any, size: int) -> Any:
+def _point(edge: Any, pid: str, vector: list[float], payload: dict[str, Any], text: bool = True) -> Any:
+    """A point with its BM25 terms when the collection keeps them."""
+    if not text:
+        return edge.Point(pid, vector, payload)
+    return edge.Point(pid, {"": vector, TEXT_VECTOR: edge.SparseVector(*document_terms(payload))}, payload)
+
+
+def _shard_config(edge: Any, size: int, text: bool = True) -> Any:
     """How a shard keeps its data: vectors, search graph, payloads and ids on disk, mapped
     (Memory.Cold). A process that opens 200k points and runs one search (``scrapy search``)
     holds the pages it touched, not the shard; a process that searches all day (a server)
@@ -313,6 +402,8 @@ def _shard_config(edge: Any, size: int) -> Any:
     cold = edge.Memory.Cold
     return edge.EdgeConfig(
         vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine, memory=cold),
+        # A shard made before hybrid search opens as it is (its vectors are fixed): add_text.
+        sparse_vectors={TEXT_VECTOR: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)} if text else None,
         hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000, memory=cold),
         payload_memory=cold, id_tracker_memory=cold,
         optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))

@@ -28,6 +28,13 @@ FILTER_FIELDS: dict[str, str] = {"category": "keyword", "source_type": "keyword"
 
 #: (point id, vector, payload)
 PointData = tuple[str, list[float], dict[str, Any]]
+#: reciprocal rank fusion's k: a hit's fused score is the sum of 1 / (k + rank) over the rankings
+RRF_K = 60
+
+
+def candidates(top: int) -> int:
+    """How many each ranking (meaning, words) brings to the fusion for ``top`` hits."""
+    return max(4 * top, 50)
 
 
 def point_id(collection: str, md5: str) -> str:
@@ -139,7 +146,15 @@ class VectorIndex(Protocol):
         """Set these payload keys of one point (its vector and other keys stay)."""
 
     async def search(self, collection: str, vector: list[float], top: int,
-                     where: SearchFilter | None = None) -> list[Hit]: ...
+                     where: SearchFilter | None = None, text: str = "") -> list[Hit]:
+        """The nearest points to ``vector``; with ``text``, fused with the points whose BM25 terms
+        match it best (emomo.repositories.text_index), where the collection keeps them."""
+
+    async def text_search(self, collection: str) -> bool:
+        """Whether the collection keeps BM25 terms (hybrid search)."""
+
+    async def add_text(self, collection: str) -> int:
+        """Give an existing collection its BM25 terms (made from the payloads); the points done."""
 
     async def collections(self) -> list[str]: ...
 

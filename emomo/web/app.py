@@ -8,7 +8,7 @@ once for the server's life; requests run concurrently on the loop.
 Routes:
 
 - ``GET /``: the page (``static/index.html``); the query lives in the URL (``/?q=…``).
-- ``GET /api/v1/search?q=&top=&embedding=&category=&animated=``: the hits of
+- ``GET /api/v1/search?q=&top=&embedding=&category=&animated=&source=``: the hits of
   ``scrapy search --json`` (same keys) plus ``image_url``, what a browser can load.
 - ``GET /api/v1/stats``: ``scrapy stats --json``.
 - ``GET /api/v1/categories``: ``[{"category": C, "memes": N}, …]``, most memes first.
@@ -132,6 +132,7 @@ def _query(request: web.Request) -> tuple[str, int, str, SearchFilter]:
     if animated and animated not in _YES | _NO:
         raise BadRequest(f"animated={animated}: expected yes or no")
     where = SearchFilter(category=request.query.get("category") or None,
+                         source_type=request.query.get("source") or None,
                          is_animated=None if not animated else animated in _YES)
     return q, min(top, MAX_TOP), request.query.get("embedding", ""), where
 

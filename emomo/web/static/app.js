@@ -22,6 +22,7 @@ function memeText(hit) {
 
 function card(hit) {
   const figure = document.createElement("figure");
+  figure.className = hit.match === "text" ? "text" : "meaning";
   const img = document.createElement("img");
   img.loading = "lazy";
   img.decoding = "async";
@@ -73,7 +74,12 @@ async function run(params) {
     $("status").textContent = body.error || `出错了（${response.status}）`;
     return;
   }
-  $("status").textContent = body.length ? `找到 ${body.length} 个表情包` : "没有找到表情包";
+  // Honest about why each meme is there: its text holds the query, or only its meaning is near.
+  const written = body.filter((hit) => hit.match === "text").length;
+  $("status").textContent = !body.length ? "没有找到表情包"
+    : !written ? "没有文字完全匹配的表情包，以下是意思相近的"
+    : written === body.length ? `${written} 个表情包写着“${params.q}”`
+    : `${written} 个表情包写着“${params.q}”，其后是意思相近的`;
   grid.append(...body.map(card));
 }
 
