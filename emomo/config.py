@@ -256,6 +256,10 @@ class ServerConfig(Section):
     #: connections held at once; more are closed at once (never more than the process's
     #: descriptor limit leaves for the backends)
     max_connections: int = Field(256, ge=1, le=MAX_POOL * 16)
+    #: where the grid's thumbnails are kept once made (WebP, the first frame, on first request)
+    thumb_dir: str = "./data/thumbs"
+    #: a thumbnail's longest side, in pixels
+    thumb_px: int = Field(320, ge=32, le=1024)
 
 
 class DedupeConfig(Section):
@@ -612,6 +616,7 @@ def load_config(
         "qdrant": config.qdrant.model_copy(update={"path": _resolve_path(config.qdrant.path, base)}),
         "storage": config.storage.model_copy(update={"path": _resolve_path(config.storage.path, base)}),
         "ingest": config.ingest.model_copy(update={"spool_dir": _resolve_path(config.ingest.spool_dir, base)}),
+        "server": config.server.model_copy(update={"thumb_dir": _resolve_path(config.server.thumb_dir, base)}),
         "sources": SourcesConfig(
             chinesebqb=ChineseBQBSourceConfig(repo_path=_resolve_path(config.sources.chinesebqb.repo_path, base)),
             staging=StagingSourceConfig(path=_resolve_path(config.sources.staging.path, base))),

@@ -152,6 +152,15 @@ def first_frame_rgb(data: bytes) -> Image.Image:
 
 
 
+def thumbnail(data: bytes, max_px: int) -> bytes:
+    """A small WebP of the image for a grid: its first frame, at most ``max_px`` a side."""
+    frame = first_frame_rgb(data)
+    frame.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    frame.save(out, "WEBP", quality=75, method=4)
+    return out.getvalue()
+
+
 _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 

@@ -6,19 +6,26 @@ searches; ``search`` is the one-shot form the command uses.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from emomo import clients
+from emomo.categories import display_name, resolve
 from emomo.config import EmbeddingConfig, EmomoConfig
+from emomo.errors import ConfigError
 from emomo.providers import Embedder
 from emomo.repositories import MemeRepository
 from emomo.repositories.text_index import matches_text
 from emomo.repositories.vector_index import SearchFilter, VectorIndex, candidates
 
-HIT_KEYS = ("meme_id", "md5", "score", "match", "category", "tags", "description", "storage_url",
+HIT_KEYS = ("meme_id", "md5", "score", "match", "category", "category_name", "tags", "description", "storage_url",
             "source_type", "source_id", "format", "is_animated")
 #: why a hit is there: its text holds every word of the query, or only its meaning is near
 TEXT, MEANING = "text", "meaning"
+
+
+class UnknownCategory(ConfigError):
+    """A category filter that names no category of the index."""
 
 
 async def _open(config: EmomoConfig) -> tuple[MemeRepository, VectorIndex]:
@@ -69,6 +76,7 @@ class Searcher:
         collection = self.embedding.collection
         if collection not in await self.index.collections():
             return []
+        where = await self.with_categories(where)
         vector = await self.embedder.embed_query(query)
         # More than asked for: a text match ranked low by the fusion still comes first.
         found = await self.index.search(collection, vector, candidates(top), where, text=query)
@@ -87,6 +95,7 @@ class Searcher:
                 "score": round(hit.score, 6),
                 "match": why[hit.point_id],
                 "category": p.get("category", ""),
+                "category_name": display_name(str(p.get("category", ""))),
                 "tags": list(p.get("tags") or []),
                 "description": p.get("vlm_description", ""),
                 "storage_url": p.get("storage_url", ""),
@@ -98,6 +107,21 @@ class Searcher:
             if storage_key:
                 results[-1]["storage_key"] = meme.storage_key if meme else None
         return results
+
+
+    async def with_categories(self, where: SearchFilter | None) -> SearchFilter | None:
+        """The filter with its category as stored: a display name (狗) becomes the folder(s) it
+        names (011Dog_狗🐶BQB); one that names none is refused, with the categories there are."""
+        if where is None or not isinstance(where.category, str):
+            return where
+        assert self.repo is not None
+        known = await self.repo.categories()
+        found = resolve(where.category, known)
+        if not found:
+            names = list(dict.fromkeys(display_name(c) for c in known))
+            shown = "、".join(names[:20]) + ("…" if len(names) > 20 else "")
+            raise UnknownCategory(f"no category {where.category!r} in the index (categories: {shown or 'none yet'})")
+        return replace(where, category=found[0] if len(found) == 1 else tuple(found))
 
 
 async def search(config: EmomoConfig, query: str, embedding_name: str | None = None,

@@ -182,8 +182,8 @@ def test_scrapy_search_command_json(tree: Tree, first: tuple[Run, State], workdi
     assert run.returncode == 0, run.stderr
     hits = json.loads(run.stdout)
     assert len(hits) == 3
-    assert set(hits[0]) == {"meme_id", "md5", "score", "match", "category", "tags", "description", "storage_url",
-                            "source_type", "source_id", "format", "is_animated"}
+    assert set(hits[0]) == {"meme_id", "md5", "score", "match", "category", "category_name", "tags",
+                            "description", "storage_url", "source_type", "source_id", "format", "is_animated"}
     assert hits[0]["match"] == "text" and [h["match"] for h in hits[1:]] == ["meaning", "meaning"]
     assert hits[0]["md5"] == target.md5
     assert hits[0]["source_id"] == target.rel_path

@@ -40,6 +40,17 @@ def test_query_words_fold_width_case_and_punctuation() -> None:
     assert query_words("  ＯＫ，Ｂｏｓｓ  打工人! ") == ["ok", "boss", "打工人"]
 
 
+@pytest.mark.parametrize(("folder", "name"), [
+    ("001Funny_滑稽大佬😏BQB", "滑稽大佬"), ("015Golden_Curator_Panda金馆长熊猫🐼BQB", "金馆长熊猫"),
+    ("020TATAN🤷\u200d♂️BQB", "TATAN"), ("011Dog_狗🐶BQB", "狗"), ("搞笑", "搞笑"), ("熊猫头", "熊猫头"),
+])
+def test_a_category_is_shown_by_the_name_a_person_says(folder: str, name: str) -> None:
+    from emomo.categories import display_name, resolve
+
+    assert display_name(folder) == name
+    assert resolve(name, [folder, "其他"]) == [folder] and resolve(folder, [folder]) == [folder]
+
+
 def search(workdir: Path, queries: list[str], top: int) -> list[list[dict[str, Any]]]:
     async def go() -> list[list[dict[str, Any]]]:
         searcher = await Searcher(load_config(env={}, base_dir=workdir)).open()

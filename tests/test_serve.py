@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import io
 import json
 import subprocess
 import sys
@@ -103,13 +104,31 @@ def q(text: str, **params: str) -> str:
 def test_search_answers_the_hits_of_scrapy_search_with_images_a_browser_can_load(served: Served) -> None:
     status, hits = served.get(q("我太难了", top="5"))
     assert status == 200
-    assert [set(h) for h in hits] == [set(HIT_KEYS) | {"image_url"}] * 5
+    assert [set(h) for h in hits] == [set(HIT_KEYS) | {"image_url", "thumb_url"}] * 5
     assert served.cli is not None
-    assert [{k: v for k, v in h.items() if k != "image_url"} for h in hits] == served.cli["search"]
+    assert [{k: v for k, v in h.items() if k not in ("image_url", "thumb_url")} for h in hits] == served.cli["search"]
     assert "我太难了" in hits[0]["description"]
     for hit in hits:
         status, body = served.get(hit["image_url"])
         assert status == 200 and hashlib.md5(body).hexdigest() == hit["md5"]
+
+
+def test_the_grid_loads_small_thumbnails_made_once(served: Served) -> None:
+    from PIL import Image
+
+    _, hits = served.get(q("表情", top="30"))
+    full = thumbs = 0
+    for hit in hits:
+        status, headers, body = served.exchange("GET", hit["thumb_url"])
+        assert status == 200 and headers["Content-Type"] == "image/webp"
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.format == "WEBP" and max(im.size) <= 320 and not getattr(im, "is_animated", False)
+        thumbs += len(body)
+        full += len(served.exchange("GET", hit["image_url"])[2])
+    kept = served.workdir / "data" / "thumbs" / f"{hits[0]['thumb_url'].split('/thumbs/', 1)[1].rsplit('.', 1)[0]}.webp"
+    assert kept.is_file()
+    assert thumbs < full / 2, (thumbs, full)
+    assert served.raw("/thumbs/00/" + "0" * 32 + ".gif") == 404 and served.raw("/thumbs/../x") == 404
 
 
 def test_filters_and_top(served: Served) -> None:
@@ -215,7 +234,16 @@ def test_stats_and_categories(served: Served) -> None:
     assert served.cli is not None and stats == served.cli["stats"]
     status, categories = served.get("/api/v1/categories")
     assert status == 200 and sum(c["memes"] for c in categories) == 30
-    assert all(set(c) == {"category", "memes"} for c in categories)
+    assert all(set(c) == {"category", "name", "memes"} for c in categories)
+    names = {c["category"]: c["name"] for c in categories}
+    assert names["001Funny_滑稽大佬😏BQB"] == "滑稽大佬" and names["011Dog_狗🐶BQB"] == "狗"
+    # the filter takes the name a person says, or the folder's
+    _, by_name = served.get(q("表情", category="狗", top="100"))
+    _, by_folder = served.get(q("表情", category="011Dog_狗🐶BQB", top="100"))
+    assert by_name == by_folder and by_name and {h["category_name"] for h in by_name} == {"狗"}
+    status, body = served.get(q("表情", category="恐龙"))
+    assert status == 400 and body["error"].startswith("category=恐龙: no category '恐龙' in the index (categories: ")
+    assert "滑稽大佬" in body["error"]
 
 
 def test_fifty_concurrent_searches_are_all_answered(served: Served) -> None:
@@ -242,6 +270,13 @@ def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Se
             caption = await page.evaluate("document.querySelector('#grid figcaption').textContent")
             assert "我太难了" in caption
             assert await page.evaluate("document.querySelector('#grid figure').className") == "text"
+            # the grid loads thumbnails: what it transferred, as the browser counts it
+            assert await page.evaluate("[...document.querySelectorAll('#grid img')]"
+                                       ".every(i => i.src.includes('/thumbs/'))")
+            grid_bytes = await page.evaluate(
+                "performance.getEntriesByType('resource').filter(e => e.initiatorType === 'img')"
+                ".reduce((n, e) => n + e.transferSize, 0)")
+            assert 0 < grid_bytes <= 1_500_000, grid_bytes
             assert await page.evaluate("document.querySelector('#status').textContent") == \
                 "1 个表情包写着“我太难了”，其后是意思相近的"
             # Reloading the URL shows the same search: it can be shared and bookmarked.

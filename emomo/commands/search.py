@@ -24,7 +24,8 @@ class Command(EmomoCommand):
         parser.add_argument("--embedding", default="", metavar="NAME",
                             help="embedding configuration to search (else the one marked is_default)")
         parser.add_argument("--top", type=int, default=10, metavar="K", help="number of hits (default 10)")
-        parser.add_argument("--category", default=None, metavar="C", help="only memes of this category")
+        parser.add_argument("--category", default=None, metavar="C",
+                            help="only memes of this category: its name (滑稽大佬) or its folder")
         parser.add_argument("--animated", choices=("yes", "no"), default=None, help="only animated memes, or none")
         parser.add_argument("--source", default=None, metavar="S",
                             help="only memes from this source (chinesebqb, fabiaoqing, staging)")

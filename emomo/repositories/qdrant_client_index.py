@@ -153,7 +153,8 @@ class QdrantClientIndex(PagedIndex):
 
             conditions = where.conditions() if where else {}
             query_filter = models.Filter(must=[
-                models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in conditions.items()
+                models.FieldCondition(key=k, match=models.MatchAny(any=list(v)) if isinstance(v, tuple)
+                                      else models.MatchValue(value=v)) for k, v in conditions.items()
             ]) if conditions else None
             if text and self._has_text(client, collection):
                 indices, values = query_terms(text)

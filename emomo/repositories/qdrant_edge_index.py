@@ -318,7 +318,8 @@ class EdgeIndex(PagedIndex):
         # boolean payload: the flag is checked here instead, fetching more until ``top`` are found.
         flag = conditions.pop("is_animated", None)
         query_filter = edge.Filter(must=[
-            edge.FieldCondition(key, match=edge.MatchValue(value)) for key, value in conditions.items()
+            edge.FieldCondition(key, match=edge.MatchAny(list(value)) if isinstance(value, tuple)
+                                else edge.MatchValue(value)) for key, value in conditions.items()
         ]) if conditions else None
 
         def request(limit: int) -> Any:

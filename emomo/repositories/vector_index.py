@@ -59,13 +59,14 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchFilter:
-    """Exact matches on the indexed payload fields; None matches anything."""
+    """Exact matches on the indexed payload fields; None matches anything. A category may be
+    several (a display name shared by stored names): any of them matches."""
 
-    category: str | None = None
+    category: str | tuple[str, ...] | None = None
     source_type: str | None = None
     is_animated: bool | None = None
 
-    def conditions(self) -> dict[str, str | bool]:
+    def conditions(self) -> dict[str, str | bool | tuple[str, ...]]:
         return {k: v for k, v in (("category", self.category), ("source_type", self.source_type),
                                   ("is_animated", self.is_animated)) if v is not None}
 

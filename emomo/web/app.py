@@ -11,7 +11,9 @@ Routes:
 - ``GET /api/v1/search?q=&top=&embedding=&category=&animated=&source=``: the hits of
   ``scrapy search --json`` (same keys) plus ``image_url``, what a browser can load.
 - ``GET /api/v1/stats``: ``scrapy stats --json``.
-- ``GET /api/v1/categories``: ``[{"category": C, "memes": N}, …]``, most memes first.
+- ``GET /api/v1/categories``: ``[{"category": C, "name": display name, "memes": N}, …]``, most
+  memes first; ``category=`` takes either form.
+- ``GET /thumbs/{key}``: a meme's thumbnail (WebP, first frame), made once and kept.
 - ``GET /images/{key}``: the local object store's files (only keys inside it, never a path
   outside; with S3/R2 the image URLs point at the bucket instead).
 
@@ -21,21 +23,26 @@ backend is down (the server keeps serving and answers again once it is back).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from emomo import clients
+from emomo.categories import display_name
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError, backend_errors
-from emomo.imaging import CONTENT_TYPES
+from emomo.imaging import CONTENT_TYPES, thumbnail
 from emomo.logmask import SecretMask
-from emomo.query import Searcher, counts
+from emomo.query import Searcher, UnknownCategory, counts
 from emomo.repositories import MemeRepository
 from emomo.repositories.vector_index import SearchFilter, VectorIndex
 from emomo.storage import ObjectStore
@@ -141,10 +148,14 @@ async def search(request: web.Request) -> web.Response:
     service: SearchService = request.app[SERVICE]
     q, top, embedding, where = _query(request)
     searcher = await service.searcher(embedding or service.default_embedding)
-    hits = await searcher.search(q, top, where, storage_key=True)
+    try:
+        hits = await searcher.search(q, top, where, storage_key=True)
+    except UnknownCategory as exc:
+        raise BadRequest(f"category={where.category}: {exc}") from None
     for hit in hits:
         key = hit.pop("storage_key")
         hit["image_url"] = service.image_url(key) if key else ""
+        hit["thumb_url"] = f"/thumbs/{key}" if key else ""
     return web.json_response(hits, dumps=_dumps)
 
 
@@ -156,7 +167,8 @@ async def stats(request: web.Request) -> web.Response:
 async def categories(request: web.Request) -> web.Response:
     service: SearchService = request.app[SERVICE]
     found = await service.repo.categories()
-    return web.json_response([{"category": c, "memes": n} for c, n in found.items()], dumps=_dumps)
+    return web.json_response([{"category": c, "name": display_name(c), "memes": n} for c, n in found.items()],
+                             dumps=_dumps)
 
 
 async def image(request: web.Request) -> web.StreamResponse:
@@ -172,6 +184,34 @@ async def image(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text='{"error": "no such image"}', content_type="application/json")
     ctype = CONTENT_TYPES[path.suffix[1:]]
     return web.FileResponse(path, headers={"Content-Type": ctype, "Cache-Control": "public, max-age=86400"})
+
+
+async def thumb(request: web.Request) -> web.StreamResponse:
+    """A meme's thumbnail for the grid (the first frame, WebP, at most server.thumb_px a side):
+    made from the stored object on its first request, kept under server.thumb_dir, then served
+    from there. A grid of 24 ChineseBQB GIFs (1-5 MB each) loads a few hundred kilobytes."""
+    service: SearchService = request.app[SERVICE]
+    key = request.match_info["key"]
+    if not _KEY.fullmatch(key):
+        raise web.HTTPNotFound(text='{"error": "no such image"}', content_type="application/json")
+    config = service.config.server
+    path = Path(config.thumb_dir) / f"{key.rsplit('.', 1)[0]}.webp"
+    if not path.is_file():
+        if not await service.store.exists(key):
+            raise web.HTTPNotFound(text='{"error": "no such image"}', content_type="application/json")
+        data = await service.store.get(key)
+        small = await asyncio.to_thread(thumbnail, data, config.thumb_px)
+        await asyncio.to_thread(_keep, path, small)
+    return web.FileResponse(path, headers={"Content-Type": "image/webp", "Cache-Control": "public, max-age=86400"})
+
+
+def _keep(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` whole or not at all (two first requests may race)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 async def page(request: web.Request) -> web.StreamResponse:
@@ -257,6 +297,7 @@ def build_app(service: SearchService) -> web.Application:
     app.router.add_get("/api/v1/stats", stats)
     app.router.add_get("/api/v1/categories", categories)
     app.router.add_get("/images/{key:.+}", image)
+    app.router.add_get("/thumbs/{key:.+}", thumb)
 
     async def backends(_: web.Application) -> AsyncIterator[None]:
         # Opened for the server's life, and closed whatever happens: half-opened ones too.

@@ -26,17 +26,22 @@ function card(hit) {
   const img = document.createElement("img");
   img.loading = "lazy";
   img.decoding = "async";
-  img.src = hit.image_url;
+  // The grid loads thumbnails (the first frame, small); a click shows the whole file (a GIF
+  // plays) and copies its address.
+  img.src = hit.thumb_url || hit.image_url;
   img.alt = memeText(hit);
   const caption = document.createElement("figcaption");
   caption.textContent = memeText(hit);
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = [hit.category, hit.is_animated ? "动图" : ""].filter(Boolean).join(" · ");
+  meta.textContent = [hit.category_name, hit.is_animated ? "动图" : ""].filter(Boolean).join(" · ");
   caption.appendChild(meta);
   figure.append(img, caption);
-  figure.title = "点击复制图片地址";
-  figure.addEventListener("click", () => copy(new URL(hit.image_url, location.href).href));
+  figure.title = "点击查看原图并复制图片地址";
+  figure.addEventListener("click", () => {
+    img.src = hit.image_url;
+    copy(new URL(hit.image_url, location.href).href);
+  });
   return figure;
 }
 
@@ -87,8 +92,8 @@ async function loadCategories(selected) {
   try {
     const response = await fetch("/api/v1/categories");
     const found = await response.json();
-    for (const { category, memes } of found) {
-      const option = new Option(`${category}（${memes}）`, category);
+    for (const { category, name, memes } of found) {
+      const option = new Option(`${name}（${memes}）`, category);
       $("category").add(option);
     }
   } catch {
