@@ -260,6 +260,8 @@ class ServerConfig(Section):
     thumb_dir: str = "./data/thumbs"
     #: a thumbnail's longest side, in pixels
     thumb_px: int = Field(320, ge=32, le=1024)
+    #: the largest picture a search by picture takes (MB)
+    max_upload_mb: int = Field(10, ge=1, le=100)
 
 
 class DedupeConfig(Section):

@@ -13,15 +13,20 @@ from emomo import clients
 from emomo.categories import display_name, resolve
 from emomo.config import EmbeddingConfig, EmomoConfig
 from emomo.errors import ConfigError
+from emomo.ingest.near_dupes import NearIndex
+from emomo.picture_search import same_meme
 from emomo.providers import Embedder
+from emomo.providers.ocr_describer import TextReader
 from emomo.repositories import MemeRepository
 from emomo.repositories.text_index import matches_text
-from emomo.repositories.vector_index import SearchFilter, VectorIndex, candidates
+from emomo.repositories.vector_index import Hit, SearchFilter, VectorIndex, candidates, point_id
 
 HIT_KEYS = ("meme_id", "md5", "score", "match", "category", "category_name", "tags", "description", "storage_url",
             "source_type", "source_id", "format", "is_animated")
 #: why a hit is there: its text holds every word of the query, or only its meaning is near
 TEXT, MEANING = "text", "meaning"
+#: a search by picture: the meme the picture is (the same file, or a copy of it)
+PICTURE = "picture"
 
 
 class UnknownCategory(ConfigError):
@@ -51,6 +56,9 @@ class Searcher:
         self.embedder: Embedder = clients.build_embedder(self.embedding)
         self.repo, self.index = repo, index
         self._owns = repo is None
+        #: every recorded meme's near-duplicate signature, read on (search by picture)
+        self.near_index = NearIndex()
+        self._reader: TextReader | None = None
 
     async def open(self) -> Searcher:
         if self._owns:
@@ -82,18 +90,21 @@ class Searcher:
         found = await self.index.search(collection, vector, candidates(top), where, text=query)
         labelled = [(h, TEXT if matches_text(query, h.payload) else MEANING) for h in found]
         ordered = [x for x in labelled if x[1] == TEXT] + [x for x in labelled if x[1] == MEANING]
-        hits = [h for h, _ in ordered[:top]]
-        why = {h.point_id: match for h, match in ordered}
-        memes = await self.repo.get_memes([str(h.payload.get("meme_id")) for h in hits])
+        return await self._hits(ordered[:top], storage_key)
+
+    async def _hits(self, ordered: list[tuple[Hit, str]], storage_key: bool) -> list[dict[str, Any]]:
+        """The hits as the commands and the API give them (HIT_KEYS), with the rows' own fields."""
+        assert self.repo is not None
+        memes = await self.repo.get_memes([str(h.payload.get("meme_id")) for h, _ in ordered])
         results = []
-        for hit in hits:
+        for hit, match in ordered:
             p = hit.payload
             meme = memes.get(str(p.get("meme_id")))
             results.append({
                 "meme_id": p.get("meme_id"),
                 "md5": meme.md5_hash if meme else p.get("md5"),
                 "score": round(hit.score, 6),
-                "match": why[hit.point_id],
+                "match": match,
                 "category": p.get("category", ""),
                 "category_name": display_name(str(p.get("category", ""))),
                 "tags": list(p.get("tags") or []),
@@ -107,6 +118,36 @@ class Searcher:
             if storage_key:
                 results[-1]["storage_key"] = meme.storage_key if meme else None
         return results
+
+    async def search_picture(self, data: bytes, top: int = 10, where: SearchFilter | None = None,
+                             storage_key: bool = False) -> list[dict[str, Any]]:
+        """Memes for a picture (emomo.picture_search): the meme it is (``"match": "picture"``),
+        then those whose text holds the text read on it, then the nearest in meaning."""
+        assert self.repo is not None and self.index is not None, "Searcher.open() was not awaited"
+        collection = self.embedding.collection
+        if collection not in await self.index.collections():
+            return []
+        where = await self.with_categories(where)
+        match = await same_meme(self.config, self.repo, self.near_index, collection, data)
+        # The text on it: kept with the meme it is, else read now.
+        text = match.image_text if match is not None and match.image_text is not None else \
+            await self.reader().read(data)
+        found = await self.search(text, top, where, storage_key) if text.strip() else []
+        if match is None:
+            return found
+        same = match.meme_id
+        meme = (await self.repo.get_memes([same])).get(same)
+        pid = point_id(collection, meme.md5_hash) if meme else ""
+        payload = (await self.index.payloads(collection, [pid])).get(pid) if pid else None
+        if payload is None:
+            return found
+        first = await self._hits([(Hit(pid, 1.0, payload), PICTURE)], storage_key)
+        return (first + [h for h in found if h["meme_id"] != same])[:top]
+
+    def reader(self) -> TextReader:
+        if self._reader is None:
+            self._reader = TextReader(self.config.ingest)
+        return self._reader
 
 
     async def with_categories(self, where: SearchFilter | None) -> SearchFilter | None:
@@ -131,6 +172,17 @@ async def search(config: EmomoConfig, query: str, embedding_name: str | None = N
     try:
         await searcher.open()
         return await searcher.search(query, top, where)
+    finally:
+        await searcher.close()
+
+
+async def search_picture(config: EmomoConfig, data: bytes, embedding_name: str | None = None,
+                         top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
+    """One search by picture: open, search, close."""
+    searcher = Searcher(config, embedding_name)
+    try:
+        await searcher.open()
+        return await searcher.search_picture(data, top, where)
     finally:
         await searcher.close()
 

@@ -157,3 +157,64 @@ def test_a_qdrant_server_collection_fuses_the_same_way(tmp_path: Path) -> None:
     text_search, fused, dense = asyncio.run(go())
     assert text_search
     assert dense[:2] == texts[:2] and fused[0] == "图中文字：打工人打工魂"
+
+
+def search_pictures(workdir: Path, pictures: list[bytes], top: int) -> list[list[dict[str, Any]]]:
+    async def go() -> list[list[dict[str, Any]]]:
+        searcher = await Searcher(load_config(env={}, base_dir=workdir)).open()
+        try:
+            return [await searcher.search_picture(data, top) for data in pictures]
+        finally:
+            await searcher.close()
+    return asyncio.run(go())
+
+
+def test_a_copy_of_a_meme_finds_it_first_by_picture(series: tuple[Path, list[Planted]]) -> None:
+    import random
+
+    from memegen import COPY_KINDS, copy_of
+
+    workdir, planted = series
+    rnd = random.Random(5)
+    cases = [(p, kind) for p in planted[:24] for kind in ("jpeg", "resize", "crop")] + \
+            [(p, kind) for p in planted[24:30] for kind in COPY_KINDS]
+    pictures = [copy_of((workdir / "ChineseBQB" / p.rel_path).read_bytes(), kind, rnd)[0] for p, kind in cases]
+    answers = search_pictures(workdir, pictures, 5)
+    first = sum(1 for (p, _), hits in zip(cases, answers, strict=True)
+                if hits and (hits[0]["md5"], hits[0]["match"]) == (p.md5, "picture"))
+    assert first / len(cases) >= 0.95, [(p.caption, kind, [(h["md5"] == p.md5, h["match"]) for h in hits[:2]])
+                                        for (p, kind), hits in zip(cases, answers, strict=True)]
+    # the very file, too
+    [exact] = search_pictures(workdir, [(workdir / "ChineseBQB" / planted[0].rel_path).read_bytes()], 3)
+    assert (exact[0]["md5"], exact[0]["match"]) == (planted[0].md5, "picture")
+
+
+def test_another_caption_on_the_same_template_is_not_taken_for_the_meme(series: tuple[Path, list[Planted]]) -> None:
+    from memegen import TEMPLATES, template_bytes
+
+    workdir, planted = series
+    # build_tree draws category i's series on template (seed + i) % 10: the fixture's seed is 21
+    others = [template_bytes((21 + i) % (2 * len(TEMPLATES)), caption, "png")
+              for i, caption in enumerate(("周一不想上班", "今晚吃火锅", "你说得对但是", "我先睡了"))]
+    answers = search_pictures(workdir, others, 5)
+    assert all(h["match"] != "picture" for hits in answers for h in hits), answers
+    # what is read on it still finds memes with those words, or the nearest in meaning
+    assert all(len(hits) == 5 for hits in answers)
+
+
+def test_scrapy_search_image_on_the_command_line(series: tuple[Path, list[Planted]], tmp_path: Path) -> None:
+    workdir, planted = series
+    picture = tmp_path / "saved.jpg"
+    from PIL import Image
+
+    with Image.open(workdir / "ChineseBQB" / planted[3].rel_path) as im:
+        im.convert("RGB").resize((200, 200)).save(picture, "JPEG", quality=70)
+    run = scrapy(workdir, "search", "--image", str(picture), "--json", "--top", "3")
+    assert run.returncode == 0, run.stderr
+    hits = json.loads(run.stdout)
+    assert (hits[0]["md5"], hits[0]["match"]) == (planted[3].md5, "picture")
+    from emomo.picture_search import NotAPicture
+
+    with pytest.raises(NotAPicture, match=r"^the picture cannot be searched by: not an image \(no known image "
+                                          r"signature\)$"):
+        search_pictures(workdir, [b"not a picture, a note"], 3)

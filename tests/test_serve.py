@@ -228,6 +228,37 @@ def test_idle_connections_are_closed_and_a_flood_of_them_never_silences_the_api(
     assert status == 200 and len(hits) == 3
 
 
+def test_a_picture_posted_finds_the_meme_it_is(served: Served) -> None:
+    import uuid
+
+    from PIL import Image
+
+    _, hits = served.get(q("我太难了", top="1"))
+    with Image.open(io.BytesIO(served.get(hits[0]["image_url"])[1])) as im:
+        out = io.BytesIO()
+        im.convert("RGB").crop((4, 4, im.width - 4, im.height - 4)).save(out, "JPEG", quality=75)
+
+    def post(data: bytes, field: str = "image") -> tuple[int, Any]:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"x.jpg\"\r\n"
+                f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(served.url + "/api/v1/search/image?top=5", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, found = post(out.getvalue())
+    assert status == 200 and (found[0]["md5"], found[0]["match"]) == (hits[0]["md5"], "picture")
+    assert found[0]["thumb_url"] and len(found) == 5 and found[0]["meme_id"] not in [h["meme_id"] for h in found[1:]]
+    status, body = post(b"GIF89a, and then nothing")
+    assert status == 400 and body["error"].startswith("image: the picture cannot be searched by: broken ")
+    status, body = post(out.getvalue(), field="file")
+    assert status == 400 and body == {"error": "image: no picture in the field 'image'"}
+
+
 def test_stats_and_categories(served: Served) -> None:
     status, stats = served.get("/api/v1/stats")
     assert status == 200
@@ -256,6 +287,13 @@ def test_fifty_concurrent_searches_are_all_answered(served: Served) -> None:
 
 def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Served) -> None:
     from browser import browser
+    from PIL import Image
+
+    _, hits = served.get(q("摸鱼快乐", top="1"))
+    target = hits[0]["md5"]
+    copy = served.workdir / "saved-copy.jpg"  # a copy as a user saves one: re-encoded, smaller
+    with Image.open(io.BytesIO(served.get(hits[0]["image_url"])[1])) as im:
+        im.convert("RGB").resize((180, 180)).save(copy, "JPEG", quality=70)
 
     async def drive() -> tuple[int, str, bytes]:
         async with browser() as page:
@@ -290,6 +328,14 @@ def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Se
                                       " return s.includes('没有') ? s : '' })()")
             assert status == "没有文字完全匹配的表情包，以下是意思相近的"
             assert await page.evaluate("document.querySelectorAll('#grid figure.text').length") == 0
+            # A picture chosen on the page (as a drop does): the meme it is comes first.
+            root = (await page.send("DOM.getDocument"))["root"]["nodeId"]
+            node = (await page.send("DOM.querySelector", nodeId=root, selector="#picture"))["nodeId"]
+            await page.send("DOM.setFileInputFiles", nodeId=node, files=[str(copy)])
+            await page.until("document.querySelector('#status').textContent.startsWith('就是这张表情包')")
+            first = await page.evaluate("(() => { const f = document.querySelector('#grid figure');"
+                                        " return [f.className, f.querySelector('img').src] })()")
+            assert first[0] == "picture" and target in first[1]
             return loaded, url, shot
 
     loaded, url, shot = asyncio.run(drive())

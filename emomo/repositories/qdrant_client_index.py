@@ -180,6 +180,11 @@ class QdrantClientIndex(PagedIndex):
         return await self._run(lambda client: client.scroll(
             collection, limit=limit, offset=offset, with_payload=with_payload, with_vectors=with_vectors))
 
+    async def payloads(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        records = await self._run(lambda client: client.retrieve(
+            collection, ids=ids, with_payload=True, with_vectors=False))
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
     async def existing(self, collection: str, ids: list[str]) -> set[str]:
         records = await self._run(lambda client: client.retrieve(
             collection, ids=ids, with_payload=False, with_vectors=False))

@@ -364,6 +364,10 @@ class EdgeIndex(PagedIndex):
         return await self._with(collection, lambda shard: shard.scroll(edge.ScrollRequest(
             offset=offset, limit=limit, with_payload=with_payload, with_vector=with_vector)), ([], None))
 
+    async def payloads(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        records: list[Any] = await self._with(collection, lambda shard: shard.retrieve(ids, True, False), [])
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
     async def existing(self, collection: str, ids: list[str]) -> set[str]:
         records: list[Any] = await self._with(collection, lambda shard: shard.retrieve(ids, False, False), [])
         return {str(r.id) for r in records}

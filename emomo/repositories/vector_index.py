@@ -170,6 +170,9 @@ class VectorIndex(Protocol):
     async def existing(self, collection: str, ids: list[str]) -> set[str]:
         """Which of ``ids`` the collection holds."""
 
+    async def payloads(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The payloads of those of ``ids`` the collection holds."""
+
     async def build(self, collection: str) -> BuildReport:
         """Build the search index (HNSW) when ``qdrant.build_after_points`` points are not in it yet
         (a server builds its own as points arrive)."""

@@ -10,6 +10,8 @@ Routes:
 - ``GET /``: the page (``static/index.html``); the query lives in the URL (``/?q=…``).
 - ``GET /api/v1/search?q=&top=&embedding=&category=&animated=&source=``: the hits of
   ``scrapy search --json`` (same keys) plus ``image_url``, what a browser can load.
+- ``POST /api/v1/search/image`` (multipart, field ``image``, at most server.max_upload_mb):
+  search by picture, as ``scrapy search --image``; ``match`` is ``picture`` for the meme it is.
 - ``GET /api/v1/stats``: ``scrapy stats --json``.
 - ``GET /api/v1/categories``: ``[{"category": C, "name": display name, "memes": N}, …]``, most
   memes first; ``category=`` takes either form.
@@ -34,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from emomo import clients
 from emomo.categories import display_name
@@ -42,6 +44,7 @@ from emomo.config import EmomoConfig
 from emomo.errors import ConfigError, backend_errors
 from emomo.imaging import CONTENT_TYPES, thumbnail
 from emomo.logmask import SecretMask
+from emomo.picture_search import NotAPicture
 from emomo.query import Searcher, UnknownCategory, counts
 from emomo.repositories import MemeRepository
 from emomo.repositories.vector_index import SearchFilter, VectorIndex
@@ -110,6 +113,14 @@ class SearchService:
             self.searchers[name] = await searcher.open()
         return self.searchers[name]
 
+    def with_urls(self, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Hits as the API gives them: the object's key replaced by what a browser loads."""
+        for hit in hits:
+            key = hit.pop("storage_key")
+            hit["image_url"] = self.image_url(key) if key else ""
+            hit["thumb_url"] = f"/thumbs/{key}" if key else ""
+        return hits
+
     def image_url(self, key: str) -> str:
         """What a browser loads: the store's public URL, the server's own /images/ for a local
         store, or a presigned URL of a private bucket."""
@@ -122,9 +133,9 @@ class SearchService:
         return presign(key) if presign is not None else self.store.url(key)
 
 
-def _query(request: web.Request) -> tuple[str, int, str, SearchFilter]:
+def _query(request: web.Request, needs_q: bool = True) -> tuple[str, int, str, SearchFilter]:
     q = request.query.get("q", "").strip()
-    if not q:
+    if not q and needs_q:
         raise BadRequest("q: give a query, e.g. /api/v1/search?q=我太难了")
     if len(q) > MAX_QUERY_CHARS:
         raise BadRequest(f"q: at most {MAX_QUERY_CHARS} characters (got {len(q)})")
@@ -152,11 +163,34 @@ async def search(request: web.Request) -> web.Response:
         hits = await searcher.search(q, top, where, storage_key=True)
     except UnknownCategory as exc:
         raise BadRequest(f"category={where.category}: {exc}") from None
-    for hit in hits:
-        key = hit.pop("storage_key")
-        hit["image_url"] = service.image_url(key) if key else ""
-        hit["thumb_url"] = f"/thumbs/{key}" if key else ""
-    return web.json_response(hits, dumps=_dumps)
+    return web.json_response(service.with_urls(hits), dumps=_dumps)
+
+
+async def search_image(request: web.Request) -> web.Response:
+    """``POST /api/v1/search/image`` (multipart, the picture in the field ``image``; ``top``,
+    ``embedding``, ``category``, ``animated``, ``source`` as query parameters)."""
+    service: SearchService = request.app[SERVICE]
+    limit = service.config.server.max_upload_mb * 1024 * 1024
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("image: send the picture as multipart/form-data in the field 'image'")
+    data = b""
+    async for part in await request.multipart():
+        if isinstance(part, BodyPartReader) and part.name == "image":
+            data = await part.read()
+            if len(data) > limit:
+                raise BadRequest(f"image: over server.max_upload_mb={service.config.server.max_upload_mb}")
+            break
+    if not data:
+        raise BadRequest("image: no picture in the field 'image'")
+    _, top, embedding, where = _query(request, needs_q=False)
+    searcher = await service.searcher(embedding or service.default_embedding)
+    try:
+        hits = await searcher.search_picture(data, top, where, storage_key=True)
+    except NotAPicture as exc:
+        raise BadRequest(f"image: {exc}") from None
+    except UnknownCategory as exc:
+        raise BadRequest(f"category={where.category}: {exc}") from None
+    return web.json_response(service.with_urls(hits), dumps=_dumps)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -288,12 +322,15 @@ async def guards(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def build_app(service: SearchService) -> web.Application:
-    app = web.Application(middlewares=[errors])
+    # A body over the upload cap is refused by aiohttp before it is read whole (a 413).
+    upload = service.config.server.max_upload_mb * 1024 * 1024
+    app = web.Application(middlewares=[errors], client_max_size=upload + 64 * 1024)
     app.on_response_prepare.append(guards)
     app[SERVICE] = service
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", asset)
     app.router.add_get("/api/v1/search", search)
+    app.router.add_post("/api/v1/search/image", search_image)
     app.router.add_get("/api/v1/stats", stats)
     app.router.add_get("/api/v1/categories", categories)
     app.router.add_get("/images/{key:.+}", image)

@@ -22,7 +22,7 @@ function memeText(hit) {
 
 function card(hit) {
   const figure = document.createElement("figure");
-  figure.className = hit.match === "text" ? "text" : "meaning";
+  figure.className = hit.match;
   const img = document.createElement("img");
   img.loading = "lazy";
   img.decoding = "async";
@@ -87,6 +87,36 @@ async function run(params) {
     : `${written} 个表情包写着“${params.q}”，其后是意思相近的`;
   grid.append(...body.map(card));
 }
+
+// Search by picture: a file chosen or dropped anywhere on the page. The meme it is comes first.
+async function searchPicture(file) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  $("status").textContent = "按图片搜索中…";
+  const form = new FormData();
+  form.append("image", file);
+  const response = await fetch("/api/v1/search/image?top=48", { method: "POST", body: form });
+  const body = await response.json();
+  if (!response.ok) {
+    $("status").textContent = body.error || `出错了（${response.status}）`;
+    return;
+  }
+  $("status").textContent = !body.length ? "没有找到表情包"
+    : body[0].match === "picture" ? "就是这张表情包；其后是文字或意思相近的"
+    : "没有找到这张表情包，以下是文字或意思相近的";
+  grid.append(...body.map(card));
+}
+
+$("picture").addEventListener("change", () => {
+  const [file] = $("picture").files;
+  if (file) searchPicture(file);
+});
+document.addEventListener("dragover", (event) => event.preventDefault());
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  const [file] = event.dataTransfer.files;
+  if (file) searchPicture(file);
+});
 
 async function loadCategories(selected) {
   try {

@@ -1,0 +1,65 @@
+"""Search by picture: "where is this one, in its best copy?" for a meme a user holds (a
+screenshot, a saved GIF, a re-encoded copy).
+
+The meme this picture is comes first: the same bytes, or a near-duplicate by the checks the
+crawl itself uses (emomo.near: the coarse hash within ``dedupe.near_distance``, then the
+thumbnails compared block by block; a same-template picture with another caption is told
+apart). Then the memes whose text holds the text read on the picture, then the nearest in
+meaning (emomo.query's hybrid search of that text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from emomo.config import EmomoConfig
+from emomo.errors import ConfigError
+from emomo.imaging import ImageError, probe
+from emomo.ingest.near_dupes import NearIndex, Verdict, judge
+from emomo.near import NearCheck, informative, measure, stored_thumb
+from emomo.repositories import MemeRepository
+
+
+class NotAPicture(ConfigError):
+    """What was sent to search by is no image we read (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Same:
+    """The recorded meme a picture is, and the text read on it when that was kept (then the
+    picture need not be read again)."""
+
+    meme_id: str
+    image_text: str | None
+
+
+async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex, collection: str,
+                    data: bytes) -> Same | None:
+    """The recorded meme (with its vector in ``collection``) that ``data`` is a copy of, or None.
+    OCR is never needed: a picture the thumbnails cannot settle is no match."""
+    limits = config.ingest
+    try:
+        info = await asyncio.to_thread(probe, data, limits.max_pixels, limits.max_frames, limits.max_frame_pixels)
+    except ImageError as exc:
+        raise NotAPicture(f"the picture cannot be searched by: {exc}") from None
+    exact = await repo.get_meme_by_md5(info.md5)
+    if exact is not None and exact.status == "active":
+        known = await repo.near_candidates([exact.id], collection)
+        return Same(exact.id, known[0].image_text if known else None)
+    picture = await asyncio.to_thread(measure, data)
+    if not informative(picture.phash):
+        return None  # a flat picture is "near" every other flat one
+    check = NearCheck.of(picture)
+    await index.refresh(repo)
+    dedupe = config.dedupe
+    ids = index.candidates(picture.phash, check.vector, dedupe.near_distance, dedupe.near_candidates)
+    rank = {meme_id: i for i, meme_id in enumerate(ids)}
+    found = sorted((c for c in await repo.near_candidates(ids, collection) if c.indexed and c.thumb),
+                   key=lambda c: rank[c.meme_id])
+    if not found:
+        return None
+    judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
+                                        [c.shifted for c in found], dedupe)
+    return next((Same(c.meme_id, c.image_text) for c, (verdict, _) in zip(found, judgement.verdicts, strict=True)
+                 if verdict is Verdict.SAME), None)
