@@ -35,7 +35,8 @@ from scrapy import signals
 from scrapy.exceptions import DontCloseSpider, UsageError
 from scrapy_redis.connection import get_redis
 from scrapy_redis.scheduler import Scheduler as RedisScheduler
-from twisted.internet import task
+from twisted.internet import task, threads
+from twisted.internet.defer import Deferred
 
 from emomo.addon import SETTINGS
 
@@ -254,9 +255,15 @@ class Frontier:
     def done(self) -> bool:
         return bool(self._done(keys=[self.queue_key, f"{self.key}:busy", f"{self.key}:holders"]))
 
-    def first_listing(self, source_id: str) -> bool:
-        """True for the first worker to find this image on a list page in this crawl."""
-        return bool(self.server.sadd(f"{self.key}:listed", source_id))
+    def first_listings(self, source_ids: list[str]) -> set[str]:
+        """Those of ``source_ids`` this worker is the first to find on a list page in this crawl:
+        one round trip for a page's images."""
+        if not source_ids:
+            return set()
+        pipe = self.server.pipeline(transaction=False)
+        for source_id in source_ids:
+            pipe.sadd(f"{self.key}:listed", source_id)
+        return {source_id for source_id, added in zip(source_ids, pipe.execute(), strict=True) if added}
 
     def clear(self) -> None:
         """Delete every key of the crawl: the next crawl with these arguments starts afresh."""
@@ -315,23 +322,37 @@ class FrontierScheduler(RedisScheduler):
 
     def open(self, spider: Spider) -> None:
         super().open(spider)
-        self._renewal = task.LoopingCall(self.frontier.renew)
+        # One frontier per crawler: the spider's (it marks the pages and images it lists), when
+        # it has one, so both speak for the same worker.
+        shared = getattr(spider, "frontier", None)
+        if isinstance(shared, Frontier) and shared.key == self.frontier.key:
+            shared.busy_ttl = self.frontier.busy_ttl
+            self.frontier = shared
+        # The busy mark's renewal and the look for work talk to Redis off the reactor: a slow
+        # answer must not stall the crawl, nor delay the renewal until other workers take over
+        # this one's live work.
+        self._renewal = task.LoopingCall(threads.deferToThread, self.frontier.renew)
         self._renewal.start(max(1, self.frontier.busy_ttl // 4), now=False)
         self._wake = task.LoopingCall(self._wake_when_work_arrives)
         self._wake.start(WAKE_INTERVAL, now=False)
 
-    def _wake_when_work_arrives(self) -> None:
+    def _wake_when_work_arrives(self) -> Deferred[None] | None:
         # An idle engine asks for requests only at its 5 s heartbeat; other workers' list pages
         # (or a dead worker's requests, put back) fill the queue meanwhile. Ask sooner (the
         # engine's own wake-up call, as a finished download makes it).
         if self.frontier.is_busy:
-            return
-        self._take_over()
-        if not len(self.queue):
-            return
-        slot = getattr(self.crawler.engine, "_slot", None)
-        if slot is not None:
-            slot.nextcall.schedule()
+            return None
+
+        def look() -> bool:
+            self._take_over()
+            return bool(len(self.queue))
+
+        def wake(work: bool) -> None:
+            slot = getattr(self.crawler.engine, "_slot", None)
+            if work and slot is not None:
+                slot.nextcall.schedule()
+        found: Deferred[bool] = threads.deferToThread(look)
+        return found.addCallback(wake)
 
     def next_request(self) -> Request | None:
         # Take a request only when the ones taken are all on the wire: Scrapy would otherwise

@@ -240,12 +240,21 @@ class FabiaoqingSpider(MemeSpider):
             self.tracker.page_parsed(page, 0)
             return
         requests = []
+        fresh = [e for e in entries if e.source_id not in self.known]
+        if self.limit is not None:
+            fresh = fresh[:max(0, self.limit - self.requested)]
+        # One round trip for the page: which of its images no other worker listed first.
+        asked = {e.source_id for e in fresh}
+        first = self.frontier.first_listings(list(asked)) if self.frontier else asked
         for entry in entries:
-            if entry.source_id in self.known or (self.frontier and not self.frontier.first_listing(entry.source_id)):
+            if entry.source_id in self.known:
                 self.count("known")
                 continue
-            if self.limit is not None and self.requested >= self.limit:
-                break
+            if entry.source_id not in asked:
+                break  # past the limit
+            if entry.source_id not in first:
+                self.count("known")  # another worker listed it first
+                continue
             self.known.add(entry.source_id)
             self.requested += 1
             requests.append(scrapy.Request(
