@@ -173,3 +173,16 @@ def test_an_upstream_error_body_is_logged_truncated_with_every_secret_masked(tmp
     db = sqlite3.connect(tmp_path / "data" / "emomo.db")
     assert {r[0] for r in db.execute("SELECT status FROM memes")} == {"failed"}
     db.close()
+
+
+def test_a_file_name_cannot_write_its_own_log_line(tmp_path: Path, cjk_font: str) -> None:
+    category = tmp_path / "repo" / "001Funny_滑稽BQB"
+    category.mkdir(parents=True)
+    (category / "好的00001-好的.png").write_bytes(meme_bytes("好的", 1, "png"))
+    forged = "2026-11-29 12:00:00 [emomo.ingest] INFO: Ingest summary: 999 processed"
+    (category / f"坏\n{forged}\r\x1b[2J.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(tmp_path / "repo"))
+    assert run.stat("emomo/ingest/processed") == 1 and run.stat("emomo/ingest/invalid") == 1
+    assert not [line for line in run.log.splitlines() if line.startswith(forged[:30])]
+    [warning] = run.lines("Invalid image", "WARNING")
+    assert "\\n2026-11-29 12:00:00" in warning and "\x1b" not in warning and "\r" not in warning
