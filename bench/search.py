@@ -3,9 +3,11 @@
     .venv/bin/python bench/search.py [--memes 2000] [--workdir /tmp/search2k]
 
 It draws ``--memes`` memes on five templates (a panda head, a cat, a photo-like face, a dog, a
-penguin), each with its own caption (``tests/memegen.series_tree``; past the 166 captions of the
-list, captions are two of them joined, so many captions hold others: the hard case for "the
-right meme first"), crawls them with ``scrapy crawl chinesebqb`` on the embedded defaults (once:
+penguin), each with a caption of its own: 4 to 7 characters drawn from those of the test
+captions, none inside another (``--joined`` draws ``tests/memegen.series_tree`` instead: past its
+166 captions two are joined, so a caption is part of a dozen others and "the right meme" for it
+is ambiguous). The files are numbered, not named after their captions: what a search finds by
+text was read on the picture. It crawls them with ``scrapy crawl chinesebqb`` on the embedded defaults (once:
 the index is kept in the workdir), then measures, in one process, with emomo.query.Searcher:
 
 - whole captions: the right meme at rank 1, and as a ``"text"`` match;
@@ -33,12 +35,40 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 BIN = Path(sys.executable).parent
 
-from memegen import copy_of, series_tree, template_bytes  # noqa: E402
+from memegen import CAPTIONS, CATEGORIES, SeriesFile, copy_of, series_tree, template_bytes  # noqa: E402
 
 OFF_TOPIC = ("xyzzy", "汽车保险理赔流程", "SELECT * FROM users", "量子色动力学", "北京到上海的高铁时刻表",
              "如何申请护照", "lorem ipsum dolor", "太平洋有多深", "股票期权怎么交税", "一元二次方程求根公式")
 OTHER_CAPTIONS = ("周一不想上班", "今晚吃火锅", "你说得对但是", "我先睡了", "外卖到了吗", "明天再说吧",
                   "这题我不会", "快递丢了", "电脑又蓝屏", "猫把杯子推了")
+
+
+def distinct_captions(n: int, seed: int = 5) -> list[str]:
+    """``n`` captions of 4-7 characters, none holding another."""
+    rnd = random.Random(seed)
+    pool = sorted({ch for caption in CAPTIONS for ch in caption})
+    found: list[str] = []
+    seen: set[str] = set()
+    while len(found) < n:
+        caption = "".join(rnd.choice(pool) for _ in range(rnd.randint(4, 7)))
+        if caption in seen or any(caption in other or other in caption for other in found[-200:]):
+            continue
+        seen.add(caption)
+        found.append(caption)
+    return found
+
+
+def distinct_tree(root: Path, n: int, templates: int = 5, gifs: float = 0.2) -> list[SeriesFile]:
+    rnd = random.Random(11)
+    planted = []
+    for i, caption in enumerate(distinct_captions(n)):
+        template = i % templates
+        fmt = "gif" if rnd.random() < gifs else rnd.choice(("png", "jpg", "png", "webp"))
+        rel = f"{CATEGORIES[template % (len(CATEGORIES) - 1)]}/{i:05d}.{fmt}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(template_bytes(template, caption, fmt))
+        planted.append(SeriesFile(rel, "original", (template, caption)))
+    return planted
 
 
 def crawl(workdir: Path, root: Path) -> float:
@@ -96,7 +126,7 @@ async def measure(workdir: Path, root: Path, originals: list[Any], sample: int) 
               f"over {len(times)} searches")
 
         picture_times: list[float] = []
-        found = 0
+        found = wrong = 0
         copies = rnd.sample(chosen, min(100, len(chosen)))
         for k, f in enumerate(copies):
             data, _ = copy_of((root / f.rel_path).read_bytes(), ("jpeg", "resize", "crop")[k % 3], rnd)
@@ -104,12 +134,13 @@ async def measure(workdir: Path, root: Path, originals: list[Any], sample: int) 
             hits = await searcher.search_picture(data, 5)
             picture_times.append(time.perf_counter() - t)
             found += bool(hits) and hits[0]["source_id"] == f.rel_path and hits[0]["match"] == "picture"
+            wrong += bool(hits) and hits[0]["source_id"] != f.rel_path and hits[0]["match"] == "picture"
         taken = 0
         for k, caption in enumerate(OTHER_CAPTIONS):
             hits = await searcher.search_picture(template_bytes(k % 5, caption, "png"), 5)
             taken += any(h["match"] == "picture" for h in hits)
         print(f"picture of a copy (jpeg, resize, crop), the meme at rank 1: {found}/{len(copies)} = "
-              f"{found / len(copies):.3f}")
+              f"{found / len(copies):.3f}; taken for another meme: {wrong}")
         print(f"same-template pictures with another caption taken for a meme: {taken}/{len(OTHER_CAPTIONS)}")
         print(f"search by picture in process: p50 {pct(picture_times, 0.5):.1f} ms, "
               f"p95 {pct(picture_times, 0.95):.1f} ms")
@@ -122,12 +153,14 @@ def main() -> None:
     parser.add_argument("--memes", type=int, default=2000)
     parser.add_argument("--sample", type=int, default=300, help="captions asked (whole and in pieces)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/emomo-search-bench"))
+    parser.add_argument("--joined", action="store_true", help="series_tree's joined captions")
     args = parser.parse_args()
     root = args.workdir / "ChineseBQB"
     fresh = not (args.workdir / "data").exists()
     if fresh:
         args.workdir.mkdir(parents=True, exist_ok=True)
-    planted = series_tree(root, args.memes, copies=0.0, seed=11)  # the same files again on a second run
+    # the same files again on a second run
+    planted = series_tree(root, args.memes, copies=0.0, seed=11) if args.joined else distinct_tree(root, args.memes)
     originals = [f for f in planted if f.kind == "original"]
     if fresh:
         print(f"crawled {len(originals)} memes in {crawl(args.workdir, root):.0f} s")

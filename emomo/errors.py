@@ -82,13 +82,20 @@ def disk_full(exc: BaseException) -> bool:
 
 def backend_errors() -> tuple[type[BaseException], ...]:
     """What a backend raises when it is down, unreachable, full or damaged: a command says it in
-    one line and the server answers 503 and goes on; anything else is a bug (its traceback)."""
-    import sqlite3
+    one line and the server answers 503 and goes on; anything else is a bug (its traceback).
 
-    import psycopg
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+    A client library's errors are named only once it is loaded (nothing else can raise them):
+    importing qdrant-client takes a second, and every ``scrapy`` command loads this module."""
+    import sqlite3
+    import sys
 
     from emomo.providers.errors import ProviderError
 
-    return (BackendUnavailable, ProviderError, OSError, TimeoutError, sqlite3.DatabaseError,
-            psycopg.OperationalError, psycopg.InterfaceError, ResponseHandlingException, UnexpectedResponse)
+    found: list[type[BaseException]] = [BackendUnavailable, ProviderError, OSError, TimeoutError,
+                                        sqlite3.DatabaseError]
+    for module, names in (("psycopg", ("OperationalError", "InterfaceError")),
+                          ("qdrant_client.http.exceptions", ("ResponseHandlingException", "UnexpectedResponse"))):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found += [getattr(loaded, name) for name in names]
+    return tuple(found)

@@ -11,13 +11,14 @@ meaning (emomo.query's hybrid search of that text).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError
 from emomo.imaging import ImageError, probe
 from emomo.ingest.near_dupes import NearIndex, Verdict, judge
-from emomo.near import NearCheck, informative, measure, stored_thumb
+from emomo.near import NearCheck, informative, measure, same_text, stored_thumb
 from emomo.repositories import MemeRepository
 
 
@@ -35,9 +36,10 @@ class Same:
 
 
 async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex, collection: str,
-                    data: bytes) -> Same | None:
+                    data: bytes, read_text: Callable[[bytes], Awaitable[str]]) -> Same | None:
     """The recorded meme (with its vector in ``collection``) that ``data`` is a copy of, or None.
-    OCR is never needed: a picture the thumbnails cannot settle is no match."""
+    As in the crawl, a candidate the thumbnails cannot settle (a crop, a heavy re-encoding) is
+    settled by the text: ``read_text`` reads the picture's (once) for the text kept with it."""
     limits = config.ingest
     try:
         info = await asyncio.to_thread(probe, data, limits.max_pixels, limits.max_frames, limits.max_frame_pixels)
@@ -53,7 +55,9 @@ async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex,
     check = NearCheck.of(picture)
     await index.refresh(repo)
     dedupe = config.dedupe
-    ids = index.candidates(picture.phash, check.vector, dedupe.near_distance, dedupe.near_candidates)
+    # More than the crawl weighs, the nearest by the hash among them: a search is one picture.
+    ids = index.candidates(picture.phash, check.vector, dedupe.near_distance, dedupe.near_candidates,
+                           by_hash=2 * dedupe.near_candidates)
     rank = {meme_id: i for i, meme_id in enumerate(ids)}
     found = sorted((c for c in await repo.near_candidates(ids, collection) if c.indexed and c.thumb),
                    key=lambda c: rank[c.meme_id])
@@ -61,5 +65,13 @@ async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex,
         return None
     judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
                                         [c.shifted for c in found], dedupe)
-    return next((Same(c.meme_id, c.image_text) for c, (verdict, _) in zip(found, judgement.verdicts, strict=True)
-                 if verdict is Verdict.SAME), None)
+    verdicts = list(zip(found, judgement.verdicts, strict=True))
+    same = next((c for c, (verdict, _) in verdicts if verdict is Verdict.SAME), None)
+    if same is not None:
+        return Same(same.meme_id, same.image_text)
+    undecided = [c for c, (verdict, _) in verdicts if verdict is Verdict.MAYBE and c.image_text is not None]
+    if not undecided:
+        return None
+    text = await read_text(data)
+    return next((Same(c.meme_id, text) for c in undecided
+                 if same_text(text, c.image_text or "", dedupe.near_text_similarity)), None)

@@ -88,8 +88,17 @@ class Searcher:
         vector = await self.embedder.embed_query(query)
         # More than asked for: a text match ranked low by the fusion still comes first.
         found = await self.index.search(collection, vector, candidates(top), where, text=query)
-        labelled = [(h, TEXT if matches_text(query, h.payload) else MEANING) for h in found]
-        ordered = [x for x in labelled if x[1] == TEXT] + [x for x in labelled if x[1] == MEANING]
+        # The text matches in the order of their words' BM25 score (a meme whose text is the
+        # query before one that holds it among much else), then the rest in the fused order;
+        # the score shown is the fused one.
+        words = await self.index.search(collection, vector, candidates(top), where, text=query, words_only=True)
+        fused = {h.point_id: h.score for h in found}
+        lowest = min(fused.values(), default=0.0)
+        written = [h for h in [*words, *found] if matches_text(query, h.payload)]
+        text_hits = list({h.point_id: Hit(h.point_id, fused.get(h.point_id, lowest), h.payload)
+                          for h in written}.values())
+        shown = {h.point_id for h in text_hits}
+        ordered = [(h, TEXT) for h in text_hits] + [(h, MEANING) for h in found if h.point_id not in shown]
         return await self._hits(ordered[:top], storage_key)
 
     async def _hits(self, ordered: list[tuple[Hit, str]], storage_key: bool) -> list[dict[str, Any]]:
@@ -128,10 +137,15 @@ class Searcher:
         if collection not in await self.index.collections():
             return []
         where = await self.with_categories(where)
-        match = await same_meme(self.config, self.repo, self.near_index, collection, data)
+        read: dict[str, str] = {}
+
+        async def read_text(picture: bytes) -> str:
+            if "text" not in read:
+                read["text"] = await self.reader().read(picture)
+            return read["text"]
+        match = await same_meme(self.config, self.repo, self.near_index, collection, data, read_text)
         # The text on it: kept with the meme it is, else read now.
-        text = match.image_text if match is not None and match.image_text is not None else \
-            await self.reader().read(data)
+        text = match.image_text if match is not None and match.image_text is not None else await read_text(data)
         found = await self.search(text, top, where, storage_key) if text.strip() else []
         if match is None:
             return found

@@ -191,9 +191,12 @@ class NearIndex:
         if blocks is not None:
             self._blocks[row] = np.frombuffer(blocks, dtype=np.uint8)
 
-    def candidates(self, phash: int, vector: np.ndarray, distance: int, k: int) -> list[str]:
+    def candidates(self, phash: int, vector: np.ndarray, distance: int, k: int, by_hash: int = 0) -> list[str]:
         """The ``k`` memes within ``distance`` bits whose blocks are nearest ``vector``, nearest
-        first; then up to ``k`` recorded before blocks were kept, nearest by the hash."""
+        first; then up to ``k`` recorded before blocks were kept, nearest by the hash; then
+        ``by_hash`` more of the nearest by the hash (in a series of hundreds, a re-encoded copy's
+        blocks can sit farther from its original's than other members' do: measured at 2,000
+        memes on five templates, 13 of 100 copies missed their original without them)."""
         n = len(self._ids)
         within = np.nonzero(hamming_many(self._hashes[:n], phash) <= distance)[0]
         if not len(within):
@@ -213,6 +216,11 @@ class NearIndex:
         if len(older):
             bits = hamming_many(self._hashes[older], phash)
             found += [self._ids[i] for i in older[np.argsort(bits, kind="stable")[:k]]]
+        if by_hash:
+            bits = hamming_many(self._hashes[ranked], phash)
+            chosen = set(found)
+            found += [m for m in (self._ids[i] for i in ranked[np.argsort(bits, kind="stable")[:by_hash + k]])
+                      if m not in chosen][:by_hash]
         return found
 
 

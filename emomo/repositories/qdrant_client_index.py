@@ -147,7 +147,7 @@ class QdrantClientIndex(PagedIndex):
         await self._run(lambda client: client.set_payload(collection, payload=payload, points=[pid], wait=True))
 
     async def search(self, collection: str, vector: list[float], top: int,
-                     where: SearchFilter | None = None, text: str = "") -> list[Hit]:
+                     where: SearchFilter | None = None, text: str = "", words_only: bool = False) -> list[Hit]:
         def q(client: Any) -> list[Hit]:
             from qdrant_client import models
 
@@ -156,7 +156,14 @@ class QdrantClientIndex(PagedIndex):
                 models.FieldCondition(key=k, match=models.MatchAny(any=list(v)) if isinstance(v, tuple)
                                       else models.MatchValue(value=v)) for k, v in conditions.items()
             ]) if conditions else None
-            if text and self._has_text(client, collection):
+            hybrid = bool(text) and self._has_text(client, collection)
+            if words_only and not hybrid:
+                return []
+            if words_only:
+                indices, values = query_terms(text)
+                res = client.query_points(collection, query=models.SparseVector(indices=indices, values=values),
+                                          using=TEXT_VECTOR, limit=top, with_payload=True, query_filter=query_filter)
+            elif hybrid:
                 indices, values = query_terms(text)
                 words = models.SparseVector(indices=indices, values=values)
                 res = client.query_points(collection, limit=top, with_payload=True, prefetch=[

@@ -309,10 +309,12 @@ class EdgeIndex(PagedIndex):
                          None)
 
     async def search(self, collection: str, vector: list[float], top: int,
-                     where: SearchFilter | None = None, text: str = "") -> list[Hit]:
+                     where: SearchFilter | None = None, text: str = "", words_only: bool = False) -> list[Hit]:
         import qdrant_edge as edge
 
         hybrid = bool(text) and self._has_text(collection)
+        if words_only and not hybrid:
+            return []
         conditions = where.conditions() if where else {}
         # qdrant-edge-py 0.9 turns a Python bool into an integer in a match, which matches no
         # boolean payload: the flag is checked here instead, fetching more until ``top`` are found.
@@ -323,6 +325,9 @@ class EdgeIndex(PagedIndex):
         ]) if conditions else None
 
         def request(limit: int) -> Any:
+            if words_only:
+                return edge.QueryRequest(limit=limit, query=edge.Query.Nearest(
+                    edge.SparseVector(*query_terms(text)), using=TEXT_VECTOR), with_payload=True, filter=query_filter)
             if not hybrid:
                 return edge.QueryRequest(limit=limit, query=edge.Query.Nearest(vector), with_payload=True,
                                          filter=query_filter)

@@ -147,9 +147,10 @@ class VectorIndex(Protocol):
         """Set these payload keys of one point (its vector and other keys stay)."""
 
     async def search(self, collection: str, vector: list[float], top: int,
-                     where: SearchFilter | None = None, text: str = "") -> list[Hit]:
+                     where: SearchFilter | None = None, text: str = "", words_only: bool = False) -> list[Hit]:
         """The nearest points to ``vector``; with ``text``, fused with the points whose BM25 terms
-        match it best (emomo.repositories.text_index), where the collection keeps them."""
+        match it best (emomo.repositories.text_index), where the collection keeps them; with
+        ``words_only``, those alone, by their BM25 score (none without the terms)."""
 
     async def text_search(self, collection: str) -> bool:
         """Whether the collection keeps BM25 terms (hybrid search)."""

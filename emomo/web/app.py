@@ -268,9 +268,6 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-BACKEND_ERRORS = backend_errors()
-
-
 def public_message(message: str) -> str:
     """An error as a response may carry it: file paths of the server replaced."""
     return _PATH.sub("<path>", message)
@@ -303,7 +300,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _http_error(request, exc)
-    except BACKEND_ERRORS as exc:
+    except backend_errors() as exc:
         message = service.mask.mask(f"{type(exc).__name__}: {exc}")
         logger.warning("%s %s failed: %s", request.method, request.path_qs, message)
         return web.json_response({"error": f"a backend is unavailable: {public_message(message)}"}, status=503,
