@@ -85,7 +85,7 @@ def pct(times: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def measure(workdir: Path, root: Path, originals: list[Any], sample: int) -> None:
+async def measure(workdir: Path, root: Path, originals: list[Any], sample: int, copies_asked: int) -> None:
     from emomo.config import load_config
     from emomo.query import Searcher
 
@@ -127,7 +127,7 @@ async def measure(workdir: Path, root: Path, originals: list[Any], sample: int) 
 
         picture_times: list[float] = []
         found = wrong = 0
-        copies = rnd.sample(chosen, min(100, len(chosen)))
+        copies = rnd.sample(chosen, min(copies_asked, len(chosen)))
         for k, f in enumerate(copies):
             data, _ = copy_of((root / f.rel_path).read_bytes(), ("jpeg", "resize", "crop")[k % 3], rnd)
             t = time.perf_counter()
@@ -152,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--memes", type=int, default=2000)
     parser.add_argument("--sample", type=int, default=300, help="captions asked (whole and in pieces)")
+    parser.add_argument("--copies", type=int, default=300, help="copies searched by picture (at most --sample)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/emomo-search-bench"))
     parser.add_argument("--joined", action="store_true", help="series_tree's joined captions")
     args = parser.parse_args()
@@ -164,7 +165,7 @@ def main() -> None:
     originals = [f for f in planted if f.kind == "original"]
     if fresh:
         print(f"crawled {len(originals)} memes in {crawl(args.workdir, root):.0f} s")
-    asyncio.run(measure(args.workdir, root, originals, args.sample))
+    asyncio.run(measure(args.workdir, root, originals, args.sample, args.copies))
 
 
 if __name__ == "__main__":

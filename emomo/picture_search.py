@@ -19,7 +19,7 @@ from emomo.errors import ConfigError
 from emomo.imaging import ImageError, probe
 from emomo.ingest.near_dupes import NearIndex, Verdict, judge
 from emomo.near import NearCheck, informative, measure, same_text, stored_thumb
-from emomo.repositories import MemeRepository
+from emomo.repositories import MemeRepository, NearCandidate
 
 
 class NotAPicture(ConfigError):
@@ -55,21 +55,30 @@ async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex,
     check = NearCheck.of(picture)
     await index.refresh(repo)
     dedupe = config.dedupe
-    # More than the crawl weighs, the nearest by the hash among them: a search is one picture.
-    ids = index.candidates(picture.phash, check.vector, dedupe.near_distance, dedupe.near_candidates,
-                           by_hash=2 * dedupe.near_candidates)
-    rank = {meme_id: i for i, meme_id in enumerate(ids)}
-    found = sorted((c for c in await repo.near_candidates(ids, collection) if c.indexed and c.thumb),
-                   key=lambda c: rank[c.meme_id])
-    if not found:
-        return None
-    judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
-                                        [c.shifted for c in found], dedupe)
-    verdicts = list(zip(found, judgement.verdicts, strict=True))
-    same = next((c for c, (verdict, _) in verdicts if verdict is Verdict.SAME), None)
-    if same is not None:
-        return Same(same.meme_id, same.image_text)
-    undecided = [c for c, (verdict, _) in verdicts if verdict is Verdict.MAYBE and c.image_text is not None]
+    undecided: list[NearCandidate] = []
+    seen: set[str] = set()
+    for _round in range(2):  # the second only for a picture out of its series' frame (a crop)
+        # More than the crawl weighs, the nearest by the hash among them: a search is one picture.
+        ids = [i for i in index.candidates(picture.phash, check.vector, dedupe.near_distance,
+                                           dedupe.near_candidates, by_hash=4 * dedupe.near_candidates)
+               if i not in seen]
+        seen.update(ids)
+        rank = {meme_id: i for i, meme_id in enumerate(ids)}
+        found = sorted((c for c in await repo.near_candidates(ids, collection) if c.indexed and c.thumb),
+                       key=lambda c: rank[c.meme_id])
+        if not found:
+            break
+        judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
+                                            [c.shifted for c in found], dedupe)
+        verdicts = list(zip(found, judgement.verdicts, strict=True))
+        same = next((c for c, (verdict, _) in verdicts if verdict is Verdict.SAME), None)
+        if same is not None:
+            return Same(same.meme_id, same.image_text)
+        undecided += [c for c, (verdict, _) in verdicts if verdict is Verdict.MAYBE and c.image_text is not None]
+        if judgement.reframed is None or undecided:
+            break
+        # Ranked again in the series' frame, where a crop's original sits near it.
+        check.out_of_frame(judgement.reframed)
     if not undecided:
         return None
     text = await read_text(data)

@@ -130,8 +130,9 @@ class Searcher:
 
     async def search_picture(self, data: bytes, top: int = 10, where: SearchFilter | None = None,
                              storage_key: bool = False) -> list[dict[str, Any]]:
-        """Memes for a picture (emomo.picture_search): the meme it is (``"match": "picture"``),
-        then those whose text holds the text read on it, then the nearest in meaning."""
+        """Memes for a picture (emomo.picture_search): the meme it is (``"match": "picture"``,
+        with ``"sources"``: every source that holds it), then those whose text holds the text
+        read on it, then the nearest in meaning."""
         assert self.repo is not None and self.index is not None, "Searcher.open() was not awaited"
         collection = self.embedding.collection
         if collection not in await self.index.collections():
@@ -156,6 +157,8 @@ class Searcher:
         if payload is None:
             return found
         first = await self._hits([(Hit(pid, 1.0, payload), PICTURE)], storage_key)
+        # where else it is: every source that holds it (the copies merged into it among them)
+        first[0]["sources"] = [f"{s.source_type}:{s.source_id}" for s in await self.repo.sources(same)]
         return (first + [h for h in found if h["meme_id"] != same])[:top]
 
     def reader(self) -> TextReader:

@@ -187,6 +187,8 @@ def test_a_copy_of_a_meme_finds_it_first_by_picture(series: tuple[Path, list[Pla
     # the very file, too
     [exact] = search_pictures(workdir, [(workdir / "ChineseBQB" / planted[0].rel_path).read_bytes()], 3)
     assert (exact[0]["md5"], exact[0]["match"]) == (planted[0].md5, "picture")
+    assert exact[0]["sources"] == [f"chinesebqb:{planted[0].rel_path}"]  # where it is
+    assert all("sources" not in h for h in exact[1:])
 
 
 def test_another_caption_on_the_same_template_is_not_taken_for_the_meme(series: tuple[Path, list[Planted]]) -> None:

@@ -408,6 +408,13 @@ class SQLMemeRepository(ABC):
             rows = await s.fetchall("SELECT DISTINCT meme_id FROM meme_vectors")
         return {str(r["meme_id"]) for r in rows}
 
+    async def sources(self, meme_id: str) -> list[SourceRecord]:
+        """Every source that holds ``meme_id`` (its file and the copies merged into it), oldest first."""
+        async with self.reading() as s:
+            rows = await s.fetchall("SELECT source_type, source_id, meme_id, md5_hash FROM meme_sources "
+                                    "WHERE meme_id = ? ORDER BY created_at, source_type, source_id", (meme_id,))
+        return [SourceRecord(r["source_type"], r["source_id"], str(r["meme_id"]), r["md5_hash"]) for r in rows]
+
     async def locators(self, meme_id: str) -> list[str]:
         """Where the sources of ``meme_id`` were read (paths or URLs, escaped), newest first."""
         async with self.reading() as s:
