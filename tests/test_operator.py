@@ -112,6 +112,9 @@ def test_a_write_outage_stops_the_crawl_and_no_description_is_paid_twice(
         tmp_path: Path, cjk_font: str, vlm: tuple[FakeAPI, dict[str, str], dict[str, str]], outage: str,
         backend: str) -> None:
     api, args, env = vlm
+    # A VLM takes its time (the seed's: 2 s): an instant one would be paid for items that pass it
+    # while the first failing writes are still on their way.
+    api.vlm_faults = Faults(delay=0.3)
     root = tmp_path / "ChineseBQB"
     planted = build_tree(root, CAPTIONS[100:130], CATEGORIES, seed=33)
     migrate(tmp_path)
