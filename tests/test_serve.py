@@ -328,6 +328,16 @@ def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Se
                                       " return s.includes('没有') ? s : '' })()")
             assert status == "没有文字完全匹配的表情包，以下是意思相近的"
             assert await page.evaluate("document.querySelectorAll('#grid figure.text').length") == 0
+            # The category filter shows the names a person says, and filters by them.
+            await page.goto(served.url + "/?q=" + urllib.parse.quote("表情"))
+            await page.until("document.querySelectorAll('#category option').length > 1")
+            await page.evaluate("(() => { const s = document.querySelector('#category');"
+                                " s.value = [...s.options].find(o => o.text.startsWith('狗（')).value;"
+                                " s.dispatchEvent(new Event('change')); })()")
+            await page.until("location.search.includes('category=')")
+            metas = await page.until("(() => { const m = [...document.querySelectorAll('#grid .meta')]"
+                                     ".map(e => e.textContent); return m.length ? m : null })()")
+            assert metas and all(m.startswith("狗") for m in metas), metas
             # A picture chosen on the page (as a drop does): the meme it is comes first.
             root = (await page.send("DOM.getDocument"))["root"]["nodeId"]
             node = (await page.send("DOM.querySelector", nodeId=root, selector="#picture"))["nodeId"]

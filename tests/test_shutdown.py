@@ -77,6 +77,7 @@ def test_one_signal_ends_the_crawl_within_seconds_and_a_rerun_completes(
         # What was sent was answered and kept; nothing new was sent after the signal.
         assert calls <= len(state.memes) + 3
 
+    api.vlm_faults = Faults()  # the re-run needs no slow calls to show what it completes
     again = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=settings, env=env)
     final = read_state(tmp_path)
     assert final.active_md5s() == {p.md5 for p in planted}
@@ -108,6 +109,7 @@ def test_a_second_signal_exits_at_once_and_a_rerun_completes(
     assert took < 5, took
     assert code == 3
     assert "forcing unclean shutdown" in log.read_text(encoding="utf-8")
+    slow_vlm[0].vlm_faults = Faults()  # the re-run needs no slow calls to show what it completes
     run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=settings, env=env)
     final = read_state(tmp_path)
     assert final.active_md5s() == {p.md5 for p in planted}
