@@ -48,3 +48,14 @@ def test_a_short_secret_is_masked_as_a_word_without_garbling_the_rest() -> None:
 ])
 def test_control_characters_in_a_logged_name_are_escaped(name: str, shown: str) -> None:
     assert shown in escaped(name) and "\n" not in escaped(name) and "\x1b" not in escaped(name)
+
+
+@pytest.mark.parametrize(("dsn", "shown"), [
+    ("host=127.0.0.1 port=5999 password = S3cret dbname=x", "host=127.0.0.1 port=5999 password = *** dbname=x"),
+    ("host=h password='a b' dbname=x", "host=h password=*** dbname=x"),
+    ("postgresql://user:p%40ss@127.0.0.1:5432/db", "postgresql://user:***@127.0.0.1:5432/db"),
+])
+def test_the_postgres_refusal_names_the_server_without_the_password(dsn: str, shown: str) -> None:
+    from emomo.repositories.postgres import redact
+
+    assert redact(dsn) == shown

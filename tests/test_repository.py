@@ -156,3 +156,33 @@ def test_sqlite_reads_do_not_wait_for_another_process_writing(tmp_path: Path) ->
             await writer.close()
 
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_a_meme_is_not_retired_while_another_worker_links_a_source_to_it() -> None:
+    """Retiring checked for sources, then acted: under PostgreSQL's READ COMMITTED a source being
+    linked at that moment by another worker was left pointing at a retired meme."""
+    with postgres_database() as dsn:
+        async def go() -> None:
+            repo = PostgresMemeRepository(DatabaseConfig(driver="postgres", url=dsn))
+            await repo.open()
+            try:
+                kept = await repo.insert_meme(meme("ef" * 16, "first"))
+                newer = await repo.insert_meme(meme("12" * 16, "newer"))
+                # its only source moves to other bytes: the meme is an orphan, to be retired...
+                await repo.link_source(SourceRecord("test", "first", newer.id, newer.md5_hash), None, replace=True)
+                # ...while another worker links a copy's source to it, not yet committed
+                other = await psycopg.AsyncConnection.connect(dsn)
+                try:
+                    await other.execute("INSERT INTO meme_sources (source_type, source_id, meme_id, md5_hash) "
+                                        "VALUES ('test', 'copy', %s, %s)", (kept.id, kept.md5_hash))
+                    retiring = asyncio.ensure_future(repo.retire_if_orphan(kept.id))
+                    await asyncio.sleep(0.5)
+                    assert not retiring.done()  # it waits for the link to end
+                    await other.commit()
+                finally:
+                    await other.close()
+                assert await retiring is None
+                assert (await repo.get_memes([kept.id]))[kept.id].status != "retired"
+            finally:
+                await repo.close()
+        asyncio.run(go())

@@ -7,13 +7,13 @@ scrapyd jobs, say) apply each one once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from emomo.config import DatabaseConfig
 from emomo.errors import BackendUnavailable, ConfigError
+from emomo.logmask import SecretMask, dsn_passwords
 from emomo.repositories.sql import Session, SQLMemeRepository
 
 #: arbitrary, fixed: the advisory lock that serialises our migrations
@@ -21,8 +21,8 @@ _MIGRATION_LOCK = 0x656D6F6D6F  # "emomo"
 
 
 def redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
+    """The DSN without its password, in whichever form it is written (emomo.logmask), for messages."""
+    return SecretMask(dsn_passwords(dsn)).mask(dsn)
 
 
 class _PgSession:

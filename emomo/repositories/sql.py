@@ -141,6 +141,11 @@ class SQLMemeRepository(ABC):
         row, object and paid description stay). The (collection, point id) of each vector it
         had, for the index to delete; None when a source still holds it."""
         async with self.session() as s:
+            # The meme's row locked first: a source being linked to it meanwhile (its foreign key
+            # holds the row) is waited for and then seen, never left pointing at a retired meme.
+            # SQLite has one writer at a time: its session is the lock.
+            lock = " FOR UPDATE" if self.dialect == "postgres" else ""
+            await s.fetchone(f"SELECT id FROM memes WHERE id = ?{lock}", (meme_id,))
             if await s.fetchone("SELECT 1 AS x FROM meme_sources WHERE meme_id = ?", (meme_id,)):
                 return None
             rows = await s.fetchall("SELECT collection, qdrant_point_id FROM meme_vectors WHERE meme_id = ?",
