@@ -127,3 +127,19 @@ def test_the_progress_line_says_how_far_along_the_source_and_what_is_left() -> N
     assert progress_line(stats, "fabiaoqing", 1100.0) == (
         "Progress: 1,234 done, 12.3 items/s; 3 pending, 1 failed so far")
     assert progress_line({}, "chinesebqb", 1100.0) is None
+
+
+def test_admission_keeps_the_vlm_busy_by_littles_law_within_bounds() -> None:
+    from emomo.ingest.sizing import FALLBACK_ITEMS_IN_FLIGHT, MAX_ADMISSION, admission_limit
+    from emomo.providers.concurrency import AdaptiveLimit
+
+    limit = AdaptiveLimit(128, initial=8)
+    limit._recent = 0.5  # calls of half a second lately
+    # 2 s an item outside the VLM: 4 places a slot behind it, and a slot's worth waiting, plus 16
+    assert admission_limit(2.5, 0.5, limit, None) == 8 * (4 + 1) + 16
+    assert admission_limit(60.0, 0.5, limit, None) == 8 * (8 + 1) + 16  # at most 8 a slot
+    limit.level = 200
+    assert admission_limit(60.0, 0.5, limit, None) == MAX_ADMISSION
+    # before anything is measured: the describer's own sizing, else the fallback
+    assert admission_limit(None, 0.0, limit, lambda behind: 12 if behind is None else 0) == 12
+    assert admission_limit(None, 0.0, None, None) == FALLBACK_ITEMS_IN_FLIGHT

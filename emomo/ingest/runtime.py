@@ -34,6 +34,7 @@ from emomo.ingest.breaker import WriteBreaker
 from emomo.ingest.in_flight import Follower, InFlight
 from emomo.ingest.metrics import ItemTimes
 from emomo.ingest.near_dupes import NearIndex, NearInFlight
+from emomo.ingest.sizing import admission_limit, sized_pool
 from emomo.ingest.spool import DescriptionSpool
 from emomo.ingest.state import ItemState, attach, detach, peek, state_of
 from emomo.providers import Describer, Embedder
@@ -65,23 +66,6 @@ async def probe_embedder(embedder: Embedder, embedding: EmbeddingConfig) -> None
         await embedder.embed_passages(["表情包"])
     except Exception as exc:
         raise BackendUnavailable(f"embeddings[{embedding.name}]: {exc}") from None
-
-
-#: the admission of a describer that does not say how many items it wants in flight
-FALLBACK_ITEMS_IN_FLIGHT = 128
-#: items in flight at most when sized automatically (an item holds its image: tens of kilobytes)
-MAX_ADMISSION = 1024
-#: the most places per VLM slot for the items behind it (their time there includes waits:
-#: admitting more because items wait would only make them wait longer)
-MAX_RATIO = 8.0
-
-
-def sized_pool(config: EmomoConfig) -> EmomoConfig:
-    """The config with its PostgreSQL pool sized to the work in flight, unless the user set it."""
-    if config.database.pool_max_size:
-        return config
-    size = 10 if config.vlm.provider == "local" else min(50, 10 + config.vlm.max_in_flight // 4)
-    return config.model_copy(update={"database": config.database.model_copy(update={"pool_max_size": size})})
 
 
 def check_free_space(config: EmomoConfig) -> None:
@@ -130,6 +114,7 @@ class IngestRuntime:
                                                 on_batch=on_batch)
         self.max_items_in_flight = max_items_in_flight
         self.admission = Admission(self._admission_limit, self._items_in_process)
+
         # The adaptive limits of API calls report their level to the stats as it changes.
         self.limits = {stage: limit for stage, limit in (("describe", getattr(self.describer, "limit", None)),
                                                           ("embed", getattr(self.embedder, "limit", None)))
@@ -150,6 +135,15 @@ class IngestRuntime:
         #: every recorded meme's near-duplicate signature
         self.near_index = NearIndex()
         self.breaker = WriteBreaker(config.ingest.max_write_failures)
+
+    def _admission_limit(self) -> int:
+        """Items in flight at most now (emomo.ingest.sizing)."""
+        if self.max_items_in_flight > 0:
+            return self.max_items_in_flight
+        described = self.stats.get_value("emomo/describe/items", 0)
+        describing = self.stats.get_value("emomo/describe/ms", 0) / 1000 / described if described else 0.0
+        return admission_limit(self.times.median(), describing, self.limits.get("describe"),
+                               getattr(self.describer, "admission", None))
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -475,27 +469,6 @@ class IngestRuntime:
 
     def record_latency(self, state: ItemState) -> None:
         self.times.done(time.monotonic() - state.started)
-
-    def _admission_limit(self) -> int:
-        if self.max_items_in_flight > 0:
-            return self.max_items_in_flight
-        limit = self.limits.get("describe")
-        item_seconds = self.times.median()
-        behind = None
-        if item_seconds:
-            # The time an item spends outside the describe stage (stored, embedded, indexed).
-            described = self.stats.get_value("emomo/describe/items", 0)
-            describing = self.stats.get_value("emomo/describe/ms", 0) / 1000 / described if described else 0.0
-            behind = max(0.0, item_seconds - describing)
-        if limit is not None and limit.call_seconds and behind is not None:
-            # Little's law: to keep ``level`` calls busy, the items behind the VLM take (their
-            # time there / a call's time) places per slot, and ``level`` more wait for a slot
-            # (which is what lets the level grow). A fast VLM (0.1 s) before 0.5 s uploads and
-            # embeddings needs many more items in flight than it has slots.
-            ratio = min(MAX_RATIO, max(1.0, behind / limit.call_seconds))
-            return min(MAX_ADMISSION, int(limit.level * (ratio + 1)) + 16)
-        hint = getattr(self.describer, "admission", None)
-        return int(hint(behind)) if hint is not None else FALLBACK_ITEMS_IN_FLIGHT
 
     def _level_changed(self, stage: str, level: int) -> None:
         self.stats.set_value(f"emomo/{stage}/in_flight_level", level)

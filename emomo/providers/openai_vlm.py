@@ -114,7 +114,7 @@ class OpenAIDescriber:
     def admission(self, behind: float | None = None) -> int:
         """Items to let into the pipelines: enough to keep every VLM slot busy while the items
         described before them are stored, embedded and indexed (the crawl sizes that part from
-        the call time once it knows it: IngestRuntime._admission_limit)."""
+        the call time once it knows it: emomo.ingest.sizing.admission_limit)."""
         return 2 * self.limit.level + 16
 
     async def close(self) -> None:
