@@ -6,6 +6,7 @@ searches; ``search`` is the one-shot form the command uses.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -182,26 +183,25 @@ class Searcher:
         return replace(where, category=found[0] if len(found) == 1 else tuple(found))
 
 
-async def search(config: EmomoConfig, query: str, embedding_name: str | None = None,
-                 top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
-    """One search: open, search, close."""
+async def once(config: EmomoConfig, embedding_name: str | None,
+               ask: Callable[[Searcher], Awaitable[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One search (what a command runs): open a searcher, ``ask`` it, close it."""
     searcher = Searcher(config, embedding_name)
     try:
         await searcher.open()
-        return await searcher.search(query, top, where)
+        return await ask(searcher)
     finally:
         await searcher.close()
+
+
+async def search(config: EmomoConfig, query: str, embedding_name: str | None = None,
+                 top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
+    return await once(config, embedding_name, lambda searcher: searcher.search(query, top, where))
 
 
 async def search_picture(config: EmomoConfig, data: bytes, embedding_name: str | None = None,
                          top: int = 10, where: SearchFilter | None = None) -> list[dict[str, Any]]:
-    """One search by picture: open, search, close."""
-    searcher = Searcher(config, embedding_name)
-    try:
-        await searcher.open()
-        return await searcher.search_picture(data, top, where)
-    finally:
-        await searcher.close()
+    return await once(config, embedding_name, lambda searcher: searcher.search_picture(data, top, where))
 
 
 async def stats(config: EmomoConfig) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +52,24 @@ def test_a_category_is_shown_by_the_name_a_person_says(folder: str, name: str) -
     assert resolve(name, [folder, "其他"]) == [folder] and resolve(folder, [folder]) == [folder]
 
 
-def search(workdir: Path, queries: list[str], top: int) -> list[list[dict[str, Any]]]:
-    async def go() -> list[list[dict[str, Any]]]:
+Answers = list[list[dict[str, Any]]]
+
+
+def asked(workdir: Path, ask: Callable[[Searcher], Awaitable[Answers]]) -> Answers:
+    """What ``ask`` gets of a searcher on ``workdir``'s index, opened and closed around it."""
+    async def go() -> Answers:
         searcher = await Searcher(load_config(env={}, base_dir=workdir)).open()
         try:
-            return [await searcher.search(q, top) for q in queries]
+            return await ask(searcher)
         finally:
             await searcher.close()
     return asyncio.run(go())
+
+
+def search(workdir: Path, queries: list[str], top: int) -> list[list[dict[str, Any]]]:
+    async def ask(searcher: Searcher) -> list[list[dict[str, Any]]]:
+        return [await searcher.search(q, top) for q in queries]
+    return asked(workdir, ask)
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +171,9 @@ def test_a_qdrant_server_collection_fuses_the_same_way(tmp_path: Path) -> None:
 
 
 def search_pictures(workdir: Path, pictures: list[bytes], top: int) -> list[list[dict[str, Any]]]:
-    async def go() -> list[list[dict[str, Any]]]:
-        searcher = await Searcher(load_config(env={}, base_dir=workdir)).open()
-        try:
-            return [await searcher.search_picture(data, top) for data in pictures]
-        finally:
-            await searcher.close()
-    return asyncio.run(go())
+    async def ask(searcher: Searcher) -> list[list[dict[str, Any]]]:
+        return [await searcher.search_picture(data, top) for data in pictures]
+    return asked(workdir, ask)
 
 
 def test_a_copy_of_a_meme_finds_it_first_by_picture(series: tuple[Path, list[Planted]]) -> None:
