@@ -237,15 +237,3 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return False
-
-
-#: the files that take longest (processes side by side, signals, kills): started first, so that
-#: the two xdist workers (each takes whole files) end together instead of one idling at the end
-LONGEST_FIRST = ("test_sharding.py", "test_frontier.py", "test_shutdown.py", "test_production.py", "test_index.py",
-                 "test_concurrency.py", "test_near_duplicates.py", "test_operator.py", "test_serve.py",
-                 "test_chinesebqb_ingest.py", "test_fabiaoqing.py", "test_scrapyd.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
