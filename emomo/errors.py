@@ -6,6 +6,8 @@ name under ``item_dropped_reasons_count/<Class>``.
 
 from __future__ import annotations
 
+import errno
+
 from scrapy.exceptions import DropItem
 
 
@@ -62,8 +64,6 @@ _PG_DISK_FULL = "53100"
 def disk_full(exc: BaseException) -> bool:
     """The failure is a full disk (or quota), through whatever wrapped it: a condition no later
     item escapes, unlike a write that failed once."""
-    import errno
-
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

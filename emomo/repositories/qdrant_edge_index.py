@@ -118,6 +118,8 @@ class EdgeIndex(PagedIndex):
         self.where = f"embedded index {self.root}"
         self._thread = DedicatedThread("emomo-qdrant-edge")
         self._shards: dict[str, Any] = {}
+        #: collection -> whether it keeps BM25 terms
+        self._text: dict[str, bool] = {}
 
     # --- opening ------------------------------------------------------------
 
@@ -230,9 +232,14 @@ class EdgeIndex(PagedIndex):
         return self._size_on_disk(collection)
 
     def _has_text(self, collection: str) -> bool:
-        """Whether the collection keeps BM25 terms (those made before this version do not)."""
-        config = self._config_of(collection)
-        return bool(config and TEXT_VECTOR in (config.get("sparse_vectors") or {}))
+        """Whether the collection keeps BM25 terms (those made before this version do not): read
+        from its configuration file once, not at every upsert and search."""
+        if collection not in self._text:
+            config = self._config_of(collection)
+            if config is None:
+                return False  # not created yet: it will be, with the terms
+            self._text[collection] = TEXT_VECTOR in (config.get("sparse_vectors") or {})
+        return self._text[collection]
 
     async def text_search(self, collection: str) -> bool:
         return self._has_text(collection)
@@ -277,6 +284,7 @@ class EdgeIndex(PagedIndex):
             folder.rename(old)
             fresh.rename(folder)
             shutil.rmtree(old)
+            self._text[collection] = True
             self._load(collection)
             return copied
         return await self._thread.run(rebuild)

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,28 +95,22 @@ class SQLiteMemeRepository(SQLMemeRepository):
             self._conn = None
         self._thread.shutdown()
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[_SQLiteSession]:
+    def reading(self) -> AbstractAsyncContextManager[_SQLiteSession]:
         """A read: a deferred transaction, one snapshot, no write lock (WAL lets it run beside
         another process's writes: `scrapy serve` answers while a crawl writes)."""
-        assert self._conn is not None, "SQLiteMemeRepository.open() was not awaited"
-        async with self._lock:
-            session = _SQLiteSession(self._conn, self._thread)
-            await session.execute("BEGIN DEFERRED")
-            try:
-                yield session
-            finally:
-                await session.execute("COMMIT")
+        return self._transaction("BEGIN DEFERRED")
+
+    def session(self) -> AbstractAsyncContextManager[_SQLiteSession]:
+        # IMMEDIATE takes the write lock up front: another process's transaction cannot slip in
+        # between our read and our write (and two processes starting together migrate once).
+        return self._transaction("BEGIN IMMEDIATE")
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[_SQLiteSession]:
+    async def _transaction(self, begin: str) -> AsyncIterator[_SQLiteSession]:
         assert self._conn is not None, "SQLiteMemeRepository.open() was not awaited"
         async with self._lock:
             session = _SQLiteSession(self._conn, self._thread)
-            # IMMEDIATE takes the write lock up front: another process's
-            # transaction cannot slip in between our read and our write
-            # (and two processes starting together migrate once).
-            await session.execute("BEGIN IMMEDIATE")
+            await session.execute(begin)
             try:
                 yield session
             except BaseException:
