@@ -186,3 +186,26 @@ def test_a_meme_is_not_retired_while_another_worker_links_a_source_to_it() -> No
             finally:
                 await repo.close()
         asyncio.run(go())
+
+
+def test_a_worker_ending_clears_claims_a_dead_worker_left_lapsed(tmp_path: Path) -> None:
+    """A worker killed after its meme was complete but before its claim was released left the
+    claim for good: the next worker finds the meme active, never claims it, so never takes it over
+    (seen as one claim left after a three-shard crawl). A lapsed claim means nothing: the end of
+    any worker's crawl removes it; live claims, its own or another's, are kept until released."""
+    async def go() -> None:
+        repo = SQLiteMemeRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
+        await repo.open()
+        try:
+            assert await repo.claim("aa" * 16, "c", "dead", stale_after=60) is None
+            assert await repo.claim("bb" * 16, "c", "alive", stale_after=60) is None
+            assert await repo.claim("cc" * 16, "c", "me", stale_after=60) is None
+            async with repo.session() as s:  # the dead worker's claim was made long ago
+                await s.execute("UPDATE meme_claims SET claimed_at = claimed_at - 120 WHERE worker = 'dead'")
+            await repo.release_all("c", "me", stale_after=60)
+            async with repo.session() as s:
+                left = await s.fetchall("SELECT worker FROM meme_claims ORDER BY worker")
+            assert [r["worker"] for r in left] == ["alive"]
+        finally:
+            await repo.close()
+    asyncio.run(go())

@@ -102,6 +102,6 @@ class InFlight:
         self._followers.clear()
         if self.shared and opened:
             try:
-                await self.repo.release_all(self.collection, self.worker)
+                await self.repo.release_all(self.collection, self.worker, self.claim_timeout)
             except Exception as exc:  # the claims time out by themselves
                 logger.warning("Could not release this worker's claims: %s", exc)

@@ -310,10 +310,13 @@ class SQLMemeRepository(ABC):
                                     (md5, collection))
         return str(held["worker"]) if held else None
 
-    async def release_all(self, collection: str, worker: str) -> None:
-        """Every claim ``worker`` holds for ``collection`` (its items' end never came)."""
+    async def release_all(self, collection: str, worker: str, stale_after: float) -> None:
+        """Every claim ``worker`` holds for ``collection`` (its items' end never came), and every
+        claim lapsed ``stale_after`` ago: a worker killed after its meme was complete leaves one
+        that no later item ever takes over, since the meme it names is found done first."""
         async with self.session() as s:
-            await s.execute("DELETE FROM meme_claims WHERE collection = ? AND worker = ?", (collection, worker))
+            await s.execute("DELETE FROM meme_claims WHERE collection = ? AND (worker = ? OR claimed_at < ?)",
+                            (collection, worker, time.time() - stale_after))
 
     async def release(self, md5: str, collection: str, worker: str) -> None:
         async with self.session() as s:
