@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from memegen import COPY_KINDS, copy_of, series_captions, template_bytes  # noqa: E402
 
 from emomo.config import DatabaseConfig, EmomoConfig  # noqa: E402
-from emomo.ingest.near_dupes import NearIndex, NearInFlight, find_near_duplicate  # noqa: E402
+from emomo.ingest.near_dupes import NearIndex, NearInFlight, find_near_duplicate, signature  # noqa: E402
 from emomo.ingest.state import ItemState  # noqa: E402
 from emomo.near import NearCheck, measure  # noqa: E402
 from emomo.repositories import MemeRecord, VectorRecord  # noqa: E402
@@ -69,9 +69,8 @@ async def record(repo: Any, store: Store, i: int, caption: str, data: bytes) -> 
                       storage_key=f"{md5[:2]}/{md5}.png", format="png", width=240, height=240, is_animated=False,
                       file_size=len(data), category="熊猫头", status="pending", vlm_description=caption,
                       vlm_model="bench")
-    await repo.insert_meme(meme)
+    await repo.insert_meme(meme, None, signature(check))
     store[meme.storage_key] = data
-    await repo.save_phash(meme.id, check.phash, check.stored_thumb, check.blocks, check.shifted, None)
     await repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, md5, COLLECTION, "bench", str(uuid.uuid4()))])
 
 

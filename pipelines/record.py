@@ -13,6 +13,7 @@ from typing import Any
 
 from itemadapter import ItemAdapter
 
+from emomo.ingest.near_dupes import signature
 from emomo.ingest.stage import Stage, item_locator
 from emomo.repositories import MemeRecord, SourceRecord
 
@@ -35,7 +36,11 @@ class RecordPipeline(Stage):
             vlm_description=adapter.get("description"), vlm_model=adapter.get("description_model"),
             status=state.park_status if state.deferred else "pending",
         )
-        recorded = await self.runtime.repo.insert_meme(meme, item_locator(adapter))
+        # The near-duplicate signature goes with the row, and with it if the row is undone
+        # (ON DELETE CASCADE).
+        near = state.near
+        recorded = await self.runtime.repo.insert_meme(meme, item_locator(adapter),
+                                                       None if near is None else signature(near))
         if recorded.id != meme.id:
             # Another process (a second scrapyd job) recorded this image first: go on
             # with its meme, which is not ours to undo.
@@ -45,11 +50,7 @@ class RecordPipeline(Stage):
             await self.update_reused(state, adapter)
             return
         state.undo.append((f"meme row {meme.id}", partial(self.runtime.repo.delete_meme, meme.id)))
-        if state.near is not None:
-            # Its signature goes with the row if it is undone (ON DELETE CASCADE).
-            near = state.near
-            await self.runtime.repo.save_phash(meme.id, near.phash, near.stored_thumb, near.blocks, near.shifted,
-                                               near.image_text)
+        if near is not None:
             self.runtime.near_index.add(meme.id, near.phash, near.blocks)
         state.meme = meme
         adapter["meme_id"] = meme.id

@@ -48,7 +48,7 @@ from emomo.near import (
     stored_thumb,
 )
 from emomo.providers.ocr_describer import OCRDescriber, TextReader
-from emomo.repositories import MemeFile, MemeRepository, NearCandidate
+from emomo.repositories import MemeFile, MemeRepository, MemeSignature, NearCandidate
 from emomo.storage import storage_key
 
 if TYPE_CHECKING:
@@ -285,6 +285,11 @@ def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flig
     return found
 
 
+def signature(check: NearCheck) -> MemeSignature:
+    """What is recorded of the check with the meme it becomes."""
+    return MemeSignature(check.phash, check.stored_thumb, check.blocks, check.shifted, check.image_text)
+
+
 def count_steps(runtime: IngestRuntime, judgement: Judgement) -> Judgement:
     runtime.stats.inc_value("emomo/near/framed", judgement.framed)
     runtime.stats.inc_value("emomo/near/refitted", judgement.refitted)
@@ -373,8 +378,20 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
     await runtime.near_index.refresh(repo)
     index = runtime.near_index
     ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
-    if not ids or await repo.get_meme_by_md5(state.md5) is not None:
-        return None  # nothing near; or this very file is recorded (reuse goes on with it)
+    if not ids:
+        return None
+    match = await _nearest_copy(runtime, state, body, picture, ids)
+    if match is not None and await repo.get_meme_by_md5(state.md5) is not None:
+        return None  # this very file is recorded (reuse goes on with it): asked only of a match
+    return match
+
+
+async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
+                        ids: list[str]) -> NearMatch | None:
+    """The recorded meme among ``ids`` (nearest first) the picture is a copy of, if any."""
+    config, repo, stats, index = runtime.config.dedupe, runtime.repo, runtime.stats, runtime.near_index
+    check = state.near
+    assert check is not None
     undecided: list[NearCandidate] = []
     seen: set[str] = set()
     for _round in range(2):  # the second only for a picture out of the series' frame

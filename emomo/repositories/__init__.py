@@ -71,6 +71,18 @@ class NearSignature:
 
 
 @dataclass(frozen=True)
+class MemeSignature:
+    """What the near-duplicate check keeps of a new meme (emomo.near.NearCheck), recorded with
+    its row in one transaction."""
+
+    phash: int
+    thumb: bytes
+    blocks: bytes
+    shifted: bool
+    image_text: str | None
+
+
+@dataclass(frozen=True)
 class NearCandidate:
     """A recorded meme a new file may be a copy of, with what deciding it takes (emomo.near)."""
 
@@ -107,9 +119,6 @@ class MemeRepository(Protocol):
     async def find_vector(self, md5: str, collection: str) -> str | None: ...
 
     async def meme_indexed(self, meme_id: str, collection: str) -> bool: ...
-
-    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes, shifted: bool,
-                         image_text: str | None) -> None: ...
 
     async def set_image_text(self, meme_id: str, image_text: str) -> None: ...
 
@@ -149,7 +158,8 @@ class MemeRepository(Protocol):
 
     async def get_description(self, md5: str, model: str) -> str | None: ...
 
-    async def insert_meme(self, meme: MemeRecord, locator: str | None = None) -> MemeRecord:
+    async def insert_meme(self, meme: MemeRecord, locator: str | None = None,
+                          signature: MemeSignature | None = None) -> MemeRecord:
         """Insert the meme row and its description (when it has one) in one transaction;
         the meme already recorded for its md5 (by another process) when there is one."""
 

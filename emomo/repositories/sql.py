@@ -18,6 +18,7 @@ from emomo.repositories import (
     STATUSES,
     MemeFile,
     MemeRecord,
+    MemeSignature,
     NearCandidate,
     NearSignature,
     SourceRecord,
@@ -169,14 +170,6 @@ class SQLMemeRepository(ABC):
             return "nextval(pg_get_serial_sequence('meme_phashes', 'seq'))"
         return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM meme_phashes)"  # one writer at a time
 
-    async def save_phash(self, meme_id: str, phash: int, thumb: bytes, blocks: bytes, shifted: bool,
-                         image_text: str | None) -> None:
-        async with self.session() as s:
-            await s.execute(
-                "INSERT INTO meme_phashes (meme_id, phash, thumb, blocks, shifted, image_text, seq) "
-                f"VALUES (?, ?, ?, ?, ?, ?, {self._next_seq}) ON CONFLICT (meme_id) DO NOTHING",
-                (meme_id, phash, thumb, blocks, shifted, image_text))
-
     async def set_image_text(self, meme_id: str, image_text: str) -> None:
         async with self.session() as s:
             await s.execute("UPDATE meme_phashes SET image_text = ? WHERE meme_id = ?", (image_text, meme_id))
@@ -269,11 +262,12 @@ class SQLMemeRepository(ABC):
                 "SELECT description FROM meme_descriptions WHERE md5_hash = ? AND model = ?", (md5, model))
         return row["description"] if row else None
 
-    async def insert_meme(self, meme: MemeRecord, locator: str | None = None) -> MemeRecord:
+    async def insert_meme(self, meme: MemeRecord, locator: str | None = None,
+                          signature: MemeSignature | None = None) -> MemeRecord:
         """Insert the meme, its source (unless that source already names another meme: its
-        content changed, and the link moves when the new meme is complete) and its
-        description; when another process recorded the same md5 first, insert nothing and
-        return that meme (the unique constraint decides)."""
+        content changed, and the link moves when the new meme is complete), its description
+        and its near-duplicate signature, in one transaction; when another process recorded the
+        same md5 first, insert nothing and return that meme (the unique constraint decides)."""
         async with self.session() as s:
             inserted = await s.execute(
                 f"INSERT INTO memes ({_MEME_COLUMNS}) VALUES ({','.join('?' * 16)}) "
@@ -291,6 +285,12 @@ class SQLMemeRepository(ABC):
                             (meme.source_type, meme.source_id, meme.id, meme.md5_hash, locator))
             if meme.vlm_description and meme.vlm_model:
                 await s.execute(_UPSERT_DESCRIPTION, (meme.md5_hash, meme.vlm_model, meme.vlm_description))
+            if signature is not None:
+                await s.execute(
+                    "INSERT INTO meme_phashes (meme_id, phash, thumb, blocks, shifted, image_text, seq) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, {self._next_seq}) ON CONFLICT (meme_id) DO NOTHING",
+                    (meme.id, signature.phash, signature.thumb, signature.blocks, signature.shifted,
+                     signature.image_text))
         return meme
 
     async def claim(self, md5: str, collection: str, worker: str, stale_after: float) -> str | None:
