@@ -17,6 +17,17 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def one_blas_thread() -> None:
+    """numpy's BLAS on one thread in this process. The near-duplicate check multiplies small
+    matrices (a picture's cell means, profile correlations) on several of asyncio's threads at
+    once; OpenBLAS's own threads, one a core, spin after each product: measured, they doubled
+    the CPU of measuring a picture, wall time unchanged."""
+    import numpy  # noqa: F401  (loaded first: threadpoolctl limits the libraries it finds loaded)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class DedicatedThread:
     def __init__(self, name: str, workers: int = 1) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)

@@ -26,6 +26,7 @@ from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.settings import BaseSettings
 
 from emomo import clients
+from emomo.blocking import one_blas_thread
 from emomo.config import EmbeddingConfig, EmomoConfig, load_config
 from emomo.errors import BackendUnavailable, ConfigError, error_text
 from emomo.ingest.admission import Admission
@@ -192,6 +193,7 @@ class IngestRuntime:
         await self.index.ensure_collection(self.collection, self.embedding.dimensions, self.embedding.name)
         await self.repo.open()
         if self.config.dedupe.near:
+            one_blas_thread()
             started = time.monotonic()
             await self.near_index.refresh(self.repo, force=True)
             logger.debug("Loaded %d near-duplicate signatures in %.2f s", len(self.near_index),

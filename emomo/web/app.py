@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from emomo import clients
+from emomo.blocking import one_blas_thread
 from emomo.categories import display_name
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError, backend_errors
@@ -93,6 +94,7 @@ class SearchService:
         self.mask = SecretMask(config.secrets())
 
     async def open(self) -> None:
+        one_blas_thread()  # search by picture measures it as the crawl does
         await self.index.open()
         await self.repo.open()
         await self.searcher(self.default_embedding)  # its embedder loaded before the first request
