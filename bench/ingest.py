@@ -174,16 +174,22 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
         cpu = stats.get("emomo/ingest/cpu_seconds", 0)
         print(f"crawl process CPU    {cpu:.1f} s: {cpu / span:.2f} of {os.cpu_count()} cores, "
               f"{cpu * 1000 / max(processed, 1):.1f} ms an item")
+        loop = stats.get("emomo/ingest/loop_cpu_seconds", 0)
+        print(f"event loop's CPU     {loop:.1f} s: {loop / span:.2f} of its thread, "
+              f"{loop * 1000 / max(processed, 1):.1f} ms an item")
     print(f"item latency         p50 {stats.get('emomo/ingest/latency_p50_ms', 0)} ms, "
           f"p95 {stats.get('emomo/ingest/latency_p95_ms', 0)} ms")
     files = max(1, stats.get("emomo/dedupe/items", 0))
     parts = {k.rsplit("/", 1)[1]: v for k, v in stats.items() if k.startswith("emomo/near/cpu_ms/")}
+    walls = {k.rsplit("/", 1)[1]: v for k, v in stats.items() if k.startswith("emomo/near/wall_ms/")}
     print(f"dedupe stage         {stats.get('emomo/dedupe/ms', 0) / files:.1f} ms a file (wall), the near-duplicate "
           f"check's CPU {sum(parts.values()) / files:.1f} ms a file "
-          f"({', '.join(f'{k} {v / files:.1f}' for k, v in parts.items())}); near-duplicates "
+          f"({', '.join(f'{k} {v / files:.1f}' for k, v in parts.items())}; wall: "
+          f"{', '.join(f'{k} {v / files:.1f}' for k, v in walls.items())}); near-duplicates "
           f"{stats.get('emomo/dedupe/near_duplicate', 0)}, "
           f"candidates compared {stats.get('emomo/near/candidates', 0)}, "
-          f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)}, "
+          f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)} "
+          f"({stats.get('emomo/near/wait_ms', 0) / files:.0f} ms a file), "
           f"framed {stats.get('emomo/near/framed', 0)}, refitted {stats.get('emomo/near/refitted', 0)}")
     for stage, label in (("describe", "VLM"), ("embed", "embedding")):
         if f"emomo/{stage}/in_flight_max" in stats:

@@ -23,9 +23,10 @@ def _bucket(seconds: float) -> int:
 
 class ItemTimes:
     def __init__(self) -> None:
-        #: (wall clock, process CPU) at the first item's start and at the last processed item's end
-        self.first: tuple[float, float] | None = None
-        self.last: tuple[float, float] | None = None
+        #: (wall clock, process CPU, the event loop thread's CPU) at the first item's start and at
+        #: the last processed item's end (both called on the loop: the loop bounds a paid crawl)
+        self.first: tuple[float, float, float] | None = None
+        self.last: tuple[float, float, float] | None = None
         self._histogram = [0] * _BUCKETS
         self._count = 0
         self._max = 0.0
@@ -38,7 +39,7 @@ class ItemTimes:
         """An item started; True for the crawl's first."""
         if self.first is not None:
             return False
-        self.first = (time.time(), time.process_time())
+        self.first = (time.time(), time.process_time(), time.thread_time())
         return True
 
     def done(self, seconds: float) -> None:
@@ -47,7 +48,7 @@ class ItemTimes:
         self._count += 1
         self._max = max(self._max, seconds)
         self._recent.append(seconds)
-        self.last = (time.time(), time.process_time())
+        self.last = (time.time(), time.process_time(), time.thread_time())
 
     def median(self) -> float | None:
         """The median time of the latest hundred items, recomputed every 25."""
@@ -69,11 +70,12 @@ class ItemTimes:
 
     def write_stats(self, stats: StatsCollector) -> None:
         if self.first is not None and self.last is not None:
-            (start, cpu_start), (end, cpu_end) = self.first, self.last
+            (start, cpu_start, loop_start), (end, cpu_end, loop_end) = self.first, self.last
             processed = int(stats.get_value("emomo/ingest/processed", 0))
             stats.set_value("emomo/ingest/first_start", round(start, 3))
             stats.set_value("emomo/ingest/last_end", round(end, 3))
             stats.set_value("emomo/ingest/cpu_seconds", round(cpu_end - cpu_start, 3))
+            stats.set_value("emomo/ingest/loop_cpu_seconds", round(loop_end - loop_start, 3))
             if end > start:
                 stats.set_value("emomo/ingest/items_per_second", round(processed / (end - start), 2))
         if self._count:

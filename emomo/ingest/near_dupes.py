@@ -305,8 +305,10 @@ async def measured(runtime: IngestRuntime, part: str, work: Callable[..., T], *a
         result = work(*args)
         return result, time.thread_time() - started
 
+    started = time.monotonic()
     result, seconds = await asyncio.to_thread(timed)
     runtime.stats.inc_value(f"emomo/near/cpu_ms/{part}", round(seconds * 1000))
+    runtime.stats.inc_value(f"emomo/near/wall_ms/{part}", round((time.monotonic() - started) * 1000))
     return result
 
 
@@ -374,13 +376,19 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
         copies = await measured(runtime, "in_flight", _possible_copies, picture, check, earlier, config)
         if copies:
             stats.inc_value("emomo/near/waited")
+            started = time.monotonic()
             await wait_for(copies, runtime.should_stop, state.source)
+            stats.inc_value("emomo/near/wait_ms", round((time.monotonic() - started) * 1000))
+    started = time.monotonic()
     await runtime.near_index.refresh(repo)
+    stats.inc_value("emomo/near/wall_ms/refresh", round((time.monotonic() - started) * 1000))
     index = runtime.near_index
     ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
     if not ids:
         return None
+    started = time.monotonic()
     match = await _nearest_copy(runtime, state, body, picture, ids)
+    stats.inc_value("emomo/near/wall_ms/nearest", round((time.monotonic() - started) * 1000))
     if match is not None and await repo.get_meme_by_md5(state.md5) is not None:
         return None  # this very file is recorded (reuse goes on with it): asked only of a match
     return match
