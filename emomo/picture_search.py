@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError
 from emomo.imaging import ImageError, probe
-from emomo.ingest.near_dupes import NearIndex, Verdict, judge
-from emomo.near import NearCheck, informative, measure, same_text, stored_thumb
+from emomo.ingest.near_dupes import NearIndex, Verdict, judge_stored, measure_check
+from emomo.near import informative, same_text
 from emomo.repositories import MemeRepository, NearCandidate
 
 
@@ -49,10 +49,9 @@ async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex,
     if exact is not None and exact.status == "active":
         known = await repo.near_candidates([exact.id], collection)
         return Same(exact.id, known[0].image_text if known else None)
-    picture = await asyncio.to_thread(measure, data)
+    picture, check = await asyncio.to_thread(measure_check, data)
     if not informative(picture.phash):
         return None  # a flat picture is "near" every other flat one
-    check = NearCheck.of(picture)
     await index.refresh(repo)
     dedupe = config.dedupe
     undecided: list[NearCandidate] = []
@@ -68,8 +67,7 @@ async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex,
                        key=lambda c: rank[c.meme_id])
         if not found:
             break
-        judgement = await asyncio.to_thread(judge, picture, [stored_thumb(c.thumb or b"") for c in found],
-                                            [c.shifted for c in found], dedupe)
+        judgement = await asyncio.to_thread(judge_stored, picture, found, dedupe)
         verdicts = list(zip(found, judgement.verdicts, strict=True))
         same = next((c for c, (verdict, _) in verdicts if verdict is Verdict.SAME), None)
         if same is not None:

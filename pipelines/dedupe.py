@@ -10,10 +10,9 @@ from typing import Any
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
-from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measured
+from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measure_check, measured
 from emomo.ingest.stage import Stage, item_locator
 from emomo.ingest.state import ItemState
-from emomo.near import NearCheck, measure
 from emomo.repositories import SourceRecord
 
 
@@ -75,8 +74,7 @@ class DedupePipeline(Stage):
     async def near_duplicate(self, state: ItemState, adapter: ItemAdapter) -> None:
         """Drop the item as another source of a recorded meme it nearly duplicates, if any."""
         runtime = self.runtime
-        picture = await measured(runtime, "measure", measure, adapter["body"])
-        state.near = NearCheck.of(picture)
+        picture, state.near = await measured(runtime, "measure", measure_check, adapter["body"])
         match = await find_near_duplicate(runtime, state, adapter["body"], picture)
         if match is None:
             return

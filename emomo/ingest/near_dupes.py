@@ -126,6 +126,18 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
                       for d in distances], reframed, framed, refitted)
 
 
+def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig) -> Judgement:
+    """``judge`` against recorded candidates, their thumbnails decompressed in the same thread."""
+    return judge(picture, [stored_thumb(c.thumb or b"") for c in candidates], [c.shifted for c in candidates],
+                 config)
+
+
+def measure_check(body: bytes) -> tuple[Picture, NearCheck]:
+    """The file measured and what the check keeps of it (blocking: run in a thread)."""
+    picture = measure(body)
+    return picture, NearCheck.of(picture)
+
+
 @dataclass(frozen=True)
 class NearMatch:
     meme: NearCandidate
@@ -409,9 +421,7 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
                        key=lambda c: rank[c.meme_id])
         stats.inc_value("emomo/near/candidates", len(found))
         found = [await with_thumb(runtime, candidate) for candidate in found]
-        judgement = count_steps(runtime, await measured(runtime, "recorded", judge, picture,
-                                                        [stored_thumb(c.thumb or b"") for c in found],
-                                                        [c.shifted for c in found], config))
+        judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config))
         for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
             if verdict is Verdict.SAME:
                 return NearMatch(candidate, distance)
