@@ -15,8 +15,8 @@ Memes are templates: one face, hundreds of captions. Three measures of a picture
   candidate's frame: a crop of a few pixels moves everything by a fraction of a cell, which
   the blocks would read as a change. Offset and scale are fitted per axis on row and column
   profiles (rows first; the rows that disagree, a caption, are left out of the column fit),
-  then the thumbnail is resampled from the picture by exact area means: a bilinear read of the
-  integral image is exact for square pixels.
+  then the thumbnail is resampled from the picture by exact area means: two products with
+  matrices of each pixel's share in each cell (fractions of a pixel included).
 
 docs/near-duplicates.md has the figures these choices rest on.
 """
@@ -130,7 +130,7 @@ class Picture:
 @dataclass
 class NearCheck:
     """What the near-duplicate check learnt of an item: kept with the meme it becomes (the
-    picture's integral image is not: it is large, and needed only while the item is checked)."""
+    picture's pixels are not: they are needed only while the item is checked)."""
 
     phash: int
     #: its thumbnail (grey levels), and as stored (compressed)

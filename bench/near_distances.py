@@ -1,0 +1,71 @@
+"""The fine distance between copies and their originals, and between other memes of one series.
+Prints its figures; asserts nothing. What dedupe.near_same / near_different rest on.
+
+    .venv/bin/python bench/near_distances.py [--memes 400] [--templates 5]
+
+For every fourth of ``--memes`` captions drawn on ``--templates`` faces: each kind of copy
+(emomo's test generator: re-encoded, resized, converted, cropped, a GIF's first frame) against its
+original; the nearest three other members of its series (by the ranking blocks) against it; and
+its caption with one character more or another. Each distance is the crawl's own ``judge``
+against that one candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from memegen import COPY_KINDS, copy_of, series_captions, template_bytes  # noqa: E402
+
+from emomo import near  # noqa: E402
+from emomo.config import EmomoConfig  # noqa: E402
+from emomo.ingest.near_dupes import judge  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--memes", type=int, default=400)
+    parser.add_argument("--templates", type=int, default=5)
+    a = parser.parse_args()
+    config = EmomoConfig().dedupe
+    rnd = random.Random(7)
+    memes = [(i % a.templates, caption) for i, caption in enumerate(series_captions(a.memes))]
+    data = [template_bytes(t, caption, "png") for t, caption in memes]
+    pictures = [near.measure(d) for d in data]
+    vectors = np.stack([near.rank_vector(p.thumb) for p in pictures])
+
+    def distance(picture: near.Picture, i: int) -> float:
+        return judge(picture, [pictures[i].thumb], [False], config).verdicts[0][1]
+
+    copies: dict[str, list[float]] = {kind: [] for kind in COPY_KINDS}
+    others, one_char = [], []
+    for i in range(0, a.memes, 4):
+        template, caption = memes[i]
+        for kind in COPY_KINDS:
+            copies[kind].append(distance(near.measure(copy_of(data[i], kind, rnd)[0]), i))
+        series = [j for j in range(a.memes) if memes[j][0] == template and j != i]
+        nearest = [series[k] for k in near.nearest(vectors[series], vectors[i], 3)]
+        others.append(min(distance(pictures[i], j) for j in nearest))
+        other = caption + "吗" if i % 8 else caption[:-1] + ("好" if caption[-1] != "好" else "坏")
+        one_char.append(distance(near.measure(template_bytes(template, other, "png")), i))
+    print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
+    for kind, values in copies.items():
+        print(f"copy {kind:12} max {max(values):.3f}  p99 {np.percentile(values, 99):.3f}  "
+              f"above near_same {sum(v > config.near_same for v in values)}/{len(values)}")
+    every = [v for values in copies.values() for v in values]
+    print(f"copies, every kind  max {max(every):.3f}  p99 {np.percentile(every, 99):.3f}")
+    print(f"nearest other caption of the series  min {min(others):.3f}  p1 {np.percentile(others, 1):.3f}")
+    print(f"one character more or another        min {min(one_char):.3f}  p1 {np.percentile(one_char, 1):.3f}  "
+          f"below near_different {sum(v < config.near_different for v in one_char)}/{len(one_char)}")
+
+
+if __name__ == "__main__":
+    main()
