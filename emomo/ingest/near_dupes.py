@@ -271,41 +271,30 @@ class NearInFlight:
         return len(self._items)
 
 
-def _nearest_flights(picture: Picture, check: NearCheck, flights: Sequence[_Flight],
+def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flight],
                      config: DedupeConfig) -> list[_Flight]:
-    """The items in flight within the hash distance, the nearest ``near_candidates`` by the
-    ranking blocks (nearest first)."""
+    """Of the items in flight, those ``picture`` may be a copy of (blocking: run in a thread).
+    Out of its series' frame, ``check`` learns it."""
     near = [f for f in flights if hamming(f.check.phash, picture.phash) <= config.near_distance]
     if not near:
         return []
     vectors = np.stack([f.check.vector for f in near])
-    return [near[i] for i in nearest(vectors, check.vector, config.near_candidates)]
+    order = list(nearest(vectors, check.vector, config.near_candidates))
 
+    def verdicts(order: list[int]) -> Judgement:
+        return judge(picture, [near[i].check.thumb for i in order], [near[i].check.shifted for i in order], config)
 
-def judge_all(picture: Picture, check: NearCheck, earlier: Sequence[_Flight], candidates: Sequence[NearCandidate],
-              config: DedupeConfig) -> tuple[list[_Flight], Judgement]:
-    """One judgement of the nearest items in flight and of the recorded candidates together (one
-    quick pass, one look at the series' frame): the flights the picture may be a copy of, and
-    the verdicts on the candidates. Out of its series' frame, ``check`` learns it, and when no
-    flight is near in the first ranking, the nearest flights in that frame are judged too
-    (blocking: run in a thread)."""
-    nearest_flights = _nearest_flights(picture, check, earlier, config)
-    references = [f.check.thumb for f in nearest_flights] + [stored_thumb(c.thumb or b"") for c in candidates]
-    shifted = [f.check.shifted for f in nearest_flights] + [c.shifted for c in candidates]
-    judgement = judge(picture, references, shifted, config)
-    n = len(nearest_flights)
-    copies = [f for f, (verdict, _) in zip(nearest_flights, judgement.verdicts[:n], strict=True)
-              if verdict is not Verdict.DIFFERENT]
+    judgement = verdicts(order)
+    found = [near[i] for i, (verdict, _) in zip(order, judgement.verdicts, strict=True)
+             if verdict is not Verdict.DIFFERENT]
     if judgement.reframed is not None:
         check.out_of_frame(judgement.reframed)
-        if not copies and earlier:  # the nearest flights in the series' frame
-            first = {id(f) for f in nearest_flights}
-            others = [f for f in _nearest_flights(picture, check, earlier, config) if id(f) not in first]
-            if others:
-                again = judge(picture, [f.check.thumb for f in others], [f.check.shifted for f in others], config)
-                copies = [f for f, (verdict, _) in zip(others, again.verdicts, strict=True)
-                          if verdict is not Verdict.DIFFERENT]
-    return copies, replace(judgement, verdicts=judgement.verdicts[n:])
+        if not found:  # the nearest in the series' frame
+            first = set(order)
+            order = [i for i in nearest(vectors, check.vector, config.near_candidates) if i not in first]
+            found = [near[i] for i, (verdict, _) in zip(order, verdicts(order).verdicts, strict=True)
+                     if verdict is not Verdict.DIFFERENT]
+    return found
 
 
 def signature(check: NearCheck) -> MemeSignature:
@@ -388,83 +377,66 @@ async def with_thumb(runtime: IngestRuntime, candidate: NearCandidate) -> NearCa
 
 async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: bytes,
                               picture: Picture) -> NearMatch | None:
-    """The recorded meme the file is a copy of, if any; first waiting for the items in flight it
-    may be a copy of (so that two copies side by side make one meme)."""
     config = runtime.config.dedupe
-    repo, stats, index = runtime.repo, runtime.stats, runtime.near_index
+    repo, stats = runtime.repo, runtime.stats
     check = state.near
     assert check is not None
     if not informative(picture.phash):
         return None  # a flat picture: every other flat picture would be "near" it
     earlier = runtime.near_in_flight.enter(state.md5, check)
+    if earlier:
+        copies = await measured(runtime, "in_flight", _possible_copies, picture, check, earlier, config)
+        if copies:
+            stats.inc_value("emomo/near/waited")
+            started = time.monotonic()
+            await wait_for(copies, runtime.should_stop, state.source)
+            stats.inc_value("emomo/near/wait_ms", round((time.monotonic() - started) * 1000))
     started = time.monotonic()
-    await index.refresh(repo)
+    await runtime.near_index.refresh(repo)
     stats.inc_value("emomo/near/wall_ms/refresh", round((time.monotonic() - started) * 1000))
+    index = runtime.near_index
     ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
-    if not ids and not earlier:
+    if not ids:
         return None
-    found = await _recorded(runtime, ids)
-    copies, judgement = await measured(runtime, "judge", judge_all, picture, check, earlier, found, config)
-    count_steps(runtime, judgement)
-    if copies:
-        stats.inc_value("emomo/near/waited")
-        started = time.monotonic()
-        await wait_for(copies, runtime.should_stop, state.source)
-        stats.inc_value("emomo/near/wait_ms", round((time.monotonic() - started) * 1000))
-        # What they became is recorded now (or undone): judged again among the recorded.
-        await index.refresh(repo)
-        ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
-        found = await _recorded(runtime, ids)
-        judgement = await _judge_recorded(runtime, picture, check, found)
-    match = await _decide(runtime, state, body, picture, found, judgement, set(ids))
+    started = time.monotonic()
+    match = await _nearest_copy(runtime, state, body, picture, ids)
+    stats.inc_value("emomo/near/wall_ms/nearest", round((time.monotonic() - started) * 1000))
     if match is not None and await repo.get_meme_by_md5(state.md5) is not None:
         return None  # this very file is recorded (reuse goes on with it): asked only of a match
     return match
 
 
-async def _recorded(runtime: IngestRuntime, ids: list[str]) -> list[NearCandidate]:
-    """The candidates ``ids`` (nearest first) this collection indexes, with their thumbnails."""
-    if not ids:
-        return []
-    rank = {meme_id: i for i, meme_id in enumerate(ids)}
-    found = sorted((c for c in await runtime.repo.near_candidates(ids, runtime.collection) if c.indexed),
-                   key=lambda c: rank[c.meme_id])
-    runtime.stats.inc_value("emomo/near/candidates", len(found))
-    return [await with_thumb(runtime, candidate) for candidate in found]
-
-
-async def _judge_recorded(runtime: IngestRuntime, picture: Picture, check: NearCheck,
-                          found: list[NearCandidate]) -> Judgement:
-    judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found,
-                                                    runtime.config.dedupe))
-    if judgement.reframed is not None:
-        check.out_of_frame(judgement.reframed)  # kept ranked in its series' frame (a crop)
-    return judgement
-
-
-async def _decide(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
-                  found: list[NearCandidate], judgement: Judgement, seen: set[str]) -> NearMatch | None:
-    """The candidate judged the same, if any; for a picture out of its series' frame (a crop)
-    with none, the nearest in that frame judged in turn; then the text of those the thumbnails
-    could not decide."""
-    config, check = runtime.config.dedupe, state.near
+async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
+                        ids: list[str]) -> NearMatch | None:
+    """The recorded meme among ``ids`` (nearest first) the picture is a copy of, if any."""
+    config, repo, stats, index = runtime.config.dedupe, runtime.repo, runtime.stats, runtime.near_index
+    check = state.near
     assert check is not None
     undecided: list[NearCandidate] = []
-    for round_ in range(2):
-        if round_:
-            runtime.stats.inc_value("emomo/near/reframed")
-            ids = [i for i in runtime.near_index.candidates(picture.phash, check.vector, config.near_distance,
-                                                            config.near_candidates) if i not in seen]
-            if not ids:
-                break
-            found = await _recorded(runtime, ids)
-            judgement = await _judge_recorded(runtime, picture, check, found)
+    seen: set[str] = set()
+    for _round in range(2):  # the second only for a picture out of the series' frame
+        seen.update(ids)
+        rank = {meme_id: i for i, meme_id in enumerate(ids)}
+        found = sorted((c for c in await repo.near_candidates(ids, runtime.collection) if c.indexed),
+                       key=lambda c: rank[c.meme_id])
+        stats.inc_value("emomo/near/candidates", len(found))
+        found = [await with_thumb(runtime, candidate) for candidate in found]
+        judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config))
         for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
             if verdict is Verdict.SAME:
                 return NearMatch(candidate, distance)
             if verdict is Verdict.MAYBE:
                 undecided.append(candidate)
-        if judgement.reframed is None or undecided:
+        if judgement.reframed is None:
+            break
+        # Out of the series' frame (a crop): kept ranked in that frame, and the nearest there.
+        check.out_of_frame(judgement.reframed)
+        if undecided:
+            break
+        stats.inc_value("emomo/near/reframed")
+        ids = [i for i in index.candidates(picture.phash, check.vector, config.near_distance,
+                                           config.near_candidates) if i not in seen]
+        if not ids:
             break
     for candidate in undecided:
         if await same_text_as(runtime, state, body, candidate):
