@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from memegen import COPY_KINDS, copy_of, series_captions, template_bytes  # noqa: E402
 
+from emomo.blocking import one_blas_thread  # noqa: E402
 from emomo.config import DatabaseConfig, EmomoConfig  # noqa: E402
 from emomo.ingest.near_dupes import NearIndex, NearInFlight, find_near_duplicate, signature  # noqa: E402
 from emomo.ingest.state import ItemState  # noqa: E402
@@ -105,6 +106,7 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
     captions = series_captions(sizes[-1] + args.probes)
     recorded_captions, others = captions[:sizes[-1]], captions[sizes[-1]:]
     config = EmomoConfig()
+    one_blas_thread()  # as a crawl that checks near-duplicates does
     rnd = random.Random(3)
     await repo.open()
     store = Store()
