@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import random
 import sqlite3
+import uuid
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import assert_consistent, read_state, scrapy
@@ -16,9 +19,12 @@ from crawling import run_crawl
 from memegen import CAPTIONS, CATEGORIES, COPY_KINDS, TEMPLATES, copy_of, meme_bytes, series_captions, template_bytes
 from PIL import Image
 
-from emomo.config import DedupeConfig
-from emomo.ingest.near_dupes import NearIndex, Verdict, judge
-from emomo.near import NearCheck, hamming, measure, perceptual_hash, same_text
+from emomo.config import DatabaseConfig, DedupeConfig, EmomoConfig
+from emomo.ingest.near_dupes import NearIndex, NearInFlight, Verdict, find_near_duplicate, judge, signature
+from emomo.ingest.state import ItemState
+from emomo.near import NearCheck, Picture, hamming, measure, perceptual_hash, same_text
+from emomo.repositories import MemeRecord, VectorRecord
+from emomo.repositories.sqlite import SQLiteMemeRepository
 
 COLLECTION = "emomo-e5-small"
 
@@ -325,3 +331,71 @@ def test_a_meme_recorded_before_thumbnails_gets_one_when_a_copy_arrives(tmp_path
                             ).fetchone() == (1,)
     finally:
         conn.close()
+
+
+def test_a_crop_in_flight_waits_for_its_original_that_took_it_for_another_caption(tmp_path: Path,
+                                                                                    cjk_font: str) -> None:
+    """A crop and its original side by side: the original's check ran while the crop's had not yet
+    marked it out of its series' frame, compared the two in the series' frame and went on; the
+    crop, checked next, found nothing recorded and became a meme of its own (on the VLM path 7-9
+    of 16 crops beside their original were missed so). Now the crop waits for the original, which
+    passed its check after the crop came, and is then merged into it."""
+    class Stats(Counter[str]):
+        def inc_value(self, key: str, count: int = 1) -> None:
+            self[key] += count
+
+    captions = series_captions(12, offset=60)
+    rnd = random.Random(5)
+    original_data = template_bytes(2, captions[0], "png")
+    crop_data, _ = copy_of(original_data, "crop", rnd)
+    members = [template_bytes(2, caption, "png") for caption in captions[1:]]
+
+    async def go() -> tuple[bool, int]:
+        repo = SQLiteMemeRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
+        await repo.open()
+        runtime = SimpleNamespace(config=EmomoConfig(), repo=repo, store=None, describer=None, stats=Stats(),
+                                  collection=COLLECTION, near_in_flight=NearInFlight(), near_index=NearIndex(),
+                                  should_stop=lambda: False)
+
+        def state_of(data: bytes, n: int) -> tuple[ItemState, Picture]:
+            picture = measure(data)
+            state = ItemState(md5=hashlib.md5(data).hexdigest(), source=f"file {n}")
+            state.near = NearCheck.of(picture)
+            return state, picture
+
+        try:
+            # Other captions of the series in flight, then the crop, then its original; none of
+            # the first two has been checked yet (the crop is not marked out of frame).
+            others = [state_of(data, n)[0] for n, data in enumerate(members, 1)]
+            for other in others:
+                runtime.near_in_flight.enter(other.md5, other.near)
+            crop, crop_picture = state_of(crop_data, 0)
+            runtime.near_in_flight.enter(crop.md5, crop.near)  # its check enters it again: no change
+            original, original_picture = state_of(original_data, 99)
+            # The original's check takes the crop for another caption, and passes.
+            assert await asyncio.wait_for(find_near_duplicate(runtime, original, original_data, original_picture),
+                                          5) is None
+            checking = asyncio.ensure_future(find_near_duplicate(runtime, crop, crop_data, crop_picture))
+            await asyncio.sleep(0.3)
+            for other in others:  # the other captions leave the pipelines (the crop may wait for them)
+                runtime.near_in_flight.leave(other.md5, other.near)
+            await asyncio.sleep(0.7)
+            waited = not checking.done()
+            # The original is recorded and indexed, and leaves the pipelines.
+            assert original.near is not None
+            meme = MemeRecord(id=str(uuid.uuid4()), source_type="test", source_id="original",
+                              md5_hash=original.md5, storage_key=f"{original.md5[:2]}/{original.md5}.png",
+                              format="png", width=240, height=240, is_animated=False, file_size=len(original_data),
+                              status="active")
+            await repo.insert_meme(meme, None, signature(original.near))
+            await repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, original.md5, COLLECTION, "e5",
+                                                    str(uuid.uuid4()))])
+            runtime.near_index.add(meme.id, original.near.phash, original.near.blocks)
+            runtime.near_in_flight.leave(original.md5, original.near)
+            match = await asyncio.wait_for(checking, 10)
+            return waited, 1 if match is not None and match.meme.meme_id == meme.id else 0
+        finally:
+            await repo.close()
+
+    waited, merged = asyncio.run(go())
+    assert waited and merged == 1

@@ -247,6 +247,8 @@ class NearIndex:
 class _Flight:
     check: NearCheck
     done: asyncio.Event
+    #: its own check found no meme it copies: it goes on to become one, and waits for no item now
+    passed: bool = False
 
 
 class NearInFlight:
@@ -256,10 +258,27 @@ class NearInFlight:
         self._items: dict[str, _Flight] = {}
 
     def enter(self, md5: str, check: NearCheck) -> list[_Flight]:
-        """Register the item; the items that came before it (it waits for none of the later)."""
-        earlier = list(self._items.values())
+        """Register the item (once: entering again changes nothing); the items that came before
+        it (it waits for none of the later)."""
+        flights = list(self._items.values())
+        mine = next((i for i, f in enumerate(flights) if f.check is check), None)
+        if mine is not None:
+            return flights[:mine]
         self._items[md5] = _Flight(check, asyncio.Event())
-        return earlier
+        return flights
+
+    def passed(self, md5: str, check: NearCheck) -> None:
+        flight = self._items.get(md5)
+        if flight is not None and flight.check is check:
+            flight.passed = True
+
+    def later_passed(self, check: NearCheck) -> list[_Flight]:
+        """The items that came after the one with ``check`` and have passed their own check: an
+        item may wait for those (they wait for no one any more), never for a later one still
+        checking (two items waiting for each other)."""
+        flights = list(self._items.values())
+        mine = next((i for i, f in enumerate(flights) if f.check is check), len(flights))
+        return [f for f in flights[mine + 1:] if f.passed]
 
     def leave(self, md5: str, check: NearCheck) -> None:
         """The item with ``check`` left: only its own entry goes (another item of the same md5
@@ -403,14 +422,40 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
     stats.inc_value("emomo/near/wall_ms/refresh", round((time.monotonic() - started) * 1000))
     index = runtime.near_index
     ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
-    if not ids:
+    match = None
+    if ids:
+        started = time.monotonic()
+        match = await _nearest_copy(runtime, state, body, picture, ids)
+        stats.inc_value("emomo/near/wall_ms/nearest", round((time.monotonic() - started) * 1000))
+    if match is None and check.shifted:
+        match = await _after_later_copies(runtime, state, body, picture)
+    if match is None:
+        runtime.near_in_flight.passed(state.md5, check)
         return None
-    started = time.monotonic()
-    match = await _nearest_copy(runtime, state, body, picture, ids)
-    stats.inc_value("emomo/near/wall_ms/nearest", round((time.monotonic() - started) * 1000))
-    if match is not None and await repo.get_meme_by_md5(state.md5) is not None:
+    if await repo.get_meme_by_md5(state.md5) is not None:
         return None  # this very file is recorded (reuse goes on with it): asked only of a match
     return match
+
+
+async def _after_later_copies(runtime: IngestRuntime, state: ItemState, body: bytes,
+                              picture: Picture) -> NearMatch | None:
+    """A picture out of its series' frame (a crop) beside its original in flight: when the
+    original's check ran before this one had marked itself out of frame, the original compared
+    it in the series' frame, took it for another caption and went on. The crop now waits for
+    the originals that passed their check after it came, then looks among the recorded again."""
+    config, check = runtime.config.dedupe, state.near
+    assert check is not None
+    later = runtime.near_in_flight.later_passed(check)
+    if not later:
+        return None
+    copies = await measured(runtime, "in_flight", _possible_copies, picture, check, later, config)
+    if not copies:
+        return None
+    runtime.stats.inc_value("emomo/near/waited_later")
+    await wait_for(copies, runtime.should_stop, state.source)
+    await runtime.near_index.refresh(runtime.repo)
+    ids = runtime.near_index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
+    return await _nearest_copy(runtime, state, body, picture, ids) if ids else None
 
 
 async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
