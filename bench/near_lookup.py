@@ -146,7 +146,10 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
                   f"{pct(cpus, .95) * 1000:>8.1f} {statistics.median(measures) * 1000:>11.1f}")
         print(f"{size:>8} {timing} {per:>16.1f} {merged:>9}/{args.probes} {apart:>13}/{args.probes}   "
               f"(recorded in {time.perf_counter() - started:.0f} s; index loaded in {load_s * 1000:.0f} ms; "
-              f"OCR reads {runtime.stats['emomo/near/ocr_reads']})", flush=True)
+              f"OCR reads {runtime.stats['emomo/near/ocr_reads']}; of {2 * args.probes} files: put in a "
+              f"candidate's frame {runtime.stats['emomo/near/framed']}, fitted to one of their own "
+              f"{runtime.stats['emomo/near/refitted']}, ranked again {runtime.stats['emomo/near/reframed']})",
+              flush=True)
     await repo.close()
 
 
