@@ -19,7 +19,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -343,11 +344,20 @@ async def measured(runtime: IngestRuntime, part: str, work: Callable[..., T], *a
         result = work(*args)
         return result, time.thread_time() - started
 
-    started = time.monotonic()
-    result, seconds = await asyncio.to_thread(timed)
+    with wall_ms(runtime.stats, f"emomo/near/wall_ms/{part}"):
+        result, seconds = await asyncio.to_thread(timed)
     runtime.stats.inc_value(f"emomo/near/cpu_ms/{part}", round(seconds * 1000))
-    runtime.stats.inc_value(f"emomo/near/wall_ms/{part}", round((time.monotonic() - started) * 1000))
     return result
+
+
+@contextmanager
+def wall_ms(stats: StatsCollector, key: str) -> Iterator[None]:
+    """The block's wall time added to ``key`` in milliseconds (where a file's time goes)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        stats.inc_value(key, round((time.monotonic() - started) * 1000))
 
 
 async def wait_for(flights: Sequence[_Flight], should_stop: Callable[[], bool], source: str) -> None:
@@ -414,19 +424,16 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
         copies = await measured(runtime, "in_flight", _possible_copies, picture, check, earlier, config)
         if copies:
             stats.inc_value("emomo/near/waited")
-            started = time.monotonic()
-            await wait_for(copies, runtime.should_stop, state.source)
-            stats.inc_value("emomo/near/wait_ms", round((time.monotonic() - started) * 1000))
-    started = time.monotonic()
-    await runtime.near_index.refresh(repo)
-    stats.inc_value("emomo/near/wall_ms/refresh", round((time.monotonic() - started) * 1000))
+            with wall_ms(stats, "emomo/near/wait_ms"):
+                await wait_for(copies, runtime.should_stop, state.source)
+    with wall_ms(stats, "emomo/near/wall_ms/refresh"):
+        await runtime.near_index.refresh(repo)
     index = runtime.near_index
     ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
     match = None
     if ids:
-        started = time.monotonic()
-        match = await _nearest_copy(runtime, state, body, picture, ids)
-        stats.inc_value("emomo/near/wall_ms/nearest", round((time.monotonic() - started) * 1000))
+        with wall_ms(stats, "emomo/near/wall_ms/nearest"):
+            match = await _nearest_copy(runtime, state, body, picture, ids)
     if match is None and check.shifted:
         match = await _after_later_copies(runtime, state, body, picture)
     if match is None:
