@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from emomo.config import EmomoConfig
 from emomo.errors import ConfigError
 from emomo.imaging import ImageError, probe
-from emomo.ingest.near_dupes import NearIndex, Verdict, judge_stored, measure_check
+from emomo.ingest.near_dupes import NearIndex, Verdict, judge_stored, measure_check, ranked_candidates
 from emomo.near import informative, same_text
 from emomo.repositories import MemeRepository, NearCandidate
 
@@ -62,9 +62,7 @@ async def same_meme(config: EmomoConfig, repo: MemeRepository, index: NearIndex,
                                            dedupe.near_candidates, by_hash=4 * dedupe.near_candidates)
                if i not in seen]
         seen.update(ids)
-        rank = {meme_id: i for i, meme_id in enumerate(ids)}
-        found = sorted((c for c in await repo.near_candidates(ids, collection) if c.indexed and c.thumb),
-                       key=lambda c: rank[c.meme_id])
+        found = [c for c in await ranked_candidates(repo, ids, collection) if c.thumb]
         if not found:
             break
         judgement = await asyncio.to_thread(judge_stored, picture, found, dedupe)

@@ -167,7 +167,6 @@ class Searcher:
             self._reader = TextReader(self.config.ingest)
         return self._reader
 
-
     async def with_categories(self, where: SearchFilter | None) -> SearchFilter | None:
         """The filter with its category as stored: a display name (狗) becomes the folder(s) it
         names (011Dog_狗🐶BQB); one that names none is refused, with the categories there are."""

@@ -240,12 +240,13 @@ class FabiaoqingSpider(MemeSpider):
             self.tracker.page_parsed(page, 0)
             return
         requests = []
-        fresh = [e for e in entries if e.source_id not in self.known]
+        # Each image once (a page may list one twice), up to the limit.
+        fresh = list(dict.fromkeys(e.source_id for e in entries if e.source_id not in self.known))
         if self.limit is not None:
             fresh = fresh[:max(0, self.limit - self.requested)]
         # One round trip for the page: which of its images no other worker listed first.
-        asked = {e.source_id for e in fresh}
-        first = self.frontier.first_listings(list(asked)) if self.frontier else asked
+        asked = set(fresh)
+        first = self.frontier.first_listings(fresh) if self.frontier else asked
         for entry in entries:
             if entry.source_id in self.known:
                 self.count("known")

@@ -426,14 +426,7 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
             stats.inc_value("emomo/near/waited")
             with wall_ms(stats, "emomo/near/wait_ms"):
                 await wait_for(copies, runtime.should_stop, state.source)
-    with wall_ms(stats, "emomo/near/wall_ms/refresh"):
-        await runtime.near_index.refresh(repo)
-    index = runtime.near_index
-    ids = index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
-    match = None
-    if ids:
-        with wall_ms(stats, "emomo/near/wall_ms/nearest"):
-            match = await _nearest_copy(runtime, state, body, picture, ids)
+    match = await _recorded_copy(runtime, state, body, picture)
     if match is None and check.shifted:
         match = await _after_later_copies(runtime, state, body, picture)
     if match is None:
@@ -460,9 +453,28 @@ async def _after_later_copies(runtime: IngestRuntime, state: ItemState, body: by
         return None
     runtime.stats.inc_value("emomo/near/waited_later")
     await wait_for(copies, runtime.should_stop, state.source)
-    await runtime.near_index.refresh(runtime.repo)
+    return await _recorded_copy(runtime, state, body, picture)
+
+
+async def _recorded_copy(runtime: IngestRuntime, state: ItemState, body: bytes,
+                         picture: Picture) -> NearMatch | None:
+    """The recorded meme the picture is a copy of, among the nearest the index ranks now."""
+    config, stats, check = runtime.config.dedupe, runtime.stats, state.near
+    assert check is not None
+    with wall_ms(stats, "emomo/near/wall_ms/refresh"):
+        await runtime.near_index.refresh(runtime.repo)
     ids = runtime.near_index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
-    return await _nearest_copy(runtime, state, body, picture, ids) if ids else None
+    if not ids:
+        return None
+    with wall_ms(stats, "emomo/near/wall_ms/nearest"):
+        return await _nearest_copy(runtime, state, body, picture, ids)
+
+
+async def ranked_candidates(repo: MemeRepository, ids: list[str], collection: str) -> list[NearCandidate]:
+    """Those of ``ids`` (nearest first) that ``collection`` indexes, in that order, in one query."""
+    rank = {meme_id: i for i, meme_id in enumerate(ids)}
+    return sorted((c for c in await repo.near_candidates(ids, collection) if c.indexed),
+                  key=lambda c: rank[c.meme_id])
 
 
 async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
@@ -475,9 +487,7 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
     seen: set[str] = set()
     for _round in range(2):  # the second only for a picture out of the series' frame
         seen.update(ids)
-        rank = {meme_id: i for i, meme_id in enumerate(ids)}
-        found = sorted((c for c in await repo.near_candidates(ids, runtime.collection) if c.indexed),
-                       key=lambda c: rank[c.meme_id])
+        found = await ranked_candidates(repo, ids, runtime.collection)
         stats.inc_value("emomo/near/candidates", len(found))
         found = [await with_thumb(runtime, candidate) for candidate in found]
         judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config))

@@ -46,14 +46,8 @@ def query_terms(text: str) -> tuple[list[int], list[float]]:
     return list(vector.indices), list(vector.values)
 
 
-def _folded(text: str) -> str:
-    """Letters and digits only, folded (full-width to half-width, case): 'Ｏｋ！' -> 'ok'."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold()
-                   if unicodedata.category(ch)[0] in "LN")
-
-
 def query_words(query: str) -> list[str]:
-    """The query's words: runs of letters and digits (spaces and punctuation part them), folded."""
+    """A text's words: runs of letters and digits (spaces and punctuation part them), folded."""
     folded = unicodedata.normalize("NFKC", query).casefold()
     words, word = [], []
     for ch in folded + " ":
@@ -70,5 +64,5 @@ def matches_text(query: str, payload: dict[str, Any]) -> bool:
     words = query_words(query)
     if not words:
         return False
-    text = _folded(searchable_text(payload))
+    text = "".join(query_words(searchable_text(payload)))  # letters and digits only, folded
     return all(word in text for word in words)
