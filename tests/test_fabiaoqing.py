@@ -200,3 +200,12 @@ def test_a_site_out_of_reach_is_no_success(tmp_path: Path) -> None:
     assert f"Cannot reach http://127.0.0.1:{port}: its first list page did not come" in run.stderr
     assert "Traceback" not in run.stderr
     assert "(0 items; source_unreachable); skipped by the spider: 1 download_error" in run.summary()
+
+
+def test_an_image_listed_twice_on_a_page_counts_once_against_the_limit(tmp_path: Path, cjk_font: str) -> None:
+    site = build_mirror()
+    site.pages[1][1] = site.pages[1][0]  # the first image again, second on the page
+    with serve_mirror(site) as mirror:
+        fabiaoqing(tmp_path, mirror, limit="3")
+        # The first page lists images 0, 0 again, 2 (missing on the host), 3: three images asked for.
+        assert sorted(image_requests(mirror)) == sorted(f"/bmiddle/{site.pages[1][i].name}" for i in (0, 2, 3))
