@@ -196,18 +196,20 @@ class SQLMemeRepository(ABC):
         if not meme_ids:
             return []
         async with self.reading() as s:
+            # The status is tested here, not in the query: given ``status = 'active'``, SQLite
+            # walks every active meme by the status index instead of looking up the few asked.
             rows = await s.fetchall(
-                "SELECT p.meme_id, p.phash, p.thumb, p.shifted, p.image_text, m.md5_hash, m.storage_key, m.format, "
-                "m.width, m.height, m.file_size, m.is_animated, EXISTS (SELECT 1 FROM meme_vectors v WHERE "
-                "v.meme_id = p.meme_id AND v.collection = ?) AS indexed "
+                "SELECT p.meme_id, p.phash, p.thumb, p.shifted, p.image_text, m.status, m.md5_hash, m.storage_key, "
+                "m.format, m.width, m.height, m.file_size, m.is_animated, EXISTS (SELECT 1 FROM meme_vectors v "
+                "WHERE v.meme_id = p.meme_id AND v.collection = ?) AS indexed "
                 "FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
-                f"WHERE p.meme_id IN ({', '.join('?' * len(meme_ids))}) AND m.status = 'active'",
+                f"WHERE p.meme_id IN ({', '.join('?' * len(meme_ids))})",
                 [collection, *meme_ids])
         return [NearCandidate(str(r["meme_id"]), int(r["phash"]), bytes(r["thumb"]) if r["thumb"] is not None else None,
                               r["image_text"], bool(r["indexed"]), MemeFile(
                                   r["md5_hash"], r["storage_key"], r["format"], int(r["width"]), int(r["height"]),
                                   int(r["file_size"]), bool(r["is_animated"])), bool(r["shifted"]))
-                for r in rows]
+                for r in rows if r["status"] == "active"]
 
     async def switch_file(self, meme_id: str, old_md5: str, new: MemeFile, phash: int, thumb: bytes,
                           blocks: bytes, shifted: bool) -> list[tuple[str, str]] | None:
