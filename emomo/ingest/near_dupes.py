@@ -36,7 +36,6 @@ from emomo.near import (
     fine_distance,
     framed_distances,
     framed_vector,
-    hamming,
     hamming_many,
     in_frame,
     informative,
@@ -89,33 +88,38 @@ class Judgement:
 
     verdicts: list[tuple[Verdict, float]]
     reframed: np.ndarray | None = None
+    #: the picture in the series' frame (grey cells) when it is out of it: candidates ranked by
+    #: ``reframed`` are members of the series too, and are judged in the same frame
+    cells: np.ndarray | None = None
     #: the costly steps it took: put in the series' frame, and fitted to one candidate of its own
     framed: bool = False
     refitted: bool = False
 
 
 def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[bool],
-          config: DedupeConfig) -> Judgement:
+          config: DedupeConfig, series_cells: np.ndarray | None = None) -> Judgement:
     """The quick distance (own frames) settles copies that are not cropped, for all candidates
     at once. Unless it did, the picture is put in the series' frame (that of the nearest
     candidate in it) and compared with all of them again: a crop needs it, and it costs a few
     times more, so only when the picture is out of that frame or nearly alike already (a resize,
-    whose resampling it evens out). A candidate itself out of the frame (``shifted``: a crop
-    recorded before its original) gets a fit of its own. Blocking: run in a thread."""
+    whose resampling it evens out). ``series_cells``: the picture already put there (by the
+    judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
+    a crop recorded before its original) gets a fit of its own. Blocking: run in a thread."""
     if not references:
         return Judgement([])
     stack = np.stack(references)
     distances = quick_distances(picture.thumb, stack)
-    reframed, framed, refitted = None, False, False
+    reframed, cells, framed, refitted = None, series_cells, False, False
     if distances.min() > config.near_same:
         # The series' frame: that of the candidate most alike, of those in it.
         inside = [i for i, s in enumerate(shifted) if not s] or list(range(len(references)))
         series = min(inside, key=lambda i: distances[i])
-        frame = rough_frame(picture, references[series])
-        out = frame is not None
+        frame = None if cells is not None else rough_frame(picture, references[series])
+        out = cells is not None or frame is not None
         if out or distances.min() <= FIT_WITHIN * config.near_same:
-            cells = in_frame(picture, references[series], frame)
-            framed = True
+            if cells is None:
+                cells = in_frame(picture, references[series], frame)
+                framed = True
             distances = np.minimum(distances, framed_distances(cells, stack))
             if out:
                 reframed = framed_vector(cells)
@@ -131,13 +135,14 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
                                                                      rough_frame(picture, references[best])))
     return Judgement([(Verdict.SAME if d <= config.near_same else
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
-                      for d in distances], reframed, framed, refitted)
+                      for d in distances], reframed, cells if reframed is not None else None, framed, refitted)
 
 
-def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig) -> Judgement:
+def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig,
+                 series_cells: np.ndarray | None = None) -> Judgement:
     """``judge`` against recorded candidates, their thumbnails decompressed in the same thread."""
     return judge(picture, [stored_thumb(c.thumb or b"") for c in candidates], [c.shifted for c in candidates],
-                 config)
+                 config, series_cells)
 
 
 def measure_check(body: bytes) -> tuple[Picture, NearCheck]:
@@ -302,14 +307,16 @@ def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flig
                      config: DedupeConfig) -> list[_Flight]:
     """Of the items in flight, those ``picture`` may be a copy of (blocking: run in a thread).
     Out of its series' frame, ``check`` learns it."""
-    near = [f for f in flights if hamming(f.check.phash, picture.phash) <= config.near_distance]
+    hashes = np.fromiter((f.check.phash for f in flights), dtype=np.int64, count=len(flights))
+    near = [flights[i] for i in np.flatnonzero(hamming_many(hashes, picture.phash) <= config.near_distance).tolist()]
     if not near:
         return []
     vectors = np.stack([f.check.vector for f in near])
     order = list(nearest(vectors, check.vector, config.near_candidates))
 
-    def verdicts(order: list[int]) -> Judgement:
-        return judge(picture, [near[i].check.thumb for i in order], [near[i].check.shifted for i in order], config)
+    def verdicts(order: list[int], series_cells: np.ndarray | None = None) -> Judgement:
+        return judge(picture, [near[i].check.thumb for i in order], [near[i].check.shifted for i in order], config,
+                     series_cells)
 
     judgement = verdicts(order)
     found = [near[i] for i, (verdict, _) in zip(order, judgement.verdicts, strict=True)
@@ -319,7 +326,7 @@ def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flig
         if not found:  # the nearest in the series' frame
             first = set(order)
             order = [i for i in nearest(vectors, check.vector, config.near_candidates) if i not in first]
-            found = [near[i] for i, (verdict, _) in zip(order, verdicts(order).verdicts, strict=True)
+            found = [near[i] for i, (verdict, _) in zip(order, verdicts(order, judgement.cells).verdicts, strict=True)
                      if verdict is not Verdict.DIFFERENT]
     return found
 
@@ -485,12 +492,14 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
     assert check is not None
     undecided: list[NearCandidate] = []
     seen: set[str] = set()
+    series_cells = None
     for _round in range(2):  # the second only for a picture out of the series' frame
         seen.update(ids)
         found = await ranked_candidates(repo, ids, runtime.collection)
         stats.inc_value("emomo/near/candidates", len(found))
         found = [await with_thumb(runtime, candidate) for candidate in found]
-        judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config))
+        judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config,
+                                                        series_cells))
         for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
             if verdict is Verdict.SAME:
                 return NearMatch(candidate, distance)
@@ -500,6 +509,7 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
             break
         # Out of the series' frame (a crop): kept ranked in that frame, and the nearest there.
         check.out_of_frame(judgement.reframed)
+        series_cells = judgement.cells
         if undecided:
             break
         stats.inc_value("emomo/near/reframed")
