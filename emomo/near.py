@@ -186,23 +186,24 @@ def _weights(edges: np.ndarray, length: int) -> np.ndarray:
     """(cells, pixels): the share of each pixel in each cell between consecutive ``edges``, over
     the cell's width. A cell's mean is then one product: exact area means, fractions of a pixel
     included (a pixel is a square of one grey level)."""
-    pixels = np.arange(length)
-    overlap = np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels)
-    return np.asarray(np.clip(overlap, 0, None) / np.maximum(np.diff(edges), 1e-9)[:, None])
+    # How much of each pixel lies left of each edge; a cell's share is the difference of its two
+    # edges'. In float32: the products it feeds are.
+    left = np.clip(edges[:, None].astype(np.float32) - np.arange(length, dtype=np.float32), 0, 1)
+    return np.asarray((left[1:] - left[:-1]) / np.maximum(np.diff(edges), 1e-9).astype(np.float32)[:, None])
 
 
 @lru_cache(maxsize=64)
 def _even_weights(length: int) -> np.ndarray:
     """``_weights`` of THUMB even cells over ``length`` pixels: the same for every file of a size."""
-    return _weights(np.linspace(0, length, THUMB + 1), length).astype(np.float32)
+    return _weights(np.linspace(0, length, THUMB + 1), length)
 
 
 def _cells(pixels: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """The mean of each cell between consecutive edges ``xs`` x ``ys`` (pixel coordinates)."""
     h, w = pixels.shape
     # float32: a float64 copy of the pixels is large enough to be mapped afresh at each call
-    rows = _weights(ys, h).astype(np.float32) @ pixels.astype(np.float32)
-    return np.asarray(rows @ _weights(xs, w).T.astype(np.float32), dtype=np.float64)
+    rows = _weights(ys, h) @ pixels.astype(np.float32)
+    return np.asarray(rows @ _weights(xs, w).T, dtype=np.float64)
 
 
 def _zscores(cells: np.ndarray) -> np.ndarray:
