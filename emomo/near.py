@@ -26,12 +26,16 @@ from __future__ import annotations
 import io
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from functools import cached_property, lru_cache
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image
+
+T = TypeVar("T")
 
 #: of each side, trimmed before hashing: a crop of a few pixels falls mostly in it
 TRIM = 0.08
@@ -100,6 +104,24 @@ def hamming_many(hashes: np.ndarray, value: int) -> np.ndarray:
 # --- the picture --------------------------------------------------------------------------
 
 
+class _kept(Generic[T]):
+    """``functools.cached_property`` without its lock: on Python 3.11 that lock is one for every
+    instance, and the checks of many files run in threads at once (they queued on it). Two
+    threads reading it first at once both compute it: the same value."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> T:
+        # Not a data descriptor: once kept in the instance's __dict__, that is read instead.
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class Picture:
     """What the near-duplicate check measures of a file, decoded once."""
@@ -114,7 +136,7 @@ class Picture:
     def size(self) -> tuple[int, int]:
         return self.pixels.shape[1], self.pixels.shape[0]
 
-    @cached_property
+    @_kept
     def profiles(self) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]]:
         """Per axis (columns, rows): the cumulative profile (mean grey level, from 0) and its
         length; all a frame fit reads of the picture."""
@@ -123,7 +145,7 @@ class Picture:
         rows = np.concatenate(([0.0], self.pixels.sum(axis=1, dtype=np.float64).cumsum() / w))
         return (columns, w), (rows, h)
 
-    @cached_property
+    @_kept
     def coarse_framings(self) -> tuple[Framings, Framings]:
         """Per axis, the picture's profile under each frame of the coarse grid: computed once,
         however many references the picture is fitted to (they enter only in a product)."""
@@ -173,13 +195,13 @@ def measure(data: bytes) -> Picture:
         grey = grey.reduce(factor)
     pixels = np.asarray(grey, dtype=np.uint8)
     h, w = pixels.shape
-    thumb = np.asarray(_even_weights(h) @ pixels.astype(np.float32) @ _even_weights(w).T, dtype=np.float64)
+    thumb = np.asarray(_even_weights(h) @ pixels.astype(np.float32) @ _even_weights(w).T, dtype=np.float32)
     return Picture(phash, pixels, thumb)
 
 
 def stored_thumb(data: bytes) -> np.ndarray:
     """A thumbnail as ``Picture.stored_thumb`` wrote it: grey levels."""
-    return np.frombuffer(zlib.decompress(data), dtype=np.uint8).reshape(THUMB, THUMB).astype(np.float64)
+    return np.frombuffer(zlib.decompress(data), dtype=np.uint8).reshape(THUMB, THUMB).astype(np.float32)
 
 
 def _weights(edges: np.ndarray, length: int) -> np.ndarray:
