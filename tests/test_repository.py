@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from servers import postgres_database
@@ -256,3 +257,71 @@ def test_the_near_duplicate_candidates_query_reads_the_asked_rows_whatever_the_t
 
     small, large = asyncio.run(go())
     assert large <= small * 1.5 + 5, f"{small} steps (x100) at 20 memes, {large} at 2,000"
+
+
+def test_the_near_duplicate_candidates_query_on_postgresql_reads_the_asked_rows_before_any_analyze() -> None:
+    """A first crawl's tables grow faster than autovacuum analyses them. With no statistics,
+    PostgreSQL read every active meme through the status index and hashed a whole scan of
+    meme_vectors to answer "is it indexed" for eight candidates. The rows it reads (its own
+    counters, pg_stat_user_tables) must be about the rows asked, not the tables."""
+    import time
+
+    tables = ("memes", "meme_phashes", "meme_vectors")
+
+    def rows_read(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        """(tuples read from the three tables, index scans of meme_phashes)."""
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        got = conn.execute("SELECT relname, COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0), "
+                           "COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+                           (list(tables),)).fetchall()
+        return sum(r[1] for r in got), sum(r[2] for r in got if r[0] == "meme_phashes")
+
+    with postgres_database() as dsn:
+        config = DatabaseConfig(driver="postgres", url=dsn)
+
+        async def migrate() -> None:
+            repo = PostgresMemeRepository(config)
+            await repo.open()
+            await repo.close()
+
+        asyncio.run(migrate())
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE memes SET (autovacuum_enabled = false)")
+            conn.execute("ALTER TABLE meme_vectors SET (autovacuum_enabled = false)")
+            conn.execute("ALTER TABLE meme_phashes SET (autovacuum_enabled = false)")
+            conn.execute("INSERT INTO memes (id, source_type, source_id, md5_hash, storage_key, format, width, height, "
+                         "file_size, status) SELECT 'm' || g, 't', g::text, md5(g::text), 'k' || g, 'png', 1, 1, 1, "
+                         "'active' FROM generate_series(1, 5000) g")
+            conn.execute("INSERT INTO meme_phashes (meme_id, phash, thumb, blocks) SELECT 'm' || g, g, '\\x00', "
+                         "'\\x00' FROM generate_series(1, 5000) g")
+            conn.execute("INSERT INTO meme_vectors (id, meme_id, md5_hash, collection, embedding_model, "
+                         "qdrant_point_id) SELECT 'v' || g, 'm' || g, md5(g::text), 'c', 'e', 'p' || g "
+                         "FROM generate_series(1, 5000) g")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            before = rows_read(conn)
+            for _ in range(50):  # the counters of the connections that wrote the rows settle
+                time.sleep(0.2)
+                now = rows_read(conn)
+                if now == before:
+                    break
+                before = now
+
+            async def ask() -> list[str]:
+                repo = PostgresMemeRepository(config)
+                await repo.open()
+                try:
+                    return [c.meme_id for c in await repo.near_candidates([f"m{i}" for i in range(1, 5000, 625)],
+                                                                          "c")]
+                finally:
+                    await repo.close()
+
+            found = asyncio.run(ask())
+            assert sorted(found) == sorted(f"m{i}" for i in range(1, 5000, 625))
+            after = rows_read(conn)
+            for _ in range(100):  # the repository's connection reports its counters as it ends
+                if after[1] > before[1]:
+                    break
+                time.sleep(0.1)
+                after = rows_read(conn)
+            assert after[1] > before[1], "PostgreSQL never reported the query's index scan"
+            assert after[0] - before[0] < 100, f"{after[0] - before[0]} rows read for 8 candidates"

@@ -196,12 +196,15 @@ class SQLMemeRepository(ABC):
         if not meme_ids:
             return []
         async with self.reading() as s:
-            # The status is tested here, not in the query: given ``status = 'active'``, SQLite
-            # walks every active meme by the status index instead of looking up the few asked.
+            # Planned to look up the few rows asked whatever the statistics (a first crawl's tables
+            # grow faster than they are analysed): the status is tested here, not in the query
+            # (SQLite walked every active meme by the status index), and the vector rows are
+            # counted by a scalar subquery (PostgreSQL hashed a whole scan of meme_vectors for
+            # EXISTS).
             rows = await s.fetchall(
                 "SELECT p.meme_id, p.phash, p.thumb, p.shifted, p.image_text, m.status, m.md5_hash, m.storage_key, "
-                "m.format, m.width, m.height, m.file_size, m.is_animated, EXISTS (SELECT 1 FROM meme_vectors v "
-                "WHERE v.meme_id = p.meme_id AND v.collection = ?) AS indexed "
+                "m.format, m.width, m.height, m.file_size, m.is_animated, (SELECT COUNT(*) FROM meme_vectors v "
+                "WHERE v.meme_id = p.meme_id AND v.collection = ?) > 0 AS indexed "
                 "FROM meme_phashes p JOIN memes m ON m.id = p.meme_id "
                 f"WHERE p.meme_id IN ({', '.join('?' * len(meme_ids))})",
                 [collection, *meme_ids])
