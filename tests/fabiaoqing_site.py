@@ -40,6 +40,8 @@ class Mirror:
     image_url: str = ""
     #: seconds the image host takes per image
     delay: float = 0.0
+    #: seconds the site takes per list page after the first
+    page_delay: float = 0.0
 
     def valid(self) -> dict[str, Listed]:
         """Image URL -> entry, for the distinct images that should be ingested (those listed
@@ -127,6 +129,8 @@ def _site_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 return
             m = re.fullmatch(r"/biaoqing/lists/page/(\d+)\.html", self.path)
             if m and int(m.group(1)) in mirror.pages:
+                if int(m.group(1)) > 1:
+                    time.sleep(mirror.page_delay)
                 self.send(200, render_page(mirror, int(m.group(1))).encode(), "text/html; charset=utf-8")
                 return
             self.send(404, b"<h1>404</h1>", "text/html")

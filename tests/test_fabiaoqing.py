@@ -171,6 +171,9 @@ def test_a_refused_key_stops_the_walk(tmp_path: Path, mirror: Mirror) -> None:
     from servers import FakeAPI, fake_api
 
     (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
+    # A site a second slow a list page: on a loaded machine the first image's refusal once came
+    # after the polite defaults had walked all four pages.
+    mirror.page_delay = 1.0
     with fake_api(FakeAPI(api_key="sk-the-right-one")) as url:
         # The polite defaults: the first image's refused key arrives before the list is walked.
         run = scrapy(tmp_path, "crawl", "fabiaoqing", "-a", f"base_url={mirror.site_url}",
