@@ -190,7 +190,9 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
           f"candidates compared {stats.get('emomo/near/candidates', 0)}, "
           f"OCR reads {stats.get('emomo/near/ocr_reads', 0)}, waits {stats.get('emomo/near/waited', 0)} "
           f"({stats.get('emomo/near/wait_ms', 0) / files:.0f} ms a file), "
-          f"framed {stats.get('emomo/near/framed', 0)}, refitted {stats.get('emomo/near/refitted', 0)}")
+          f"framed {stats.get('emomo/near/framed', 0)}, refitted {stats.get('emomo/near/refitted', 0)} "
+          f"(in flight: framed {stats.get('emomo/near/in_flight/framed', 0)}, "
+          f"refitted {stats.get('emomo/near/in_flight/refitted', 0)})")
     for stage, label in (("describe", "VLM"), ("embed", "embedding")):
         if f"emomo/{stage}/in_flight_max" in stats:
             print(f"{label + ' in flight':20} max {stats[f'emomo/{stage}/in_flight_max']}, final "

@@ -46,6 +46,7 @@ from emomo.near import (
     rough_frame,
     same_text,
     stored_thumb,
+    zscored,
 )
 from emomo.providers.ocr_describer import OCRDescriber, TextReader
 from emomo.repositories import MemeFile, MemeRepository, MemeSignature, NearCandidate
@@ -97,18 +98,25 @@ class Judgement:
 
 
 def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[bool],
-          config: DedupeConfig, series_cells: np.ndarray | None = None) -> Judgement:
+          config: DedupeConfig, series_cells: np.ndarray | None = None,
+          zscores: Sequence[np.ndarray] | None = None) -> Judgement:
     """The quick distance (own frames) settles copies that are not cropped, for all candidates
     at once. Unless it did, the picture is put in the series' frame (that of the nearest
     candidate in it) and compared with all of them again: a crop needs it, and it costs a few
     times more, so only when the picture is out of that frame or nearly alike already (a resize,
     whose resampling it evens out). ``series_cells``: the picture already put there (by the
     judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
-    a crop recorded before its original) gets a fit of its own. Blocking: run in a thread."""
+    a crop recorded before its original) gets a fit of its own. ``zscores``: the references'
+    (NearCheck.zscores), when they are known. Blocking: run in a thread."""
     if not references:
         return Judgement([])
-    stack = np.stack(references)
-    distances = quick_distances(picture.thumb, stack)
+    stack: np.ndarray | None = None  # the thumbnails, stacked: for the framed distance too
+    if zscores is None:
+        stack = np.stack(references)
+        theirs = zscored(stack)
+    else:
+        theirs = np.stack(zscores)
+    distances = quick_distances(picture.zscores, theirs)
     reframed, cells, framed, refitted = None, series_cells, False, False
     if distances.min() > config.near_same:
         # The series' frame: that of the candidate most alike, of those in it.
@@ -120,6 +128,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
             if cells is None:
                 cells = in_frame(picture, references[series], frame)
                 framed = True
+            stack = np.stack(references) if stack is None else stack
             distances = np.minimum(distances, framed_distances(cells, stack))
             if out:
                 reframed = framed_vector(cells)
@@ -319,30 +328,41 @@ class NearInFlight:
 
 
 def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flight],
-                     config: DedupeConfig) -> list[_Flight]:
-    """Of the items in flight, those ``picture`` may be a copy of (blocking: run in a thread).
-    Out of its series' frame, ``check`` learns it."""
+                     config: DedupeConfig) -> tuple[list[_Flight], list[Judgement]]:
+    """Of the items in flight, those ``picture`` may be a copy of, and the judgements that said
+    so (blocking: run in a thread). Out of its series' frame, ``check`` learns it."""
     hashes = np.fromiter((f.check.phash for f in flights), dtype=np.int64, count=len(flights))
     near = [flights[i] for i in np.flatnonzero(hamming_many(hashes, picture.phash) <= config.near_distance).tolist()]
     if not near:
-        return []
+        return [], []
     vectors = np.stack([f.check.vector for f in near])
     order = list(nearest(vectors, check.vector, config.near_candidates))
 
     def verdicts(order: list[int], series_cells: np.ndarray | None = None) -> Judgement:
         return judge(picture, [near[i].check.thumb for i in order], [near[i].check.shifted for i in order], config,
-                     series_cells)
+                     series_cells, [near[i].check.zscores for i in order])
 
-    judgement = verdicts(order)
-    found = [near[i] for i, (verdict, _) in zip(order, judgement.verdicts, strict=True)
+    judgements = [verdicts(order)]
+    found = [near[i] for i, (verdict, _) in zip(order, judgements[0].verdicts, strict=True)
              if verdict is not Verdict.DIFFERENT]
-    if judgement.reframed is not None:
-        check.out_of_frame(judgement.reframed)
+    if judgements[0].reframed is not None:
+        check.out_of_frame(judgements[0].reframed)
         if not found:  # the nearest in the series' frame
             first = set(order)
             order = [i for i in nearest(vectors, check.vector, config.near_candidates) if i not in first]
-            found = [near[i] for i, (verdict, _) in zip(order, verdicts(order, judgement.cells).verdicts, strict=True)
+            judgements.append(verdicts(order, judgements[0].cells))
+            found = [near[i] for i, (verdict, _) in zip(order, judgements[1].verdicts, strict=True)
                      if verdict is not Verdict.DIFFERENT]
+    return found, judgements
+
+
+async def in_flight_copies(runtime: IngestRuntime, picture: Picture, check: NearCheck,
+                           flights: Sequence[_Flight]) -> list[_Flight]:
+    """``_possible_copies`` in a thread, its costly steps counted (``emomo/near/in_flight/*``)."""
+    found, judgements = await measured(runtime, "in_flight", _possible_copies, picture, check, flights,
+                                       runtime.config.dedupe)
+    for judgement in judgements:
+        count_steps(runtime, judgement, "emomo/near/in_flight")
     return found
 
 
@@ -351,9 +371,9 @@ def signature(check: NearCheck) -> MemeSignature:
     return MemeSignature(check.phash, check.stored_thumb, check.blocks, check.shifted, check.image_text)
 
 
-def count_steps(runtime: IngestRuntime, judgement: Judgement) -> Judgement:
-    runtime.stats.inc_value("emomo/near/framed", judgement.framed)
-    runtime.stats.inc_value("emomo/near/refitted", judgement.refitted)
+def count_steps(runtime: IngestRuntime, judgement: Judgement, prefix: str = "emomo/near") -> Judgement:
+    runtime.stats.inc_value(f"{prefix}/framed", judgement.framed)
+    runtime.stats.inc_value(f"{prefix}/refitted", judgement.refitted)
     return judgement
 
 
@@ -435,7 +455,6 @@ async def with_thumb(runtime: IngestRuntime, candidate: NearCandidate) -> NearCa
 
 async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: bytes,
                               picture: Picture) -> NearMatch | None:
-    config = runtime.config.dedupe
     repo, stats = runtime.repo, runtime.stats
     check = state.near
     assert check is not None
@@ -443,7 +462,7 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
         return None  # a flat picture: every other flat picture would be "near" it
     earlier = runtime.near_in_flight.enter(state.md5, check)
     if earlier:
-        copies = await measured(runtime, "in_flight", _possible_copies, picture, check, earlier, config)
+        copies = await in_flight_copies(runtime, picture, check, earlier)
         if copies:
             stats.inc_value("emomo/near/waited")
             with wall_ms(stats, "emomo/near/wait_ms"):
@@ -465,12 +484,12 @@ async def _after_later_copies(runtime: IngestRuntime, state: ItemState, body: by
     original's check ran before this one had marked itself out of frame, the original compared
     it in the series' frame, took it for another caption and went on. The crop now waits for
     the originals that passed their check after it came, then looks among the recorded again."""
-    config, check = runtime.config.dedupe, state.near
+    check = state.near
     assert check is not None
     later = runtime.near_in_flight.later_passed(check)
     if not later:
         return None
-    copies = await measured(runtime, "in_flight", _possible_copies, picture, check, later, config)
+    copies = await in_flight_copies(runtime, picture, check, later)
     if not copies:
         return None
     runtime.stats.inc_value("emomo/near/waited_later")
