@@ -3,6 +3,8 @@ Prints its figures; asserts nothing.
 
     .venv/bin/python bench/near_lookup.py [--sizes 100,1000,10000] [--probes 300] [--copies 0.1]
     .venv/bin/python bench/near_lookup.py --driver postgres    # DATABASE_URL, or the local server
+                                                               # (vacuumed and checkpointed after each
+                                                               # size is recorded; --no-settle: not)
 
 It draws one series (a panda head, each member with its own caption, a fifth of them
 animated), records it through the project's repository as the record stage would (a meme, its
@@ -106,7 +108,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(args: argparse.Namespace, repo: Any) -> None:
+async def run(args: argparse.Namespace, repo: Any, settle: Any = None) -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     every = max(1, round(1 / args.copies)) if args.copies > 0 else 0
     n_copies = args.probes // every if every else 0
@@ -128,6 +130,8 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
         for i in range(done, size):
             await record(repo, store, i, recorded_captions[i], member(i, recorded_captions[i]))
         done = size
+        if settle is not None:
+            await asyncio.to_thread(settle)
         runtime = runtime_for(config, repo, store)
         loaded = time.perf_counter()
         await runtime.near_index.refresh(repo, force=True)
@@ -166,7 +170,10 @@ async def run(args: argparse.Namespace, repo: Any) -> None:
               f"(recorded in {time.perf_counter() - started:.0f} s; index loaded in {load_s * 1000:.0f} ms; "
               f"OCR reads {runtime.stats['emomo/near/ocr_reads']}; of {args.probes} files: put in a "
               f"candidate's frame {runtime.stats['emomo/near/framed']}, fitted to one of their own "
-              f"{runtime.stats['emomo/near/refitted']}, ranked again {runtime.stats['emomo/near/reframed']})",
+              f"{runtime.stats['emomo/near/refitted']}, ranked again {runtime.stats['emomo/near/reframed']}; "
+              f"wall a file: reading new signatures {runtime.stats['emomo/near/wall_ms/refresh'] / args.probes:.1f} "
+              f"ms, the candidates' query and judgement {runtime.stats['emomo/near/wall_ms/nearest'] / args.probes:.1f}"
+              f" ms, of which the judgement {runtime.stats['emomo/near/wall_ms/recorded'] / args.probes:.1f} ms)",
               flush=True)
     await repo.close()
 
@@ -177,6 +184,8 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=300, help="files checked at each size")
     parser.add_argument("--copies", type=float, default=0.1, help="the share of them that are copies")
     parser.add_argument("--driver", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="PostgreSQL: check right after recording, without VACUUM ANALYZE and CHECKPOINT")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emomo-near-") as d:
         if args.driver == "sqlite":
@@ -196,7 +205,17 @@ def main() -> None:
             conn.execute(f'CREATE DATABASE "{db}"')
         try:
             dsn = admin.rsplit("/", 1)[0] + f"/{db}"
-            asyncio.run(run(args, PostgresMemeRepository(DatabaseConfig(driver="postgres", url=dsn))))
+
+            def settle() -> None:
+                """What a long crawl's database has: its statistics, its dead rows vacuumed, and no
+                checkpoint under way (right after writing 10,000 memes, the server's flushing
+                doubled the check's p50; the query plans do not depend on it)."""
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE")
+                    conn.execute("CHECKPOINT")
+
+            asyncio.run(run(args, PostgresMemeRepository(DatabaseConfig(driver="postgres", url=dsn)),
+                            None if args.no_settle else settle))
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

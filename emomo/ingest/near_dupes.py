@@ -30,6 +30,7 @@ import numpy as np
 from emomo.errors import Interrupted
 from emomo.imaging import CONTENT_TYPES
 from emomo.near import (
+    SPREAD,
     NearCheck,
     Picture,
     encode_blocks,
@@ -116,7 +117,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         theirs = zscored(stack)
     else:
         theirs = np.stack(zscores)
-    distances = quick_distances(picture.zscores, theirs)
+    distances, concentration = quick_distances(picture.zscores, theirs)
     reframed, cells, framed, refitted = None, series_cells, False, False
     if distances.min() > config.near_same:
         # The series' frame: that of the candidate most alike, of those in it.
@@ -124,7 +125,10 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         series = min(inside, key=lambda i: distances[i])
         frame = None if cells is not None else rough_frame(picture, references[series])
         out = cells is not None or frame is not None
-        if out or distances.min() <= FIT_WITHIN * config.near_same:
+        # In the frame already, a fit helps only a copy a little off everywhere (a resize), not
+        # another caption: its differences sit in one place.
+        resized = (distances <= FIT_WITHIN * config.near_same) & (concentration <= SPREAD)
+        if out or resized.any():
             if cells is None:
                 cells = in_frame(picture, references[series], frame)
                 framed = True
