@@ -104,8 +104,9 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     """The quick distance (own frames) settles copies that are not cropped, for all candidates
     at once. Unless it did, the picture is put in the series' frame (that of the nearest
     candidate in it) and compared with all of them again: a crop needs it, and it costs a few
-    times more, so only when the picture is out of that frame or nearly alike already (a resize,
-    whose resampling it evens out). ``series_cells``: the picture already put there (by the
+    times more, so only when the picture is out of that frame, or nearly alike already with its
+    differences spread over the picture (a resize, whose resampling it evens out; another
+    caption's sit where the caption is: ``SPREAD``). ``series_cells``: the picture already put there (by the
     judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
     a crop recorded before its original) gets a fit of its own. ``zscores``: the references'
     (NearCheck.zscores), when they are known. Blocking: run in a thread."""
