@@ -33,6 +33,7 @@ from emomo.near import (
     SPREAD,
     NearCheck,
     Picture,
+    concentration,
     encode_blocks,
     fine_distance,
     framed_distances,
@@ -118,7 +119,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         theirs = zscored(stack)
     else:
         theirs = np.stack(zscores)
-    distances, concentration = quick_distances(picture.zscores, theirs)
+    distances, differences = quick_distances(picture.zscores, theirs)
     reframed, cells, framed, refitted = None, series_cells, False, False
     if distances.min() > config.near_same:
         # The series' frame: that of the candidate most alike, of those in it.
@@ -128,8 +129,8 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         out = cells is not None or frame is not None
         # In the frame already, a fit helps only a copy a little off everywhere (a resize), not
         # another caption: its differences sit in one place.
-        resized = (distances <= FIT_WITHIN * config.near_same) & (concentration <= SPREAD)
-        if out or resized.any():
+        close = distances <= FIT_WITHIN * config.near_same
+        if out or (close.any() and (concentration(differences[close]) <= SPREAD).any()):
             if cells is None:
                 cells = in_frame(picture, references[series], frame)
                 framed = True
