@@ -117,6 +117,8 @@ class _kept(Generic[T]):
         self.name = name
 
     def __get__(self, instance: object, owner: type | None = None) -> T:
+        if instance is None:  # read on the class (help(), inspect): the descriptor itself
+            return self  # type: ignore[return-value]
         # Not a data descriptor: once kept in the instance's __dict__, that is read instead.
         value = instance.__dict__[self.name] = self.func(instance)
         return value
