@@ -422,15 +422,23 @@ def _pair_sums(values: np.ndarray) -> np.ndarray:
     return np.asarray(sum(values[:, i::BLOCK, j::BLOCK] for i in range(BLOCK) for j in range(BLOCK)))
 
 
-def zscored(references: np.ndarray) -> np.ndarray:
-    """Each of ``references`` (n, THUMB, THUMB) z-normalised over all its cells: (n, THUMB*THUMB)
-    float32, as ``Picture.zscores``. In float32 and in place: a float64 temporary of eight
-    references is 256 KB, which the allocator maps and unmaps each time (five times slower,
-    measured)."""
+def zscored(references: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Each of ``references`` (n, THUMB, THUMB) z-normalised over all its cells, or over those
+    ``mask`` (flat, 1 or 0) keeps: (n, THUMB*THUMB) float32, as ``Picture.zscores``. In float32
+    and in place: a float64 temporary of eight references is 256 KB, which the allocator maps and
+    unmaps each time (five times slower, measured)."""
     n = len(references)
     flat = references.reshape(n, -1).astype(np.float32)
-    mean = flat.sum(axis=1, dtype=np.float64) / flat.shape[1]
-    spread = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) / flat.shape[1] - mean * mean
+    if mask is None:
+        count = float(flat.shape[1])
+        total = flat.sum(axis=1, dtype=np.float64)
+        squares = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
+    else:
+        count = float(mask.sum())
+        total = np.einsum("ij,j->i", flat, mask, dtype=np.float64)
+        squares = np.einsum("ij,ij,j->i", flat, flat, mask, dtype=np.float64)
+    mean = total / count
+    spread = squares / count - mean * mean
     std = np.maximum(np.sqrt(np.maximum(spread, 0.0)), 1.0)
     flat *= (1 / std).astype(np.float32)[:, None]
     flat -= (mean / std).astype(np.float32)[:, None]
@@ -471,17 +479,11 @@ def framed_distances(cells: np.ndarray, references: np.ndarray) -> np.ndarray:
     reference z-normalised over the cells the picture reaches. In float32 with the cells it does
     not reach masked, as ``quick_distances`` (NaN-aware reductions cost four times as much)."""
     known = ~np.isnan(cells)
-    count = int(known.sum())
-    if count < THUMB * THUMB // 2:
+    if known.sum() < THUMB * THUMB // 2:
         return np.full(len(references), np.inf)
     n = len(references)
     mask = known.ravel().astype(np.float32)
-    flat = references.reshape(n, -1).astype(np.float32)
-    mean = np.einsum("ij,j->i", flat, mask, dtype=np.float64) / count
-    spread = np.einsum("ij,ij,j->i", flat, flat, mask, dtype=np.float64) / count - mean * mean
-    std = np.maximum(np.sqrt(np.maximum(spread, 0.0)), 1.0)
-    flat *= (1 / std).astype(np.float32)[:, None]
-    flat -= (mean / std).astype(np.float32)[:, None]
+    flat = zscored(references, mask)
     flat -= np.where(known, _zscores(cells), 0.0).astype(np.float32).reshape(1, -1)
     np.abs(flat, out=flat)
     flat *= mask

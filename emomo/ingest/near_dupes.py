@@ -107,8 +107,8 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     candidate in it) and compared with all of them again: a crop needs it, and it costs a few
     times more, so only when the picture is out of that frame, or nearly alike already with its
     differences spread over the picture (a resize, whose resampling it evens out; another
-    caption's sit where the caption is: ``SPREAD``). ``series_cells``: the picture already put there (by the
-    judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
+    caption's sit where the caption is: ``SPREAD``). ``series_cells``: the picture already put
+    there (by the judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
     a crop recorded before its original) gets a fit of its own. ``zscores``: the references'
     (NearCheck.zscores), when they are known. Blocking: run in a thread."""
     if not references:
