@@ -171,12 +171,15 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
           f"(Scrapy's elapsed_time_seconds: {stats.get('elapsed_time_seconds', 0):.1f})")
     print(f"throughput           {rate:.1f} items/s")
     if span > 0:
+        # A file: every item the crawl read (with the check on, its copies end as sources, not
+        # memes: per meme would charge the check for the work it saves).
+        files = max(1, stats.get("item_scraped_count", 0) + stats.get("item_dropped_count", 0))
         cpu = stats.get("emomo/ingest/cpu_seconds", 0)
         print(f"crawl process CPU    {cpu:.1f} s: {cpu / span:.2f} of {os.cpu_count()} cores, "
-              f"{cpu * 1000 / max(processed, 1):.1f} ms an item")
+              f"{cpu * 1000 / files:.1f} ms a file ({files} files)")
         loop = stats.get("emomo/ingest/loop_cpu_seconds", 0)
         print(f"event loop's CPU     {loop:.1f} s: {loop / span:.2f} of its thread, "
-              f"{loop * 1000 / max(processed, 1):.1f} ms an item")
+              f"{loop * 1000 / files:.1f} ms a file")
     print(f"item latency         p50 {stats.get('emomo/ingest/latency_p50_ms', 0)} ms, "
           f"p95 {stats.get('emomo/ingest/latency_p95_ms', 0)} ms")
     files = max(1, stats.get("emomo/dedupe/items", 0))

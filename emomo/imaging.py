@@ -12,7 +12,9 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -69,6 +71,8 @@ class ImageInfo:
     height: int
     is_animated: bool
     file_size: int
+    #: what ``probe``'s ``first_frame`` took of the decoded first frame (None: not asked)
+    first_frame: Any = None
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -87,7 +91,8 @@ def sniff_unsupported(head: bytes) -> str | None:
 
 
 def probe(data: bytes, max_pixels: int, max_frames: int | None = None,
-          max_frame_pixels: int | None = None) -> ImageInfo:
+          max_frame_pixels: int | None = None,
+          first_frame: Callable[[Image.Image], Any] | None = None) -> ImageInfo:
     """MD5 of the original bytes plus what Pillow reads from them.
 
     Decodes the first frame fully (a truncated file fails here, not in the
@@ -95,6 +100,8 @@ def probe(data: bytes, max_pixels: int, max_frames: int | None = None,
     image whose declared size is over ``max_pixels``, nor an animation of more than
     ``max_frames`` frames or ``max_frame_pixels`` pixels over all its frames: frames are
     counted before any is decoded (a 57 KB GIF of 2,000 frames of 3000x3000 once took 86 s).
+    ``first_frame``: called on the decoded first frame (for a stage that reads it next: the
+    near-duplicate check), its answer kept in ``ImageInfo.first_frame``.
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
@@ -113,6 +120,7 @@ def probe(data: bytes, max_pixels: int, max_frames: int | None = None,
                         f"ingest.max_pixels={max_pixels}"
                     )
                 im.load()
+                kept = first_frame(im) if first_frame is not None else None
                 animated = bool(getattr(im, "is_animated", False))
                 if animated:
                     # Counted by parsing the frames' headers, not decoding them.
@@ -139,7 +147,7 @@ def probe(data: bytes, max_pixels: int, max_frames: int | None = None,
         raise ImageError("not an image (no known image signature)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"broken or truncated image: {exc}") from None
-    return ImageInfo(digest, fmt, width, height, animated, len(data))
+    return ImageInfo(digest, fmt, width, height, animated, len(data), kept)
 
 
 def first_frame_rgb(data: bytes) -> Image.Image:
@@ -213,13 +221,14 @@ def read_file(path: str, max_bytes: int, identity: tuple[int, int] | None = None
 
 def read_image(body: bytes | None, path: str | None, max_bytes: int, max_pixels: int,
                identity: tuple[int, int] | None = None, max_frames: int | None = None,
-               max_frame_pixels: int | None = None) -> tuple[bytes, ImageInfo]:
+               max_frame_pixels: int | None = None,
+               first_frame: Callable[[Image.Image], Any] | None = None) -> tuple[bytes, ImageInfo]:
     """The item's bytes (``body``, else the file at ``path``, which must be ``identity`` when
-    given) and what they hold (``probe``'s limits)."""
+    given) and what they hold (``probe``'s limits and ``first_frame``)."""
     if body is None:
         if not path:
             raise ImageError("the item has neither body nor path")
         body = read_file(path, max_bytes, identity)
     elif len(body) > max_bytes:
         raise ImageError(f"body of {len(body)} bytes is over ingest.max_image_bytes={max_bytes}")
-    return body, probe(body, max_pixels, max_frames, max_frame_pixels)
+    return body, probe(body, max_pixels, max_frames, max_frame_pixels, first_frame)

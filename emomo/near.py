@@ -55,13 +55,20 @@ QUANT = 24.0
 NO_VALUE = 255
 
 
+def grey_frame(im: Image.Image) -> Image.Image:
+    """The frame ``im`` is at, in grey, transparency on white: what the check measures. Given to
+    ``emomo.imaging.probe``, which decodes the first frame anyway (decoding it again here cost
+    as much as the rest of the measure)."""
+    if im.mode in ("L", "RGB") and "transparency" not in im.info:
+        return im.convert("L")
+    frame = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", frame.size, (255, 255, 255, 255)), frame).convert("L")
+
+
 def _first_frame_grey(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
-        if im.mode in ("L", "RGB") and "transparency" not in im.info:
-            return im.convert("L")
-        frame = im.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", frame.size, (255, 255, 255, 255)), frame).convert("L")
+        return grey_frame(im)
 
 
 def _dhash(grey: Image.Image) -> int:
@@ -160,11 +167,9 @@ class Picture:
         (columns, w), (rows, h) = self.profiles
         # Both axes in one pass: the rows' profile laid after the columns' (a column position
         # never reaches past w, a row position never before w + 1).
-        at = _interpolate(np.concatenate((columns, rows)),
-                          np.concatenate((_COARSE_AT * w, _COARSE_AT * h + (w + 1))))
-        ours = (np.diff(at, axis=1)[:, _INNER] / np.concatenate((_COARSE_WIDTHS * w, _COARSE_WIDTHS * h)))
-        ours -= ours.mean(axis=1, keepdims=True)
-        norms = np.sqrt(np.einsum("ij,ij->i", ours, ours))
+        ours = np.diff(_interpolate(np.concatenate((columns, rows)),
+                                    np.concatenate((_COARSE_AT * w, _COARSE_AT * h + (w + 1)))), axis=1)
+        norms = _centred_norms(ours)
         n = len(_COARSE_AT)
         return (ours[:n], norms[:n]), (ours[n:], norms[n:])
 
@@ -206,8 +211,11 @@ class NearCheck:
         self.blocks = encode_blocks(self.vector)
 
 
-def measure(data: bytes) -> Picture:
-    grey = _first_frame_grey(data)
+def measure(data: bytes, grey: Image.Image | None = None) -> Picture:
+    """The file's picture; ``grey``: its first frame as ``grey_frame`` gave it, when it was
+    decoded already."""
+    if grey is None:
+        grey = _first_frame_grey(data)
     phash = _dhash(grey)
     factor = -(-max(grey.size) // WORK_SIDE)
     if factor > 1:
@@ -304,18 +312,26 @@ def _grid(offsets: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarr
 _COARSE = _grid(np.linspace(-MAX_OFFSET, MAX_OFFSET, 13), np.linspace(*SCALES, 11))
 _STEPS = _grid(np.linspace(-0.01, 0.01, 9), np.linspace(-0.02, 0.02, 9))
 _FINER = _grid(np.linspace(-0.003, 0.003, 9), np.linspace(-0.006, 0.006, 9))
-#: the cells inside the picture in every frame tried: where profiles are compared
-_INNER = np.zeros(_FIT, dtype=bool)
-_INNER[int(np.ceil((MAX_OFFSET + 0.01) * _FIT)):int((SCALES[0] - 0.02 - MAX_OFFSET - 0.01) * _FIT)] = True
-#: the coarse grid's cell edges in each frame, as shares of the picture's side, and the widths of
-#: the inner cells: the same for every picture
-_COARSE_AT = np.clip((_FIT_EDGES[None, :] - _COARSE[0][:, None]) / _COARSE[1][:, None], 0, 1)
-_COARSE_WIDTHS = np.maximum(np.diff(_COARSE_AT, axis=1)[:, _INNER], 1e-9)
+#: the cells inside the picture in every frame tried (the coarse grid and the steps around it):
+#: where profiles are compared, and their edges
+_INNER = slice(int(np.ceil((MAX_OFFSET + 0.01) * _FIT)), int((SCALES[0] - 0.02 - MAX_OFFSET - 0.01) * _FIT))
+_INNER_EDGES = _FIT_EDGES[_INNER.start:_INNER.stop + 1]
+#: the coarse grid's inner cell edges in each frame, as shares of the picture's side: the same
+#: for every picture
+_COARSE_AT = np.clip((_INNER_EDGES[None, :] - _COARSE[0][:, None]) / _COARSE[1][:, None], 0, 1)
 
 
-#: a profile of the picture under each frame of a grid (frames x inner cells), centred, and the
-#: norm of each row
+#: a profile of the picture under each frame of a grid (frames x inner cells) and the norm of
+#: each row centred. Its cells are sums over their width, not means: in one frame every inner
+#: cell has the same width, and a correlation leaves a row's scale out.
 Framings = tuple[np.ndarray, np.ndarray]
+
+
+def _centred_norms(rows: np.ndarray) -> np.ndarray:
+    """The norm of each row less its mean (a correlation's denominator, without centring the rows:
+    the reference's profile is centred, so the product is the same)."""
+    sums = rows.sum(axis=1)
+    return np.asarray(np.sqrt(np.maximum(np.einsum("ij,ij->i", rows, rows) - sums * sums / rows.shape[1], 0.0)))
 
 
 def _interpolate(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -326,29 +342,31 @@ def _interpolate(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
 
 def _framings(cumulative: np.ndarray, length: int, offsets: np.ndarray, scales: np.ndarray) -> Framings:
-    """The box means of the picture's profile in each frame (offset, scale), on the cells inside
-    every frame tried, centred: what its correlation with any reference's profile reads."""
-    x = np.clip((_FIT_EDGES[None, :] - offsets[:, None]) / scales[:, None] * length, 0, length)
-    at = _interpolate(cumulative, x)
-    ours = ((at[:, 1:] - at[:, :-1]) / np.maximum(np.diff(x, axis=1), 1e-9))[:, _INNER]
-    ours = ours - ours.mean(axis=1, keepdims=True)
-    return ours, np.sqrt(np.einsum("ij,ij->i", ours, ours))
+    """The box sums of the picture's profile in each frame (offset, scale), on the cells inside
+    every frame tried: what its correlation with any reference's profile reads."""
+    x = np.clip((_INNER_EDGES[None, :] - offsets[:, None]) * (length / scales)[:, None], 0, length)
+    ours = np.diff(_interpolate(cumulative, x), axis=1)
+    return ours, _centred_norms(ours)
 
 
-def _profile_scores(framings: Framings, reference: np.ndarray) -> np.ndarray:
+#: a reference's profile on the inner cells, centred, and its norm
+Profile = tuple[np.ndarray, float]
+
+
+def _profile_scores(framings: Framings, reference: Profile) -> np.ndarray:
     """For each frame, how well the picture's profile correlates with the reference's (1:
     perfectly); correlation leaves a copy's brightness and contrast out."""
     ours, norms = framings
-    theirs = reference[_INNER] - reference[_INNER].mean()
-    return np.asarray((ours @ theirs) / (norms * np.sqrt(theirs @ theirs) + 1e-9))
+    theirs, norm = reference
+    return np.asarray((ours @ theirs) / (norms * norm + 1e-9))
 
 
-def _best(framings: Framings, reference: np.ndarray, offsets: np.ndarray, scales: np.ndarray) -> tuple[float, float]:
+def _best(framings: Framings, reference: Profile, offsets: np.ndarray, scales: np.ndarray) -> tuple[float, float]:
     best = int(np.argmax(_profile_scores(framings, reference)))
     return float(offsets[best]), float(scales[best])
 
 
-def _fit_axis(reference: np.ndarray, coarse: Framings, cumulative: np.ndarray, length: int,
+def _fit_axis(reference: Profile, coarse: Framings, cumulative: np.ndarray, length: int,
               start: tuple[float, float] | None = None) -> tuple[float, float]:
     """The frame on one axis: the coarse grid (unless ``start`` is its answer), then finer ones
     around the best so far."""
@@ -359,12 +377,16 @@ def _fit_axis(reference: np.ndarray, coarse: Framings, cumulative: np.ndarray, l
     return o, s
 
 
-def _reference_profiles(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A reference thumbnail's column and row profiles at the fitting resolution."""
-    # The mean of each column, then of each pair: the same as pairs of the 2x2 blocks' means,
-    # at a third of the cost (numpy's mean over two axes of a reshaped array is slow).
-    return (reference.mean(axis=0, dtype=np.float64).reshape(_FIT, 2).mean(axis=1),
-            reference.mean(axis=1, dtype=np.float64).reshape(_FIT, 2).mean(axis=1))
+def _reference_profiles(reference: np.ndarray) -> tuple[Profile, Profile]:
+    """A reference thumbnail's column and row profiles at the fitting resolution (``Profile``)."""
+    profiles = []
+    for axis in (0, 1):
+        # The mean of each column (row), then of each pair: the same as pairs of the 2x2 blocks'
+        # means, at a third of the cost (numpy's mean over two axes of a reshaped array is slow).
+        inner = reference.mean(axis=axis, dtype=np.float64).reshape(_FIT, 2).mean(axis=1)[_INNER]
+        inner -= inner.mean()
+        profiles.append((inner, float(np.sqrt(inner @ inner))))
+    return profiles[0], profiles[1]
 
 
 Frame = tuple[float, float, float, float]

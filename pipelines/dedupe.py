@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from itemadapter import ItemAdapter
+from PIL import Image
 
 from emomo.errors import DuplicateMeme
 from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measure_check, measured
@@ -23,6 +24,8 @@ class DedupePipeline(Stage):
 
     async def run(self, item: Any, adapter: ItemAdapter) -> None:
         state = self.state(item)
+        # The first frame is the check's alone, and not held once this stage is done with it.
+        grey, state.first_frame = state.first_frame, None
         runtime = self.runtime
         collection = runtime.collection
         adapter["collection"] = collection
@@ -51,7 +54,7 @@ class DedupePipeline(Stage):
                 other = await runtime.claim_shared(state)
                 if other is None:
                     if meme_id is None and runtime.config.dedupe.near:
-                        await self.near_duplicate(state, adapter)
+                        await self.near_duplicate(state, adapter, grey)
                     self.count("new" if meme_id is None else "forced")
                     return
                 # Another worker is ingesting this image now: it pays for it, not us. This source
@@ -71,10 +74,11 @@ class DedupePipeline(Stage):
         self.log(logging.DEBUG, "Skipped %s as a duplicate: %s", state.source, reason)
         raise DuplicateMeme(f"{state.source}: {reason}")
 
-    async def near_duplicate(self, state: ItemState, adapter: ItemAdapter) -> None:
-        """Drop the item as another source of a recorded meme it nearly duplicates, if any."""
+    async def near_duplicate(self, state: ItemState, adapter: ItemAdapter, grey: Image.Image | None) -> None:
+        """Drop the item as another source of a recorded meme it nearly duplicates, if any
+        (``grey``: its first frame as the read stage decoded it)."""
         runtime = self.runtime
-        picture, state.near = await measured(runtime, "measure", measure_check, adapter["body"])
+        picture, state.near = await measured(runtime, "measure", measure_check, adapter["body"], grey)
         match = await find_near_duplicate(runtime, state, adapter["body"], picture)
         if match is None:
             return

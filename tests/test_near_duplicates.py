@@ -16,10 +16,21 @@ from types import SimpleNamespace
 import pytest
 from conftest import assert_consistent, read_state, scrapy
 from crawling import run_crawl
-from memegen import CAPTIONS, CATEGORIES, COPY_KINDS, TEMPLATES, copy_of, meme_bytes, series_captions, template_bytes
+from memegen import (
+    CAPTIONS,
+    CATEGORIES,
+    COPY_KINDS,
+    TEMPLATES,
+    copy_of,
+    draw_template,
+    meme_bytes,
+    series_captions,
+    template_bytes,
+)
 from PIL import Image
 
 from emomo.config import DatabaseConfig, DedupeConfig, EmomoConfig
+from emomo.imaging import probe
 from emomo.ingest.near_dupes import (
     FIT_WITHIN,
     NearIndex,
@@ -30,7 +41,17 @@ from emomo.ingest.near_dupes import (
     signature,
 )
 from emomo.ingest.state import ItemState
-from emomo.near import NearCheck, Picture, hamming, measure, perceptual_hash, quick_distances, same_text, zscored
+from emomo.near import (
+    NearCheck,
+    Picture,
+    grey_frame,
+    hamming,
+    measure,
+    perceptual_hash,
+    quick_distances,
+    same_text,
+    zscored,
+)
 from emomo.repositories import MemeRecord, VectorRecord
 from emomo.repositories.sqlite import SQLiteMemeRepository
 
@@ -105,6 +126,50 @@ def test_another_caption_near_the_face_pays_no_frame_fit_a_resized_copy_does(cjk
                     fitted_resizes += judgement.framed
                     assert judgement.framed and judgement.verdicts[0][0] is not Verdict.DIFFERENT, (caption, quick)
     assert near_others and fitted_resizes, (near_others, fitted_resizes)  # both cases were met
+
+
+def test_a_crop_looks_for_its_series_frame_and_most_other_captions_need_not(cjk_font: str) -> None:
+    """Looking for a picture's frame in its series' needs its profiles under 143 frames (about
+    half a millisecond): a crop needs it (judged against other captions of its series, as when
+    its original is not recorded yet), another caption whose differences sit where its caption
+    is, in the series' frame already, does not."""
+    config = DedupeConfig()
+    rnd = random.Random(22)
+    captions = series_captions(8, offset=80)
+    crops_out = others_located = others = 0
+    for template in range(len(TEMPLATES)):
+        data = [template_bytes(template, caption, "png") for caption in captions]
+        references = [measure(d).thumb for d in data]
+        for i in range(len(data)):
+            members = [r for j, r in enumerate(references) if j != i]
+            crop = judge(measure(copy_of(data[i], "crop", rnd)[0]), members, [False] * len(members), config)
+            crops_out += crop.located and crop.reframed is not None
+            other = judge(measure(data[i]), members, [False] * len(members), config)
+            assert all(verdict is Verdict.DIFFERENT for verdict, _ in other.verdicts), (template, i)
+            others += 1
+            others_located += other.located
+    assert crops_out >= 0.85 * others, crops_out  # 90% of crops are out of the frame (docs/near-duplicates.md)
+    assert others_located <= 0.7 * others, others_located
+
+
+def test_the_first_frame_the_read_stage_decodes_measures_as_the_file_does(cjk_font: str) -> None:
+    """The check measures the first frame the read stage's probe decoded: the same picture as
+    decoding the file again, for every format and mode memes come in (transparency included)."""
+    frame = draw_template(2, "就这样吧", 0)
+    rgba = frame.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(frame.size))
+    files = {fmt: template_bytes(2, "就这样吧", fmt) for fmt in ("png", "jpg", "webp", "gif")}
+    for name, im, fmt in (("rgba png", rgba, "PNG"), ("grey png", frame.convert("L"), "PNG"),
+                          ("transparent gif", rgba, "GIF"), ("rgba webp", rgba, "WEBP")):
+        buf = io.BytesIO()
+        im.save(buf, fmt)
+        files[name] = buf.getvalue()
+    for name, data in files.items():
+        info = probe(data, 10_000_000, first_frame=grey_frame)
+        shared, own = measure(data, info.first_frame), measure(data)
+        assert (shared.phash, shared.pixels.tobytes(), shared.thumb.tobytes()) == \
+            (own.phash, own.pixels.tobytes(), own.thumb.tobytes()), name
+    assert probe(files["png"], 10_000_000).first_frame is None  # not asked: nothing kept
 
 
 def test_the_index_ranks_a_copy_first_among_its_series(cjk_font: str) -> None:

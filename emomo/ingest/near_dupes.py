@@ -56,6 +56,7 @@ from emomo.storage import storage_key
 
 if TYPE_CHECKING:
     from itemadapter import ItemAdapter
+    from PIL import Image
     from scrapy.statscollectors import StatsCollector
 
     from emomo.config import DedupeConfig, EmomoConfig
@@ -94,7 +95,9 @@ class Judgement:
     #: the picture in the series' frame (grey cells) when it is out of it: candidates ranked by
     #: ``reframed`` are members of the series too, and are judged in the same frame
     cells: np.ndarray | None = None
-    #: the costly steps it took: put in the series' frame, and fitted to one candidate of its own
+    #: the costly steps it took: looked for its frame in the series' (``rough_frame``), put in
+    #: that frame, and fitted to one candidate of its own
+    located: bool = False
     framed: bool = False
     refitted: bool = False
 
@@ -120,12 +123,15 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     else:
         theirs = np.stack(zscores)
     distances, differences = quick_distances(picture.zscores, theirs)
-    reframed, cells, framed, refitted = None, series_cells, False, False
+    reframed, cells, located, framed, refitted = None, series_cells, False, False, False
     if distances.min() > config.near_same:
         # The series' frame: that of the candidate most alike, of those in it.
         inside = [i for i, s in enumerate(shifted) if not s] or list(range(len(references)))
         series = min(inside, key=lambda i: distances[i])
-        frame = None if cells is not None else rough_frame(picture, references[series])
+        # Differences concentrated where a caption is put the picture in that frame already (a
+        # crop's, off by a fraction of a cell, spread over the picture: SPREAD).
+        located = cells is None and float(concentration(differences[series:series + 1])[0]) <= SPREAD
+        frame = rough_frame(picture, references[series]) if located else None
         out = cells is not None or frame is not None
         # In the frame already, a fit helps only a copy a little off everywhere (a resize), not
         # another caption: its differences sit in one place.
@@ -150,7 +156,8 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
                                                                      rough_frame(picture, references[best])))
     return Judgement([(Verdict.SAME if d <= config.near_same else
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
-                      for d in distances], reframed, cells if reframed is not None else None, framed, refitted)
+                      for d in distances], reframed, cells if reframed is not None else None, located, framed,
+                     refitted)
 
 
 def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig,
@@ -160,9 +167,10 @@ def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: 
                  config, series_cells)
 
 
-def measure_check(body: bytes) -> tuple[Picture, NearCheck]:
-    """The file measured and what the check keeps of it (blocking: run in a thread)."""
-    picture = measure(body)
+def measure_check(body: bytes, grey: Image.Image | None = None) -> tuple[Picture, NearCheck]:
+    """The file measured (``grey``: its first frame, decoded already) and what the check keeps
+    of it (blocking: run in a thread)."""
+    picture = measure(body, grey)
     return picture, NearCheck.of(picture)
 
 
@@ -378,6 +386,7 @@ def signature(check: NearCheck) -> MemeSignature:
 
 
 def count_steps(runtime: IngestRuntime, judgement: Judgement, prefix: str = "emomo/near") -> Judgement:
+    runtime.stats.inc_value(f"{prefix}/located", judgement.located)
     runtime.stats.inc_value(f"{prefix}/framed", judgement.framed)
     runtime.stats.inc_value(f"{prefix}/refitted", judgement.refitted)
     return judgement

@@ -24,8 +24,10 @@ from emomo.ingest.state import ItemState
 from emomo.text import clean_list, clean_text, escape_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Self
 
+    from PIL import Image
     from scrapy.crawler import Crawler
     from scrapy.statscollectors import StatsCollector
 
@@ -57,14 +59,15 @@ def clean_item_text(adapter: ItemAdapter, limits: IngestConfig) -> bool:
 
 
 async def read_item(adapter: ItemAdapter, limits: IngestConfig, stats: StatsCollector,
-                    spider: Any) -> tuple[bytes, ImageInfo]:
-    """The item's bytes and what they hold, its text cleaned. A bad file is logged with its
-    source, counted (``emomo/read/<kind>``: invalid, unreadable, not_regular) and dropped
-    (InvalidImage); text that had to be cut is counted (``emomo/read/truncated``)."""
+                    spider: Any, first_frame: Callable[[Image.Image], Any] | None = None) -> tuple[bytes, ImageInfo]:
+    """The item's bytes and what they hold (``first_frame``: see ``emomo.imaging.probe``), its
+    text cleaned. A bad file is logged with its source, counted (``emomo/read/<kind>``: invalid,
+    unreadable, not_regular) and dropped (InvalidImage); text that had to be cut is counted
+    (``emomo/read/truncated``)."""
     try:
         found = await asyncio.to_thread(
             read_image, adapter.get("body"), adapter.get("path"), limits.max_image_bytes, limits.max_pixels,
-            adapter.get("file_identity"), limits.max_frames, limits.max_frame_pixels)
+            adapter.get("file_identity"), limits.max_frames, limits.max_frame_pixels, first_frame)
     except ImageError as exc:
         source = item_source(adapter)
         stats.inc_value(f"emomo/read/{exc.kind}")

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from PIL import Image
+
 from emomo.near import NearCheck
 from emomo.repositories import MemeRecord, SourceRecord
 
@@ -40,6 +42,9 @@ class ItemState:
     replaces: str | None = None
     #: the backend an index-stage write was talking to (for the circuit breaker's message)
     writing: str = "database"
+    #: its first frame in grey, as the read stage decoded it (emomo.near.grey_frame), until the
+    #: near-duplicate check has measured it
+    first_frame: Image.Image | None = None
     #: its near-duplicate signature and the text read on it (emomo.near), kept with its meme
     near: NearCheck | None = None
     undo: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
