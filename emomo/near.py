@@ -158,7 +158,7 @@ class Picture:
     def zscores(self) -> np.ndarray:
         """The thumbnail's z-scores over all its cells (float32, flat): what the quick distance and
         the ranking vector read."""
-        return np.asarray(_zscores(self.thumb), dtype=np.float32).ravel()
+        return zscored(self.thumb[None])[0]
 
     @_kept
     def coarse_framings(self) -> tuple[Framings, Framings]:
