@@ -335,8 +335,12 @@ def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Se
                                 " s.value = [...s.options].find(o => o.text.startsWith('狗（')).value;"
                                 " s.dispatchEvent(new Event('change')); })()")
             await page.until("location.search.includes('category=')")
+            # The grid shown before the filter's answer came stays until it does (the URL changes
+            # first): wait for a grid of the filtered memes only; a filter that let others through
+            # never gives one.
             metas = await page.until("(() => { const m = [...document.querySelectorAll('#grid .meta')]"
-                                     ".map(e => e.textContent); return m.length ? m : null })()")
+                                     ".map(e => e.textContent);"
+                                     " return m.length && m.every(t => t.startsWith('狗')) ? m : null })()")
             assert metas and all(m.startswith("狗") for m in metas), metas
             # A picture chosen on the page (as a drop does): the meme it is comes first.
             root = (await page.send("DOM.getDocument"))["root"]["nodeId"]
