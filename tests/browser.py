@@ -27,6 +27,8 @@ class Page:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self._ids = itertools.count(1)
+        #: events the browser sent while a command's answer was awaited (``event`` reads them)
+        self._events: list[dict[str, Any]] = []
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         call = next(self._ids)
@@ -37,6 +39,22 @@ class Page:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return dict(message.get("result", {}))
+            if "method" in message:
+                self._events.append(message)
+
+    async def event(self, method: str, within: float = 20) -> dict[str, Any]:
+        """The parameters of the next ``method`` event (Fetch.requestPaused, say)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            for i, message in enumerate(self._events):
+                if message["method"] == method:
+                    return dict(self._events.pop(i).get("params", {}))
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(f"no {method} event in {within} s")
+            message = json.loads((await self.ws.receive(timeout=left)).data)
+            if "method" in message:
+                self._events.append(message)
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

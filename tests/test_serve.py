@@ -359,6 +359,38 @@ def test_the_page_in_a_real_browser_types_a_query_and_shows_the_memes(served: Se
     (served.workdir / "page.png").write_bytes(shot)
 
 
+def test_a_search_answered_after_a_later_one_began_is_not_shown_over_it(served: Served) -> None:
+    """The page's own first search is still out when the user picks a category (a slow server):
+    its answer, coming last, must not replace (or join) the filtered memes."""
+    from browser import browser
+
+    async def drive() -> list[str]:
+        async with browser() as page:
+            # Every search's answer is held at the browser until the test lets it through.
+            await page.send("Fetch.enable", patterns=[{"urlPattern": "*/api/v1/search?*", "requestStage": "Response"}])
+            await page.send("Page.navigate", url=served.url + "/?q=" + urllib.parse.quote("表情"))
+            first = await page.event("Fetch.requestPaused")  # the page's first search: held
+            assert "category=" not in first["request"]["url"]
+            await page.until("document.querySelectorAll('#category option').length > 1")
+            await page.evaluate("(() => { const s = document.querySelector('#category');"
+                                " s.value = [...s.options].find(o => o.text.startsWith('狗（')).value;"
+                                " s.dispatchEvent(new Event('change')); })()")
+            filtered = await page.event("Fetch.requestPaused")
+            assert "category=" in filtered["request"]["url"]
+            await page.send("Fetch.continueRequest", requestId=filtered["requestId"])
+            metas = await page.until("(() => { const m = [...document.querySelectorAll('#grid .meta')]"
+                                     ".map(e => e.textContent); return m.length ? m : null })()")
+            assert all(m.startswith("狗") for m in metas), metas
+            await page.send("Fetch.continueRequest", requestId=first["requestId"])  # the late answer
+            await page.until("performance.getEntriesByType('resource').filter(e => e.name.includes("
+                             "'/api/v1/search?') && e.responseEnd > 0).length >= 2")
+            await asyncio.sleep(0.5)
+            return list(await page.evaluate("[...document.querySelectorAll('#grid .meta')].map(e => e.textContent)"))
+
+    metas = asyncio.run(drive())
+    assert metas and all(m.startswith("狗") for m in metas), metas
+
+
 def test_a_backend_down_is_a_503_and_the_server_answers_again_once_it_is_back(tmp_path: Path) -> None:
     secret = "sk-serve-never-shown-4242"
     (tmp_path / "pg.yaml").write_text("database:\n  driver: postgres\n", encoding="utf-8")

@@ -62,7 +62,13 @@ function toast(text) {
   toast.timer = setTimeout(() => (t.hidden = true), 1500);
 }
 
+// Each search, by words or by picture, is numbered: an answer that comes after a later search
+// began (a slow server, a filter changed while the page's first search was out) is dropped, not
+// shown over the later one's.
+let searches = 0;
+
 async function run(params) {
+  const mine = ++searches;
   const grid = $("grid");
   grid.replaceChildren();
   if (!params.q) {
@@ -75,6 +81,7 @@ async function run(params) {
   if (params.animated) query.set("animated", params.animated);
   const response = await fetch(`/api/v1/search?${query}`);
   const body = await response.json();
+  if (mine !== searches) return;
   if (!response.ok) {
     $("status").textContent = body.error || `出错了（${response.status}）`;
     return;
@@ -90,6 +97,7 @@ async function run(params) {
 
 // Search by picture: a file chosen or dropped anywhere on the page. The meme it is comes first.
 async function searchPicture(file) {
+  const mine = ++searches;
   const grid = $("grid");
   grid.replaceChildren();
   $("status").textContent = "按图片搜索中…";
@@ -97,6 +105,7 @@ async function searchPicture(file) {
   form.append("image", file);
   const response = await fetch("/api/v1/search/image?top=48", { method: "POST", body: form });
   const body = await response.json();
+  if (mine !== searches) return;
   if (!response.ok) {
     $("status").textContent = body.error || `出错了（${response.status}）`;
     return;
