@@ -199,7 +199,7 @@ class NearCheck:
 
     @classmethod
     def of(cls, picture: Picture) -> NearCheck:
-        vector = _block_means(picture.zscores.reshape(THUMB, THUMB), RANK_BLOCK)
+        vector = _ranking(picture.zscores)
         return cls(picture.phash, picture.thumb, picture.stored_thumb(), picture.zscores, vector,
                    encode_blocks(vector))
 
@@ -276,7 +276,12 @@ def _block_means(cells: np.ndarray, size: int) -> np.ndarray:
 
 def rank_vector(thumb: np.ndarray) -> np.ndarray:
     """The block means of a thumbnail's z-scores: near for a copy, whatever its format."""
-    return _block_means(_zscores(thumb), RANK_BLOCK)
+    return _ranking(zscored(thumb[None])[0])
+
+
+def _ranking(zscores: np.ndarray) -> np.ndarray:
+    """``rank_vector`` of a thumbnail already z-normalised (flat, as ``Picture.zscores``)."""
+    return _block_means(zscores.reshape(THUMB, THUMB), RANK_BLOCK)
 
 
 def encode_blocks(vector: np.ndarray) -> bytes:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
-from PIL import Image
 
 from emomo.errors import DuplicateMeme
 from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measure_check, measured
 from emomo.ingest.stage import Stage, item_locator
 from emomo.ingest.state import ItemState
 from emomo.repositories import SourceRecord
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class DedupePipeline(Stage):

@@ -30,17 +30,22 @@ class Page:
         #: events the browser sent while a command's answer was awaited (``event`` reads them)
         self._events: list[dict[str, Any]] = []
 
+    async def _receive(self, within: float) -> dict[str, Any]:
+        """The browser's next message; an event is also kept for ``event``."""
+        message: dict[str, Any] = json.loads((await self.ws.receive(timeout=within)).data)
+        if "method" in message:
+            self._events.append(message)
+        return message
+
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         call = next(self._ids)
         await self.ws.send_str(json.dumps({"id": call, "method": method, "params": params}))
         while True:
-            message = json.loads((await self.ws.receive(timeout=30)).data)
+            message = await self._receive(30)
             if message.get("id") == call:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return dict(message.get("result", {}))
-            if "method" in message:
-                self._events.append(message)
 
     async def event(self, method: str, within: float = 20) -> dict[str, Any]:
         """The parameters of the next ``method`` event (Fetch.requestPaused, say)."""
@@ -52,9 +57,7 @@ class Page:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise TimeoutError(f"no {method} event in {within} s")
-            message = json.loads((await self.ws.receive(timeout=left)).data)
-            if "method" in message:
-                self._events.append(message)
+            await self._receive(left)
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from emomo.near import NearCheck
 from emomo.repositories import MemeRecord, SourceRecord
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: where the state rides: an attribute of an item object, or a key of a dict item
 _KEY = "_emomo_state"
