@@ -277,8 +277,11 @@ embeddings:
     finally:
         for p in (standins, moto):
             p.terminate()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if a.workdir:
+            print(f"kept                 {a.workdir} and the database {db}")
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def local_mode(a: argparse.Namespace, workdir: Path) -> None:
@@ -370,10 +373,16 @@ def main() -> None:
     ap.add_argument("--vlm-ms", type=float, default=2000)
     ap.add_argument("--embed-ms", type=float, default=500)
     ap.add_argument("--s3-ms", type=float, default=500)
+    ap.add_argument("--workdir", type=Path, help="an empty folder to run in and keep (default: a temporary one)")
     a = ap.parse_args()
     # Local: 600 memes, so that the engines' first loads and the last items' drain (a second or
     # so each) do not weigh on a run of a few seconds.
     a.n = a.n or (800 if a.mode == "api" else 600)
+    if a.workdir:
+        # Kept: the crawl's log and the tree, to look into what the figures show.
+        a.workdir.mkdir(parents=True, exist_ok=True)
+        (api_mode if a.mode == "api" else local_mode)(a, a.workdir)
+        return
     with tempfile.TemporaryDirectory(prefix="emomo-bench-") as d:
         (api_mode if a.mode == "api" else local_mode)(a, Path(d))
 

@@ -118,6 +118,9 @@ def print_evaluation(label: str, result: dict[str, Any]) -> None:
           f"(missed by kind: {result['missed_by_kind'] or 'none'}); false merges {len(result['false'])}", flush=True)
     for f in result["false"]:
         print(f"  false merge: {f.rel_path} ({f.meme[1]})")
+    if len(result["missed"]) <= 10:  # a few: which (many: the check was off)
+        for f in result["missed"]:
+            print(f"  missed: {f.rel_path} ({f.kind} of {f.meme[1]})")
 
 
 def crawl(workdir: Path, tree: Path, near: bool) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import assert_consistent, read_state, scrapy
 from crawling import run_crawl
@@ -47,6 +48,7 @@ from emomo.near import (
     grey_frame,
     hamming,
     measure,
+    nearest,
     perceptual_hash,
     quick_distances,
     same_text,
@@ -150,6 +152,30 @@ def test_a_crop_looks_for_its_series_frame_and_most_other_captions_need_not(cjk_
             others_located += other.located
     assert crops_out >= 0.85 * others, crops_out  # 90% of crops are out of the frame (docs/near-duplicates.md)
     assert others_located <= 0.7 * others, others_located
+
+
+def test_another_caption_of_a_series_is_not_taken_for_out_of_its_frame(cjk_font: str) -> None:
+    """A member of a series judged against its nearest members is in their frame: a caption's
+    rows can draw the rough frame search a step off, and a member recorded out of the frame
+    (``shifted``, ranked in the series' frame) was no longer among the nearest of its own
+    re-encoded copy: the copy became a meme of its own (seen in bench/ingest.py)."""
+    config = DedupeConfig()
+    captions = series_captions(40, offset=200)
+    pictures = [measure(template_bytes(t, caption, "png")) for t in range(len(TEMPLATES)) for caption in captions]
+    checks = [NearCheck.of(p) for p in pictures]
+    vectors = np.stack([c.vector for c in checks])
+    reframed, located = [], 0
+    for i, picture in enumerate(pictures):
+        within = [j for j, c in enumerate(checks)
+                  if j != i and hamming(c.phash, picture.phash) <= config.near_distance]
+        order = [within[k] for k in nearest(vectors[within], checks[i].vector, config.near_candidates)]
+        judgement = judge(picture, [checks[j].thumb for j in order], [False] * len(order), config)
+        assert all(verdict is Verdict.DIFFERENT for verdict, _ in judgement.verdicts), i
+        located += judgement.located
+        if judgement.reframed is not None:
+            reframed.append(i)
+    assert located >= 20, located  # the frame was looked for often enough to be taken amiss
+    assert reframed == [], reframed
 
 
 def test_the_first_frame_the_read_stage_decodes_measures_as_the_file_does(cjk_font: str) -> None:

@@ -36,7 +36,8 @@ from emomo.near import (
     concentration,
     encode_blocks,
     fine_distance,
-    framed_distances,
+    fits_frame,
+    framed_blocks,
     framed_vector,
     hamming_many,
     in_frame,
@@ -141,8 +142,12 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
                 cells = in_frame(picture, references[series], frame)
                 framed = True
             stack = np.stack(references) if stack is None else stack
-            distances = np.minimum(distances, framed_distances(cells, stack))
-            if out:
+            blocks = framed_blocks(cells, stack)
+            distances = np.minimum(distances, blocks.max(axis=1))
+            # Out of the series' frame only if nearer the series in it: the picture is then
+            # ranked and recorded in that frame (``shifted``), and a copy of it in its own frame
+            # would no longer find it among the nearest.
+            if out and (series_cells is not None or fits_frame(blocks[series], differences[series])):
                 reframed = framed_vector(cells)
         # One candidate gets a fit of its own: the series' frame as fitted on another caption is a
         # little off for the original of a crop, and a crop recorded before its original is out
