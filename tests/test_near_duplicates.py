@@ -463,6 +463,39 @@ def test_a_meme_recorded_before_thumbnails_gets_one_when_a_copy_arrives(tmp_path
         conn.close()
 
 
+class _Stats(Counter[str]):
+    def inc_value(self, key: str, count: int = 1) -> None:
+        self[key] += count
+
+
+def _check_runtime(repo: object) -> SimpleNamespace:
+    """What ``find_near_duplicate`` needs of the crawl's runtime, on a real repository."""
+    return SimpleNamespace(config=EmomoConfig(), repo=repo, store=None, describer=None, stats=_Stats(),
+                           collection=COLLECTION, near_in_flight=NearInFlight(), near_index=NearIndex(),
+                           should_stop=lambda: False)
+
+
+def _item(data: bytes, n: int) -> tuple[ItemState, Picture]:
+    """An item as the dedupe stage holds it: its md5, and its picture measured."""
+    picture = measure(data)
+    state = ItemState(md5=hashlib.md5(data).hexdigest(), source=f"file {n}")
+    state.near = NearCheck.of(picture)
+    return state, picture
+
+
+async def _recorded(runtime: SimpleNamespace, state: ItemState, size: int) -> str:
+    """The item recorded and indexed as the record and index stages would: its meme's id."""
+    assert state.near is not None
+    meme = MemeRecord(id=str(uuid.uuid4()), source_type="test", source_id=state.source, md5_hash=state.md5,
+                      storage_key=f"{state.md5[:2]}/{state.md5}.png", format="png", width=240, height=240,
+                      is_animated=False, file_size=size, status="active")
+    await runtime.repo.insert_meme(meme, None, signature(state.near))
+    await runtime.repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, state.md5, COLLECTION, "e5",
+                                                    str(uuid.uuid4()))])
+    runtime.near_index.add(meme.id, state.near.phash, state.near.blocks)
+    return meme.id
+
+
 def test_a_crop_in_flight_waits_for_its_original_that_took_it_for_another_caption(tmp_path: Path,
                                                                                     cjk_font: str) -> None:
     """A crop and its original side by side: the original's check ran while the crop's had not yet
@@ -470,10 +503,6 @@ def test_a_crop_in_flight_waits_for_its_original_that_took_it_for_another_captio
     crop, checked next, found nothing recorded and became a meme of its own (on the VLM path 7-9
     of 16 crops beside their original were missed so). Now the crop waits for the original, which
     passed its check after the crop came, and is then merged into it."""
-    class Stats(Counter[str]):
-        def inc_value(self, key: str, count: int = 1) -> None:
-            self[key] += count
-
     captions = series_captions(12, offset=60)
     rnd = random.Random(5)
     original_data = template_bytes(2, captions[0], "png")
@@ -483,25 +512,16 @@ def test_a_crop_in_flight_waits_for_its_original_that_took_it_for_another_captio
     async def go() -> tuple[bool, int]:
         repo = SQLiteMemeRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
         await repo.open()
-        runtime = SimpleNamespace(config=EmomoConfig(), repo=repo, store=None, describer=None, stats=Stats(),
-                                  collection=COLLECTION, near_in_flight=NearInFlight(), near_index=NearIndex(),
-                                  should_stop=lambda: False)
-
-        def state_of(data: bytes, n: int) -> tuple[ItemState, Picture]:
-            picture = measure(data)
-            state = ItemState(md5=hashlib.md5(data).hexdigest(), source=f"file {n}")
-            state.near = NearCheck.of(picture)
-            return state, picture
-
+        runtime = _check_runtime(repo)
         try:
             # Other captions of the series in flight, then the crop, then its original; none of
             # the first two has been checked yet (the crop is not marked out of frame).
-            others = [state_of(data, n)[0] for n, data in enumerate(members, 1)]
+            others = [_item(data, n)[0] for n, data in enumerate(members, 1)]
             for other in others:
                 runtime.near_in_flight.enter(other.md5, other.near)
-            crop, crop_picture = state_of(crop_data, 0)
+            crop, crop_picture = _item(crop_data, 0)
             runtime.near_in_flight.enter(crop.md5, crop.near)  # its check enters it again: no change
-            original, original_picture = state_of(original_data, 99)
+            original, original_picture = _item(original_data, 99)
             # The original's check takes the crop for another caption, and passes.
             assert await asyncio.wait_for(find_near_duplicate(runtime, original, original_data, original_picture),
                                           5) is None
@@ -512,20 +532,75 @@ def test_a_crop_in_flight_waits_for_its_original_that_took_it_for_another_captio
             await asyncio.sleep(0.7)
             waited = not checking.done()
             # The original is recorded and indexed, and leaves the pipelines.
-            assert original.near is not None
-            meme = MemeRecord(id=str(uuid.uuid4()), source_type="test", source_id="original",
-                              md5_hash=original.md5, storage_key=f"{original.md5[:2]}/{original.md5}.png",
-                              format="png", width=240, height=240, is_animated=False, file_size=len(original_data),
-                              status="active")
-            await repo.insert_meme(meme, None, signature(original.near))
-            await repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, original.md5, COLLECTION, "e5",
-                                                    str(uuid.uuid4()))])
-            runtime.near_index.add(meme.id, original.near.phash, original.near.blocks)
+            meme_id = await _recorded(runtime, original, len(original_data))
             runtime.near_in_flight.leave(original.md5, original.near)
             match = await asyncio.wait_for(checking, 10)
-            return waited, 1 if match is not None and match.meme.meme_id == meme.id else 0
+            return waited, 1 if match is not None and match.meme.meme_id == meme_id else 0
         finally:
             await repo.close()
 
     waited, merged = asyncio.run(go())
     assert waited and merged == 1
+
+
+def test_an_original_whose_crop_is_marked_out_of_frame_after_it_was_compared_waits_for_it(
+        tmp_path: Path, cjk_font: str) -> None:
+    """The other order of the race: the original compared the crop beside it (not yet marked out
+    of frame) as another caption; then, while the original's check looked among the recorded,
+    the crop's marked itself out of frame, found no original that had passed and went on. The
+    original, before it passes, judges the crop again in its frame, waits for it and merges into
+    it (both became memes before: crops were missed so on the VLM path)."""
+    captions = series_captions(12, offset=60)
+    original_data = template_bytes(2, captions[0], "png")
+    crop_data, _ = copy_of(original_data, "crop", random.Random(5))
+    members = [template_bytes(2, caption, "png") for caption in captions[1:]]
+
+    class HeldRepository(SQLiteMemeRepository):
+        """The first look for candidates (the original's) held until released."""
+
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            self.asked, self.release = asyncio.Event(), asyncio.Event()
+
+        async def near_candidates(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            if not self.asked.is_set():
+                self.asked.set()
+                await self.release.wait()
+            return await super().near_candidates(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def go() -> tuple[object, str, Counter[str]]:
+        repo = HeldRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
+        await repo.open()
+        runtime = _check_runtime(repo)
+        try:
+            # Other captions recorded (candidates to look at) and in flight (the crop's check
+            # finds itself out of their frame); then the crop, then its original.
+            others = [_item(data, n) for n, data in enumerate(members, 1)]
+            for n, (other, _) in enumerate(others[:6]):
+                await _recorded(runtime, other, len(members[n]))
+            for other, _ in others[6:]:
+                runtime.near_in_flight.enter(other.md5, other.near)
+            crop, crop_picture = _item(crop_data, 0)
+            runtime.near_in_flight.enter(crop.md5, crop.near)
+            original, original_picture = _item(original_data, 99)
+            # The original's check compares the crop (not out of frame yet), then is held while
+            # it looks among the recorded.
+            checking = asyncio.ensure_future(find_near_duplicate(runtime, original, original_data, original_picture))
+            await asyncio.wait_for(repo.asked.wait(), 5)
+            assert crop.near is not None and not crop.near.shifted
+            # The crop's check: out of the series' frame, no original passed after it: it goes on.
+            assert await asyncio.wait_for(find_near_duplicate(runtime, crop, crop_data, crop_picture), 5) is None
+            assert crop.near.shifted
+            repo.release.set()
+            await asyncio.sleep(0.5)
+            assert not checking.done()  # the original waits for the crop
+            meme_id = await _recorded(runtime, crop, len(crop_data))
+            runtime.near_in_flight.leave(crop.md5, crop.near)
+            match = await asyncio.wait_for(checking, 10)
+            return match, meme_id, runtime.stats
+        finally:
+            await repo.close()
+
+    match, meme_id, stats = asyncio.run(go())
+    assert match is not None and match.meme.meme_id == meme_id
+    assert stats["emomo/near/waited_earlier"] == 1

@@ -481,6 +481,9 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
     if not informative(picture.phash):
         return None  # a flat picture: every other flat picture would be "near" it
     earlier = runtime.near_in_flight.enter(state.md5, check)
+    # The earlier items judged as crops (out of the series' frame): one marked so later is
+    # judged again before this one passes.
+    judged_out = {id(f) for f in earlier if f.check.shifted}
     if earlier:
         copies = await in_flight_copies(runtime, picture, check, earlier)
         if copies:
@@ -491,6 +494,10 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
     if match is None and check.shifted:
         match = await _after_later_copies(runtime, state, body, picture)
     if match is None:
+        match = await _after_earlier_crops(runtime, state, body, picture, earlier, judged_out)
+    if match is None:
+        # No await since the last look at the earlier crops: a crop marked out of frame from
+        # now on finds this item passed (``_after_later_copies``).
         runtime.near_in_flight.passed(state.md5, check)
         return None
     if await repo.get_meme_by_md5(state.md5) is not None:
@@ -515,6 +522,28 @@ async def _after_later_copies(runtime: IngestRuntime, state: ItemState, body: by
     runtime.stats.inc_value("emomo/near/waited_later")
     await wait_for(copies, runtime.should_stop, state.source)
     return await _recorded_copy(runtime, state, body, picture)
+
+
+async def _after_earlier_crops(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
+                               earlier: Sequence[_Flight], judged_out: set[int]) -> NearMatch | None:
+    """The original of a crop in flight before it: this item's check compared the crop in the
+    series' frame, as another caption, before the crop's own check had marked it out of that
+    frame; and the crop, looking for the originals that passed their check after it came
+    (``_after_later_copies``), did so before this one passed. Each earlier item marked out of
+    frame since is judged again (in its frame, now), waited for if it may be the same picture,
+    and looked for among the recorded."""
+    check = state.near
+    assert check is not None
+    while crops := [f for f in earlier if f.check.shifted and id(f) not in judged_out]:
+        judged_out.update(id(f) for f in crops)
+        copies = await in_flight_copies(runtime, picture, check, crops)
+        if copies:
+            runtime.stats.inc_value("emomo/near/waited_earlier")
+            await wait_for(copies, runtime.should_stop, state.source)
+            match = await _recorded_copy(runtime, state, body, picture)
+            if match is not None:
+                return match
+    return None
 
 
 async def _recorded_copy(runtime: IngestRuntime, state: ItemState, body: bytes,
