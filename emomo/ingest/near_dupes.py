@@ -294,6 +294,7 @@ class NearIndex:
 
 @dataclass
 class _Flight:
+    md5: str
     check: NearCheck
     done: asyncio.Event
     #: its own check found no meme it copies: it goes on to become one, and waits for no item now
@@ -313,7 +314,7 @@ class NearInFlight:
         mine = next((i for i, f in enumerate(flights) if f.check is check), None)
         if mine is not None:
             return flights[:mine]
-        self._items[md5] = _Flight(check, asyncio.Event())
+        self._items[md5] = _Flight(md5, check, asyncio.Event())
         return flights
 
     def passed(self, md5: str, check: NearCheck) -> None:
@@ -484,13 +485,12 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
     # The earlier items judged as crops (out of the series' frame): one marked so later is
     # judged again before this one passes.
     judged_out = {id(f) for f in earlier if f.check.shifted}
-    if earlier:
-        copies = await in_flight_copies(runtime, picture, check, earlier)
-        if copies:
-            stats.inc_value("emomo/near/waited")
-            with wall_ms(stats, "emomo/near/wait_ms"):
-                await wait_for(copies, runtime.should_stop, state.source)
-    match = await _recorded_copy(runtime, state, body, picture)
+    copies = await in_flight_copies(runtime, picture, check, earlier) if earlier else []
+    if copies:
+        stats.inc_value("emomo/near/waited")
+        with wall_ms(stats, "emomo/near/wait_ms"):
+            await wait_for(copies, runtime.should_stop, state.source)
+    match = await _recorded_copy(runtime, state, body, picture, copies)
     if match is None and check.shifted:
         match = await _after_later_copies(runtime, state, body, picture)
     if match is None:
@@ -521,7 +521,7 @@ async def _after_later_copies(runtime: IngestRuntime, state: ItemState, body: by
         return None
     runtime.stats.inc_value("emomo/near/waited_later")
     await wait_for(copies, runtime.should_stop, state.source)
-    return await _recorded_copy(runtime, state, body, picture)
+    return await _recorded_copy(runtime, state, body, picture, copies)
 
 
 async def _after_earlier_crops(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
@@ -540,20 +540,25 @@ async def _after_earlier_crops(runtime: IngestRuntime, state: ItemState, body: b
         if copies:
             runtime.stats.inc_value("emomo/near/waited_earlier")
             await wait_for(copies, runtime.should_stop, state.source)
-            match = await _recorded_copy(runtime, state, body, picture)
+            match = await _recorded_copy(runtime, state, body, picture, copies)
             if match is not None:
                 return match
     return None
 
 
-async def _recorded_copy(runtime: IngestRuntime, state: ItemState, body: bytes,
-                         picture: Picture) -> NearMatch | None:
-    """The recorded meme the picture is a copy of, among the nearest the index ranks now."""
+async def _recorded_copy(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
+                         waited: Sequence[_Flight] = ()) -> NearMatch | None:
+    """The recorded meme the picture is a copy of, among the nearest the index ranks now and the
+    memes of the items in flight it ``waited`` for (judged possible copies already: the index
+    may not rank them near, as a crop recorded in its series' frame is not for its original)."""
     config, stats, check = runtime.config.dedupe, runtime.stats, state.near
     assert check is not None
     with wall_ms(stats, "emomo/near/wall_ms/refresh"):
         await runtime.near_index.refresh(runtime.repo)
     ids = runtime.near_index.candidates(picture.phash, check.vector, config.near_distance, config.near_candidates)
+    if waited:
+        first = [meme.id for f in waited if (meme := await runtime.repo.get_meme_by_md5(f.md5)) is not None]
+        ids = first + [i for i in ids if i not in first]
     if not ids:
         return None
     with wall_ms(stats, "emomo/near/wall_ms/nearest"):
