@@ -608,7 +608,7 @@ def test_an_original_whose_crop_is_marked_out_of_frame_after_it_was_compared_wai
                 await self.release.wait()
             return await super().near_candidates(*args, **kwargs)  # type: ignore[arg-type]
 
-    async def go() -> tuple[object, str, Counter[str]]:
+    async def go() -> tuple[object, str, Counter[str], bool]:
         repo = HeldRepository(DatabaseConfig(path=str(tmp_path / "emomo.db")))
         await repo.open()
         runtime = _check_runtime(repo)
@@ -637,10 +637,14 @@ def test_an_original_whose_crop_is_marked_out_of_frame_after_it_was_compared_wai
             meme_id = await _recorded(runtime, crop, len(crop_data))
             runtime.near_in_flight.leave(crop.md5, crop.near)
             match = await asyncio.wait_for(checking, 10)
-            return match, meme_id, runtime.stats
+            assert original.near is not None
+            # Judged against the crop alone, the original is out of the crop's frame, not of the
+            # series': it stays ranked, and would be recorded (as the meme's better file), as it is.
+            return match, meme_id, runtime.stats, original.near.shifted
         finally:
             await repo.close()
 
-    match, meme_id, stats = asyncio.run(go())
+    match, meme_id, stats, shifted = asyncio.run(go())
     assert match is not None and match.meme.meme_id == meme_id
     assert stats["emomo/near/waited_earlier"] == 1
+    assert not shifted

@@ -126,9 +126,10 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     distances, differences = quick_distances(picture.zscores, theirs)
     reframed, cells, located, framed, refitted = None, series_cells, False, False, False
     if distances.min() > config.near_same:
-        # The series' frame: that of the candidate most alike, of those in it.
-        inside = [i for i, s in enumerate(shifted) if not s] or list(range(len(references)))
-        series = min(inside, key=lambda i: distances[i])
+        # The series' frame: that of the candidate most alike, of those in it (none: the frame
+        # of a crop, which the picture may be out of without being out of its series').
+        inside = [i for i, s in enumerate(shifted) if not s]
+        series = min(inside or range(len(references)), key=lambda i: distances[i])
         # Differences concentrated where a caption is put the picture in that frame already (a
         # crop's, off by a fraction of a cell, spread over the picture: SPREAD).
         located = cells is None and float(concentration(differences[series:series + 1])[0]) <= SPREAD
@@ -147,7 +148,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
             # Out of the series' frame only if nearer the series in it: the picture is then
             # ranked and recorded in that frame (``shifted``), and a copy of it in its own frame
             # would no longer find it among the nearest.
-            if out and (series_cells is not None or fits_frame(blocks[series], differences[series])):
+            if out and (series_cells is not None or (inside and fits_frame(blocks[series], differences[series]))):
                 reframed = framed_vector(cells)
         # One candidate gets a fit of its own: the series' frame as fitted on another caption is a
         # little off for the original of a crop, and a crop recorded before its original is out
