@@ -293,7 +293,7 @@ class NearIndex:
         return found
 
 
-@dataclass
+@dataclass(eq=False)  # one item in flight: compared and kept in sets by identity
 class _Flight:
     md5: str
     check: NearCheck
@@ -485,7 +485,7 @@ async def find_near_duplicate(runtime: IngestRuntime, state: ItemState, body: by
     earlier = runtime.near_in_flight.enter(state.md5, check)
     # The earlier items judged as crops (out of the series' frame): one marked so later is
     # judged again before this one passes.
-    judged_out = {id(f) for f in earlier if f.check.shifted}
+    judged_out = {f for f in earlier if f.check.shifted}
     copies = await in_flight_copies(runtime, picture, check, earlier) if earlier else []
     if copies:
         stats.inc_value("emomo/near/waited")
@@ -512,39 +512,38 @@ async def _after_later_copies(runtime: IngestRuntime, state: ItemState, body: by
     original's check ran before this one had marked itself out of frame, the original compared
     it in the series' frame, took it for another caption and went on. The crop now waits for
     the originals that passed their check after it came, then looks among the recorded again."""
-    check = state.near
-    assert check is not None
-    later = runtime.near_in_flight.later_passed(check)
-    if not later:
-        return None
-    copies = await in_flight_copies(runtime, picture, check, later)
-    if not copies:
-        return None
-    runtime.stats.inc_value("emomo/near/waited_later")
-    await wait_for(copies, runtime.should_stop, state.source)
-    return await _recorded_copy(runtime, state, body, picture, copies)
+    assert state.near is not None
+    later = runtime.near_in_flight.later_passed(state.near)
+    return await _copy_in_flight(runtime, state, body, picture, later, "emomo/near/waited_later") if later else None
 
 
 async def _after_earlier_crops(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
-                               earlier: Sequence[_Flight], judged_out: set[int]) -> NearMatch | None:
+                               earlier: Sequence[_Flight], judged_out: set[_Flight]) -> NearMatch | None:
     """The original of a crop in flight before it: this item's check compared the crop in the
     series' frame, as another caption, before the crop's own check had marked it out of that
     frame; and the crop, looking for the originals that passed their check after it came
     (``_after_later_copies``), did so before this one passed. Each earlier item marked out of
     frame since is judged again (in its frame, now), waited for if it may be the same picture,
     and looked for among the recorded."""
-    check = state.near
-    assert check is not None
-    while crops := [f for f in earlier if f.check.shifted and id(f) not in judged_out]:
-        judged_out.update(id(f) for f in crops)
-        copies = await in_flight_copies(runtime, picture, check, crops)
-        if copies:
-            runtime.stats.inc_value("emomo/near/waited_earlier")
-            await wait_for(copies, runtime.should_stop, state.source)
-            match = await _recorded_copy(runtime, state, body, picture, copies)
-            if match is not None:
-                return match
+    while crops := [f for f in earlier if f.check.shifted and f not in judged_out]:
+        judged_out.update(crops)
+        match = await _copy_in_flight(runtime, state, body, picture, crops, "emomo/near/waited_earlier")
+        if match is not None:
+            return match
     return None
+
+
+async def _copy_in_flight(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
+                          flights: Sequence[_Flight], waited: str) -> NearMatch | None:
+    """Of ``flights``, those the picture may be a copy of, waited for (counted in ``waited``),
+    then the recorded meme it copies, theirs first."""
+    assert state.near is not None
+    copies = await in_flight_copies(runtime, picture, state.near, flights)
+    if not copies:
+        return None
+    runtime.stats.inc_value(waited)
+    await wait_for(copies, runtime.should_stop, state.source)
+    return await _recorded_copy(runtime, state, body, picture, copies)
 
 
 async def _recorded_copy(runtime: IngestRuntime, state: ItemState, body: bytes, picture: Picture,
