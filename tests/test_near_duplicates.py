@@ -37,6 +37,7 @@ from emomo.ingest.near_dupes import (
     NearIndex,
     NearInFlight,
     Verdict,
+    closer_distance,
     find_near_duplicate,
     judge,
     signature,
@@ -318,6 +319,60 @@ def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: P
     assert len(state.memes) == 5
     assert api.calls["chat"] == len(state.memes)  # the copies were never sent to the VLM
     assert "emomo/near/ocr_reads" not in run.stats  # the thumbnails decided: nothing was read
+
+
+def resized(data: bytes, factor: float, resample: Image.Resampling) -> bytes:
+    """The picture resized as an app's thumbnailer would (a PNG)."""
+    with Image.open(io.BytesIO(data)) as im:
+        small = im.convert("RGB").resize((round(im.width * factor), round(im.height * factor)), resample)
+    buf = io.BytesIO()
+    small.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_closer_look_settles_a_resize_the_thumbnails_left_undecided_and_no_other_caption(cjk_font: str) -> None:
+    """Halved by a bilinear filter, many memes come between near_same and near_different (its
+    resampling sits on the caption's strokes); at one pixel size they are the same picture, and a
+    caption one character apart, resized alike, stays apart."""
+    config = DedupeConfig()
+    undecided = 0
+    for template in range(len(TEMPLATES)):
+        for caption in CAPTIONS[:4]:
+            data = template_bytes(template, caption, "png")
+            original = measure(data)
+            copy = resized(data, 0.5, Image.Resampling.BILINEAR)
+            [(verdict, _)] = judge(measure(copy), [original.thumb], [False], config).verdicts
+            if verdict is Verdict.MAYBE:
+                undecided += 1
+                assert closer_distance(measure(copy), data, False, config) <= config.near_same, (template, caption)
+            other = resized(template_bytes(template, caption + "吗", "png"), 0.5, Image.Resampling.BILINEAR)
+            assert closer_distance(measure(other), data, False, config) >= config.near_different, (template, caption)
+    assert undecided >= 5  # the case was met
+
+
+def test_on_the_vlm_path_a_halved_copy_is_merged_without_reading_text(tmp_path: Path, cjk_font: str) -> None:
+    """A copy the thumbnails leave undecided is looked at closer, not read by OCR: no engine is
+    loaded on the VLM path for it."""
+    from servers import FakeAPI, fake_api
+
+    root = tmp_path / "ChineseBQB"
+    data = template_bytes(1, CAPTIONS[0], "png")
+    plant(root, CATEGORIES[0], "原图.png", data)
+    plant(root, CATEGORIES[1], "缩小.png", resized(data, 0.5, Image.Resampling.BILINEAR))
+    plant(root, CATEGORIES[1], "换字.png", resized(template_bytes(1, CAPTIONS[0] + "吗", "png"), 0.5,
+                                                  Image.Resampling.BILINEAR))
+    (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
+    api = FakeAPI(api_key="sk-closer")
+    with fake_api(api) as url:
+        run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
+                        settings={"EMOMO_CONFIG": "vlm.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": 1},
+                        env={"OPENAI_API_KEY": "sk-closer", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
+    linked = sources(tmp_path)
+    assert linked[f"{CATEGORIES[1]}/缩小.png"] == linked[f"{CATEGORIES[0]}/原图.png"]
+    assert linked[f"{CATEGORIES[1]}/换字.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
+    assert len(read_state(tmp_path).memes) == 2 and api.calls["chat"] == 2
+    assert run.stat("emomo/near/closer_looks") >= 1
+    assert "emomo/near/ocr_reads" not in run.stats
 
 
 def test_a_series_crawled_together_pays_once_a_meme_and_reads_no_text(tmp_path: Path, cjk_font: str) -> None:
