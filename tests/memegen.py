@@ -318,6 +318,18 @@ def copy_of(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
     return buf.getvalue(), "jpg"
 
 
+def resized(data: bytes, factor: float, resample: Image.Resampling) -> bytes:
+    """The picture's first frame resized by ``factor`` with ``resample``, as a PNG: how apps and
+    thumbnailers pass memes on (bilinear halving is common, and lands between near_same and
+    near_different for many memes)."""
+    with Image.open(io.BytesIO(data)) as src:
+        src.seek(0)
+        im = src.convert("RGB")
+    buf = io.BytesIO()
+    im.resize((round(im.width * factor), round(im.height * factor)), resample).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def series_captions(n: int, offset: int = 0) -> list[str]:
     """``n`` distinct captions: the list, then pairs of its captions (a long series needs many)."""
     out = []

@@ -25,6 +25,7 @@ from memegen import (
     copy_of,
     draw_template,
     meme_bytes,
+    resized,
     series_captions,
     template_bytes,
 )
@@ -319,15 +320,6 @@ def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: P
     assert len(state.memes) == 5
     assert api.calls["chat"] == len(state.memes)  # the copies were never sent to the VLM
     assert "emomo/near/ocr_reads" not in run.stats  # the thumbnails decided: nothing was read
-
-
-def resized(data: bytes, factor: float, resample: Image.Resampling) -> bytes:
-    """The picture resized as an app's thumbnailer would (a PNG)."""
-    with Image.open(io.BytesIO(data)) as im:
-        small = im.convert("RGB").resize((round(im.width * factor), round(im.height * factor)), resample)
-    buf = io.BytesIO()
-    small.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_a_closer_look_settles_a_resize_the_thumbnails_left_undecided_and_no_other_caption(cjk_font: str) -> None:
