@@ -12,11 +12,12 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from conftest import assert_consistent, read_state, scrapy
-from crawling import run_crawl
+from crawling import Crawl, run_crawl
 from memegen import (
     CAPTIONS,
     CATEGORIES,
@@ -58,6 +59,9 @@ from emomo.near import (
 )
 from emomo.repositories import MemeRecord, VectorRecord
 from emomo.repositories.sqlite import SQLiteMemeRepository
+
+if TYPE_CHECKING:
+    from servers import FakeAPI
 
 COLLECTION = "emomo-e5-small"
 
@@ -303,18 +307,24 @@ def test_near_false_keeps_every_file_its_own_meme(tmp_path: Path, cjk_font: str)
     assert len(read_state(tmp_path).memes) == 2
 
 
-def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: Path, cjk_font: str) -> None:
+def crawl_one_at_a_time_on_the_vlm_path(tmp_path: Path, root: Path) -> tuple[Crawl, FakeAPI]:
+    """``root`` crawled on the VLM path (the stand-in API), one item in flight: (the run, the API)."""
     from servers import FakeAPI, fake_api
 
-    root = tmp_path / "ChineseBQB"
-    plant_pairs(root, range(140, 144), 800, random.Random(16))
-    plant(root, CATEGORIES[2], "换字.png", meme_bytes(CAPTIONS[145], 800, "png"))  # template of 原图0
     (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
     api = FakeAPI(api_key="sk-near")
     with fake_api(api) as url:
         run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
                         settings={"EMOMO_CONFIG": "vlm.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": 1},
                         env={"OPENAI_API_KEY": "sk-near", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
+    return run, api
+
+
+def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: Path, cjk_font: str) -> None:
+    root = tmp_path / "ChineseBQB"
+    plant_pairs(root, range(140, 144), 800, random.Random(16))
+    plant(root, CATEGORIES[2], "换字.png", meme_bytes(CAPTIONS[145], 800, "png"))  # template of 原图0
+    run, api = crawl_one_at_a_time_on_the_vlm_path(tmp_path, root)
     state = read_state(tmp_path)
     assert run.stat("emomo/dedupe/near_duplicate") == 4
     assert len(state.memes) == 5
@@ -345,20 +355,13 @@ def test_a_closer_look_settles_a_resize_the_thumbnails_left_undecided_and_no_oth
 def test_on_the_vlm_path_a_halved_copy_is_merged_without_reading_text(tmp_path: Path, cjk_font: str) -> None:
     """A copy the thumbnails leave undecided is looked at closer, not read by OCR: no engine is
     loaded on the VLM path for it."""
-    from servers import FakeAPI, fake_api
-
     root = tmp_path / "ChineseBQB"
     data = template_bytes(1, CAPTIONS[0], "png")
     plant(root, CATEGORIES[0], "原图.png", data)
     plant(root, CATEGORIES[1], "缩小.png", resized(data, 0.5, Image.Resampling.BILINEAR))
     plant(root, CATEGORIES[1], "换字.png", resized(template_bytes(1, CAPTIONS[0] + "吗", "png"), 0.5,
                                                   Image.Resampling.BILINEAR))
-    (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
-    api = FakeAPI(api_key="sk-closer")
-    with fake_api(api) as url:
-        run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
-                        settings={"EMOMO_CONFIG": "vlm.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": 1},
-                        env={"OPENAI_API_KEY": "sk-closer", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
+    run, api = crawl_one_at_a_time_on_the_vlm_path(tmp_path, root)
     linked = sources(tmp_path)
     assert linked[f"{CATEGORIES[1]}/缩小.png"] == linked[f"{CATEGORIES[0]}/原图.png"]
     assert linked[f"{CATEGORIES[1]}/换字.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
