@@ -513,6 +513,25 @@ def test_a_meme_recorded_before_thumbnails_gets_one_when_a_copy_arrives(tmp_path
         conn.close()
 
 
+def test_a_recorded_meme_whose_object_is_gone_leaves_an_undecided_copy_to_the_text(tmp_path: Path,
+                                                                                     cjk_font: str) -> None:
+    """The closer look reads the candidate's object; one deleted behind the index's back (until
+    ``scrapy verify --repair``) does not fail the new file: a warning names it, and the text,
+    recorded with the meme, decides."""
+    root = tmp_path / "ChineseBQB"
+    data = template_bytes(1, CAPTIONS[0], "png")
+    plant(root, CATEGORIES[0], "原图.png", data)
+    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    [key] = [m["storage_key"] for m in read_state(tmp_path).memes]
+    (tmp_path / "data" / "objects" / key).unlink()
+    plant(root, CATEGORIES[1], "缩小.png", resized(data, 0.5, Image.Resampling.BILINEAR))
+    later = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
+    assert later.stat("emomo/near/closer_unreadable") == 1
+    assert "emomo/ingest/failed" not in later.stats
+    assert f"Could not look closer at {key}" in later.log
+    assert later.stat("emomo/near/ocr_reads") >= 1 and later.stat("emomo/dedupe/near_duplicate") == 1
+
+
 class _Stats(Counter[str]):
     def inc_value(self, key: str, count: int = 1) -> None:
         self[key] += count

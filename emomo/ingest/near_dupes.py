@@ -630,8 +630,15 @@ async def closer_look(runtime: IngestRuntime, picture: Picture, candidate: NearC
     (as OCR would): a few milliseconds where OCR costs a few hundred, and its engines' loading
     (about half a second and 200 MB on the VLM path) once a crawl."""
     runtime.stats.inc_value("emomo/near/closer_looks")
-    data = await runtime.store.get(candidate.file.storage_key)
-    return await measured(runtime, "closer", closer_distance, picture, data, candidate.shifted, runtime.config.dedupe)
+    try:
+        data = await runtime.store.get(candidate.file.storage_key)
+        return await measured(runtime, "closer", closer_distance, picture, data, candidate.shifted,
+                              runtime.config.dedupe)
+    except Exception as exc:  # a missing or broken object of a recorded meme: the text still decides
+        runtime.stats.inc_value("emomo/near/closer_unreadable")
+        logger.warning("Could not look closer at %s (meme %s): %s; its text decides",
+                       candidate.file.storage_key, candidate.meme_id, exc)
+        return math.inf
 
 
 async def same_text_as(runtime: IngestRuntime, state: ItemState, body: bytes, candidate: NearCandidate) -> bool:
