@@ -7,9 +7,8 @@ For every fourth of ``--memes`` captions drawn on ``--templates`` faces: each ki
 (emomo's test generator: re-encoded, resized, converted, cropped, a GIF's first frame) against its
 original; the nearest three other members of its series (by the ranking blocks) against it; and
 its caption with one character more or another. Each distance is the crawl's own ``judge``
-against that one candidate. Then the closer look the crawl takes at what the thumbnails leave
-undecided (both files at one pixel size): on copies resized by Lanczos, bicubic and bilinear
-filters, and on the caption with one character more, resized alike.
+against that one candidate. Then copies resized by Lanczos, bicubic and bilinear filters, and the
+hardest other caption: a long caption drawn small, one character apart, reduced.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 from emomo import near  # noqa: E402
 from emomo.config import EmomoConfig  # noqa: E402
-from emomo.ingest.near_dupes import closer_distance, judge  # noqa: E402
+from emomo.ingest.near_dupes import judge  # noqa: E402
 
 
 def main() -> None:
@@ -59,25 +58,31 @@ def main() -> None:
         others.append(min(distance(pictures[i], j) for j in nearest))
         other = caption + "吗" if i % 8 else caption[:-1] + ("好" if caption[-1] != "好" else "坏")
         one_char.append(distance(near.measure(template_bytes(template, other, "png")), i))
-    # The closer look (both files at one pixel size) on resizes by the filters apps use, and on
-    # captions one character apart resized alike: what it must settle and what it must not.
+    # Resized copies by the filters apps use, and the hardest other caption: a long caption drawn
+    # small, one character apart, reduced (its distinguishing stroke is at the reduced picture's
+    # resolution or below): what the thumbnails leave undecided, and what they take for the same.
     filters = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
                "bilinear": Image.Resampling.BILINEAR}
-    closer: dict[str, tuple[list[float], list[float]]] = {f: ([], []) for f in filters}
+    resizes: dict[str, list[float]] = {f: [] for f in filters}
+    reduced_one_char: list[float] = []
     for i in range(0, a.memes, 4):
         template, caption = memes[i]
         factor = rnd.uniform(0.5, 1.5)
-        other = template_bytes(template, caption + "吗", "png")
         for name, resample in filters.items():
-            settled, apart = closer[name]
-            copy = resized(data[i], factor, resample)
-            if config.near_same < distance(near.measure(copy), i) < config.near_different:
-                settled.append(closer_distance(near.measure(copy), data[i], False, config))
-            apart.append(closer_distance(near.measure(resized(other, factor, resample)), data[i], False, config))
+            resizes[name].append(distance(near.measure(resized(data[i], factor, resample)), i))
+        long = caption + memes[(i + 7) % a.memes][1] + memes[(i + 13) % a.memes][1]
+        original = near.measure(template_bytes(template, long, "png"))
+        other = template_bytes(template, long[:-1] + ("好" if long[-1] != "好" else "坏"), "png")
+        if judge(near.measure(other), [original.thumb], [False], config).verdicts[0][1] > config.near_same:
+            for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
+                reduced_one_char.append(judge(near.measure(resized(other, rnd.uniform(0.5, 0.75), resample)),
+                                              [original.thumb], [False], config).verdicts[0][1])
     print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
-    for name, (settled, apart) in closer.items():
-        print(f"closer look, resized by {name:8} undecided {len(settled)}/{len(apart)}, "
-              f"at one size max {max(settled, default=0):.3f}; one character more resized alike, min {min(apart):.3f}")
+    for name, values in resizes.items():
+        print(f"resized by {name:8} (0.5-1.5)  max {max(values):.3f}  "
+              f"undecided {sum(config.near_same < v < config.near_different for v in values)}/{len(values)}")
+    print(f"a long caption one character apart, reduced  min {min(reduced_one_char):.3f}  "
+          f"taken for the same {sum(v <= config.near_same for v in reduced_one_char)}/{len(reduced_one_char)}")
     for kind, values in copies.items():
         print(f"copy {kind:12} max {max(values):.3f}  p99 {np.percentile(values, 99):.3f}  "
               f"above near_same {sum(v > config.near_same for v in values)}/{len(values)}")

@@ -281,9 +281,8 @@ class DedupeConfig(Section):
     #: measure 0-0.4 (95 in 100; the rest up to 0.8), another character in a long caption drawn
     #: small 0.45 and above (95 in 100: 0.75 and above)
     near_same: float = Field(0.4, gt=0, le=5)
-    #: fine distance at or above which two files are different memes; between the two, the files
-    #: are compared again at one pixel size (within near_same: one meme), then the text on both
-    #: (OCR) decides
+    #: fine distance at or above which two files are different memes; between the two, the text
+    #: on both (OCR) decides
     near_different: float = Field(0.75, gt=0, le=5)
     #: how alike the two images' text must be (0-1, after dropping spaces and punctuation) when
     #: the text decides: OCR reads a re-encoded caption nearly but not always exactly the same,

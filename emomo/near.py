@@ -214,10 +214,8 @@ class NearCheck:
 def measure(data: bytes, grey: Image.Image | None = None) -> Picture:
     """The file's picture; ``grey``: its first frame as ``grey_frame`` gave it, when it was
     decoded already."""
-    return _picture(_first_frame_grey(data) if grey is None else grey)
-
-
-def _picture(grey: Image.Image) -> Picture:
+    if grey is None:
+        grey = _first_frame_grey(data)
     phash = _dhash(grey)
     factor = -(-max(grey.size) // WORK_SIDE)
     if factor > 1:
@@ -226,31 +224,6 @@ def _picture(grey: Image.Image) -> Picture:
     h, w = pixels.shape
     thumb = np.asarray(_even_weights(h) @ pixels.astype(np.float32) @ _even_weights(w).T, dtype=np.float32)
     return Picture(phash, pixels, thumb)
-
-
-#: what a closer look resamples the larger of two pictures with. Of copies resized by 0.5-1.5 with
-#: Lanczos, bicubic or bilinear filters, the 62 of 600 the thumbnails left undecided came within
-#: 0.18 at one size in 9 of 10, all but one (0.41: left to the text) within ``near_same``; the
-#: caption with one character more, resized alike, no nearer than 1.8. Lanczos left 3 above
-#: ``near_same``, a box filter 55 (docs/near-duplicates.md).
-CLOSER_FILTER = Image.Resampling.BICUBIC
-
-
-def at_one_size(a: Picture, b: Picture) -> tuple[Picture, Picture]:
-    """The two pictures at one pixel size: the one with more pixels resampled to the other's size.
-    A resized copy's thumbnail is of fewer (or interpolated) pixels than its original's, and its
-    filter's ringing sits on the caption's strokes, where other captions differ too; resampled
-    alike, the two are the same picture again, while another caption's strokes stay where they
-    were."""
-    if a.pixels.shape == b.pixels.shape:
-        return a, b
-    if a.pixels.size > b.pixels.size:
-        return _resampled(a, b.size), b
-    return a, _resampled(b, a.size)
-
-
-def _resampled(picture: Picture, size: tuple[int, int]) -> Picture:
-    return _picture(Image.fromarray(picture.pixels).resize(size, CLOSER_FILTER))
 
 
 def stored_thumb(data: bytes) -> np.ndarray:

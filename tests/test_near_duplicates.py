@@ -26,7 +26,6 @@ from memegen import (
     copy_of,
     draw_template,
     meme_bytes,
-    resized,
     series_captions,
     template_bytes,
 )
@@ -39,7 +38,6 @@ from emomo.ingest.near_dupes import (
     NearIndex,
     NearInFlight,
     Verdict,
-    closer_distance,
     find_near_duplicate,
     judge,
     signature,
@@ -332,44 +330,6 @@ def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: P
     assert "emomo/near/ocr_reads" not in run.stats  # the thumbnails decided: nothing was read
 
 
-def test_a_closer_look_settles_a_resize_the_thumbnails_left_undecided_and_no_other_caption(cjk_font: str) -> None:
-    """Halved by a bilinear filter, many memes come between near_same and near_different (its
-    resampling sits on the caption's strokes); at one pixel size they are the same picture, and a
-    caption one character apart, resized alike, stays apart."""
-    config = DedupeConfig()
-    undecided = 0
-    for template in range(len(TEMPLATES)):
-        for caption in CAPTIONS[:4]:
-            data = template_bytes(template, caption, "png")
-            original = measure(data)
-            copy = resized(data, 0.5, Image.Resampling.BILINEAR)
-            [(verdict, _)] = judge(measure(copy), [original.thumb], [False], config).verdicts
-            if verdict is Verdict.MAYBE:
-                undecided += 1
-                assert closer_distance(measure(copy), data, False, config) <= config.near_same, (template, caption)
-            other = resized(template_bytes(template, caption + "吗", "png"), 0.5, Image.Resampling.BILINEAR)
-            assert closer_distance(measure(other), data, False, config) >= config.near_different, (template, caption)
-    assert undecided >= 5  # the case was met
-
-
-def test_on_the_vlm_path_a_halved_copy_is_merged_without_reading_text(tmp_path: Path, cjk_font: str) -> None:
-    """A copy the thumbnails leave undecided is looked at closer, not read by OCR: no engine is
-    loaded on the VLM path for it."""
-    root = tmp_path / "ChineseBQB"
-    data = template_bytes(1, CAPTIONS[0], "png")
-    plant(root, CATEGORIES[0], "原图.png", data)
-    plant(root, CATEGORIES[1], "缩小.png", resized(data, 0.5, Image.Resampling.BILINEAR))
-    plant(root, CATEGORIES[1], "换字.png", resized(template_bytes(1, CAPTIONS[0] + "吗", "png"), 0.5,
-                                                  Image.Resampling.BILINEAR))
-    run, api = crawl_one_at_a_time_on_the_vlm_path(tmp_path, root)
-    linked = sources(tmp_path)
-    assert linked[f"{CATEGORIES[1]}/缩小.png"] == linked[f"{CATEGORIES[0]}/原图.png"]
-    assert linked[f"{CATEGORIES[1]}/换字.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
-    assert len(read_state(tmp_path).memes) == 2 and api.calls["chat"] == 2
-    assert run.stat("emomo/near/closer_looks") >= 1
-    assert "emomo/near/ocr_reads" not in run.stats
-
-
 def test_a_series_crawled_together_pays_once_a_meme_and_reads_no_text(tmp_path: Path, cjk_font: str) -> None:
     """200 captions on one face, side by side in the pipelines, on the VLM path: 200 memes, 200
     calls, no OCR; copies of one member read at the same moment still make one meme."""
@@ -511,25 +471,6 @@ def test_a_meme_recorded_before_thumbnails_gets_one_when_a_copy_arrives(tmp_path
                             ).fetchone() == (1,)
     finally:
         conn.close()
-
-
-def test_a_recorded_meme_whose_object_is_gone_leaves_an_undecided_copy_to_the_text(tmp_path: Path,
-                                                                                     cjk_font: str) -> None:
-    """The closer look reads the candidate's object; one deleted behind the index's back (until
-    ``scrapy verify --repair``) does not fail the new file: a warning names it, and the text,
-    recorded with the meme, decides."""
-    root = tmp_path / "ChineseBQB"
-    data = template_bytes(1, CAPTIONS[0], "png")
-    plant(root, CATEGORIES[0], "原图.png", data)
-    run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
-    [key] = [m["storage_key"] for m in read_state(tmp_path).memes]
-    (tmp_path / "data" / "objects" / key).unlink()
-    plant(root, CATEGORIES[1], "缩小.png", resized(data, 0.5, Image.Resampling.BILINEAR))
-    later = run_crawl(tmp_path, "chinesebqb", repo_path=str(root))
-    assert later.stat("emomo/near/closer_unreadable") == 1
-    assert "emomo/ingest/failed" not in later.stats
-    assert f"Could not look closer at {key}" in later.log
-    assert later.stat("emomo/near/ocr_reads") >= 1 and later.stat("emomo/dedupe/near_duplicate") == 1
 
 
 class _Stats(Counter[str]):

@@ -6,9 +6,8 @@
   vectorised pass and ranks what is left by the blocks: the nearest ``dedupe.near_candidates``,
   whether the series holds 10 memes or 10,000.
 * those few are fetched in one query, with their thumbnails, text and whether this collection
-  indexes them, and compared by the fine distance. A candidate the fine distance cannot decide
-  is looked at closer, its file and the new one at one pixel size (a resize's resampling is what
-  leaves most undecided); the text (OCR) is read only for what that does not settle.
+  indexes them, and compared by the fine distance. The text (OCR) is read only for a candidate
+  the fine distance cannot decide.
 * ``NearInFlight``: a file waits for an earlier file of this crawl still in the pipelines only
   when it may be a copy of it (the same fine check), so that two copies read at the same moment
   make one meme, while the members of a series go through side by side.
@@ -34,7 +33,6 @@ from emomo.near import (
     SPREAD,
     NearCheck,
     Picture,
-    at_one_size,
     concentration,
     encode_blocks,
     fine_distance,
@@ -608,37 +606,9 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
         if not ids:
             break
     for candidate in undecided:
-        distance = await closer_look(runtime, picture, candidate)
-        if distance <= config.near_same:
-            return NearMatch(candidate, distance)
-    for candidate in undecided:  # what a closer look did not settle either: the text
         if await same_text_as(runtime, state, body, candidate):
             return NearMatch(candidate, math.nan)
     return None
-
-
-def closer_distance(picture: Picture, candidate: bytes, shifted: bool, config: DedupeConfig) -> float:
-    """The fine distance from the picture to a candidate's file with the two at one pixel size
-    (``at_one_size``): what settles a resized copy whose resampling, not its picture, left it
-    undecided (blocking: run in a thread)."""
-    ours, theirs = at_one_size(picture, measure(candidate))
-    return judge(ours, [theirs.thumb], [shifted], config).verdicts[0][1]
-
-
-async def closer_look(runtime: IngestRuntime, picture: Picture, candidate: NearCandidate) -> float:
-    """``closer_distance`` to a candidate the thumbnails left undecided, its file read from the store
-    (as OCR would): a few milliseconds where OCR costs a few hundred, and its engines' loading
-    (about half a second and 200 MB on the VLM path) once a crawl."""
-    runtime.stats.inc_value("emomo/near/closer_looks")
-    try:
-        data = await runtime.store.get(candidate.file.storage_key)
-        return await measured(runtime, "closer", closer_distance, picture, data, candidate.shifted,
-                              runtime.config.dedupe)
-    except Exception as exc:  # a missing or broken object of a recorded meme: the text still decides
-        runtime.stats.inc_value("emomo/near/closer_unreadable")
-        logger.warning("Could not look closer at %s (meme %s): %s; its text decides",
-                       candidate.file.storage_key, candidate.meme_id, exc)
-        return math.inf
 
 
 async def same_text_as(runtime: IngestRuntime, state: ItemState, body: bytes, candidate: NearCandidate) -> bool:
