@@ -12,12 +12,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from conftest import assert_consistent, read_state, scrapy
-from crawling import Crawl, run_crawl
+from crawling import run_crawl
 from memegen import (
     CAPTIONS,
     CATEGORIES,
@@ -57,9 +56,6 @@ from emomo.near import (
 )
 from emomo.repositories import MemeRecord, VectorRecord
 from emomo.repositories.sqlite import SQLiteMemeRepository
-
-if TYPE_CHECKING:
-    from servers import FakeAPI
 
 COLLECTION = "emomo-e5-small"
 
@@ -305,24 +301,18 @@ def test_near_false_keeps_every_file_its_own_meme(tmp_path: Path, cjk_font: str)
     assert len(read_state(tmp_path).memes) == 2
 
 
-def crawl_one_at_a_time_on_the_vlm_path(tmp_path: Path, root: Path) -> tuple[Crawl, FakeAPI]:
-    """``root`` crawled on the VLM path (the stand-in API), one item in flight: (the run, the API)."""
+def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: Path, cjk_font: str) -> None:
     from servers import FakeAPI, fake_api
 
+    root = tmp_path / "ChineseBQB"
+    plant_pairs(root, range(140, 144), 800, random.Random(16))
+    plant(root, CATEGORIES[2], "换字.png", meme_bytes(CAPTIONS[145], 800, "png"))  # template of 原图0
     (tmp_path / "vlm.yaml").write_text("vlm:\n  provider: openai\n", encoding="utf-8")
     api = FakeAPI(api_key="sk-near")
     with fake_api(api) as url:
         run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root),
                         settings={"EMOMO_CONFIG": "vlm.yaml", "EMOMO_MAX_ITEMS_IN_FLIGHT": 1},
                         env={"OPENAI_API_KEY": "sk-near", "OPENAI_BASE_URL": url, "VLM_MODEL": "test/vlm"})
-    return run, api
-
-
-def test_on_the_vlm_path_a_copy_costs_neither_a_call_nor_an_ocr_read(tmp_path: Path, cjk_font: str) -> None:
-    root = tmp_path / "ChineseBQB"
-    plant_pairs(root, range(140, 144), 800, random.Random(16))
-    plant(root, CATEGORIES[2], "换字.png", meme_bytes(CAPTIONS[145], 800, "png"))  # template of 原图0
-    run, api = crawl_one_at_a_time_on_the_vlm_path(tmp_path, root)
     state = read_state(tmp_path)
     assert run.stat("emomo/dedupe/near_duplicate") == 4
     assert len(state.memes) == 5
