@@ -44,8 +44,11 @@ def main() -> None:
     pictures = [near.measure(d) for d in data]
     vectors = np.stack([near.rank_vector(p.thumb) for p in pictures])
 
+    def distance_to(picture: near.Picture, thumb: np.ndarray) -> float:
+        return judge(picture, [thumb], [False], config).verdicts[0][1]
+
     def distance(picture: near.Picture, i: int) -> float:
-        return judge(picture, [pictures[i].thumb], [False], config).verdicts[0][1]
+        return distance_to(picture, pictures[i].thumb)
 
     copies: dict[str, list[float]] = {kind: [] for kind in COPY_KINDS}
     others, one_char = [], []
@@ -73,10 +76,10 @@ def main() -> None:
         long = caption + memes[(i + 7) % a.memes][1] + memes[(i + 13) % a.memes][1]
         original = near.measure(template_bytes(template, long, "png"))
         other = template_bytes(template, long[:-1] + ("好" if long[-1] != "好" else "坏"), "png")
-        if judge(near.measure(other), [original.thumb], [False], config).verdicts[0][1] > config.near_same:
+        if distance_to(near.measure(other), original.thumb) > config.near_same:
             for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
-                reduced_one_char.append(judge(near.measure(resized(other, rnd.uniform(0.5, 0.75), resample)),
-                                              [original.thumb], [False], config).verdicts[0][1])
+                reduced_one_char.append(distance_to(near.measure(resized(other, rnd.uniform(0.5, 0.75), resample)),
+                                                    original.thumb))
     print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
     for name, values in resizes.items():
         print(f"resized by {name:8} (0.5-1.5)  max {max(values):.3f}  "

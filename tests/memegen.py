@@ -302,9 +302,7 @@ def copy_of(data: bytes, kind: str, rnd: random.Random) -> tuple[bytes, str]:
         im.save(buf, "JPEG", quality=rnd.randint(50, 80))
         return buf.getvalue(), "jpg"
     if kind == "resize":
-        f = rnd.uniform(0.5, 1.5)
-        im.resize((round(im.width * f), round(im.height * f)), Image.Resampling.LANCZOS).save(buf, "PNG")
-        return buf.getvalue(), "png"
+        return resized(data, rnd.uniform(0.5, 1.5), Image.Resampling.LANCZOS), "png"
     if kind == "convert":  # another format
         im.save(buf, "WEBP", quality=90)
         return buf.getvalue(), "webp"
