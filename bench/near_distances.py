@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 from emomo import near  # noqa: E402
 from emomo.config import EmomoConfig  # noqa: E402
-from emomo.ingest.near_dupes import judge  # noqa: E402
+from emomo.ingest.near_dupes import Verdict, judge  # noqa: E402
 
 
 def main() -> None:
@@ -44,18 +44,24 @@ def main() -> None:
     pictures = [near.measure(d) for d in data]
     vectors = np.stack([near.rank_vector(p.thumb) for p in pictures])
 
-    def distance_to(picture: near.Picture, thumb: np.ndarray) -> float:
-        return judge(picture, [thumb], [False], config).verdicts[0][1]
+    def distance_to(picture: near.Picture, reference: near.Picture) -> tuple[float, bool]:
+        """The distance and whether the crawl takes the picture for the same (its bar depends on
+        the two sizes)."""
+        [(verdict, value)] = judge(picture, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
+        return value, verdict is Verdict.SAME
 
     def distance(picture: near.Picture, i: int) -> float:
-        return distance_to(picture, pictures[i].thumb)
+        return distance_to(picture, pictures[i])[0]
 
-    copies: dict[str, list[float]] = {kind: [] for kind in COPY_KINDS}
+    def verdict(picture: near.Picture, i: int) -> tuple[float, bool]:
+        return distance_to(picture, pictures[i])
+
+    copies: dict[str, list[tuple[float, bool]]] = {kind: [] for kind in COPY_KINDS}
     others, one_char = [], []
     for i in range(0, a.memes, 4):
         template, caption = memes[i]
         for kind in COPY_KINDS:
-            copies[kind].append(distance(near.measure(copy_of(data[i], kind, rnd)[0]), i))
+            copies[kind].append(verdict(near.measure(copy_of(data[i], kind, rnd)[0]), i))
         series = [j for j in range(a.memes) if memes[j][0] == template and j != i]
         nearest = [series[k] for k in near.nearest(vectors[series], vectors[i], 3)]
         others.append(min(distance(pictures[i], j) for j in nearest))
@@ -66,30 +72,39 @@ def main() -> None:
     # resolution or below): what the thumbnails leave undecided, and what they take for the same.
     filters = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
                "bilinear": Image.Resampling.BILINEAR}
-    resizes: dict[str, list[float]] = {f: [] for f in filters}
-    reduced_one_char: list[float] = []
+    resizes: dict[str, list[tuple[float, bool]]] = {f: [] for f in filters}
+    reduced_one_char: list[tuple[float, bool]] = []
+    both_reduced: list[tuple[float, bool]] = []
     for i in range(0, a.memes, 4):
         template, caption = memes[i]
         factor = rnd.uniform(0.5, 1.5)
         for name, resample in filters.items():
-            resizes[name].append(distance(near.measure(resized(data[i], factor, resample)), i))
+            resizes[name].append(verdict(near.measure(resized(data[i], factor, resample)), i))
         long = caption + memes[(i + 7) % a.memes][1] + memes[(i + 13) % a.memes][1]
-        original = near.measure(template_bytes(template, long, "png"))
+        data_long = template_bytes(template, long, "png")
+        original = near.measure(data_long)
         other = template_bytes(template, long[:-1] + ("好" if long[-1] != "好" else "坏"), "png")
-        if distance_to(near.measure(other), original.thumb) > config.near_same:
+        if distance_to(near.measure(other), original)[0] > config.near_same:
             for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
-                reduced_one_char.append(distance_to(near.measure(resized(other, rnd.uniform(0.5, 0.75), resample)),
-                                                    original.thumb))
+                factor = rnd.uniform(0.5, 0.75)
+                reduced_one_char.append(distance_to(near.measure(resized(other, factor, resample)), original))
+                # both passed on by one thumbnailer: one scale, both strokes gone
+                both_reduced.append(distance_to(near.measure(resized(other, factor, resample)),
+                                                near.measure(resized(data_long, factor, resample))))
     print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
-    for name, values in resizes.items():
-        print(f"resized by {name:8} (0.5-1.5)  max {max(values):.3f}  "
-              f"undecided {sum(config.near_same < v < config.near_different for v in values)}/{len(values)}")
-    print(f"a long caption one character apart, reduced  min {min(reduced_one_char):.3f}  "
-          f"taken for the same {sum(v <= config.near_same for v in reduced_one_char)}/{len(reduced_one_char)}")
-    for kind, values in copies.items():
+    print(f"dedupe.near_same_rescaled {config.near_same_rescaled} (files at two scales); undecided: left to "
+          f"the text")
+    for name, pairs in resizes.items():
+        print(f"resized by {name:8} (0.5-1.5)  max {max(v for v, _ in pairs):.3f}  "
+              f"undecided {sum(not same and v < config.near_different for v, same in pairs)}/{len(pairs)}")
+    for name, pairs in (("reduced", reduced_one_char), ("both reduced alike", both_reduced)):
+        print(f"a long caption one character apart, {name:18}  min {min(v for v, _ in pairs):.3f}  "
+              f"taken for the same {sum(same for _, same in pairs)}/{len(pairs)}")
+    for kind, pairs in copies.items():
+        values = [v for v, _ in pairs]
         print(f"copy {kind:12} max {max(values):.3f}  p99 {np.percentile(values, 99):.3f}  "
-              f"above near_same {sum(v > config.near_same for v in values)}/{len(values)}")
-    every = [v for values in copies.values() for v in values]
+              f"undecided {sum(not same for _, same in pairs)}/{len(pairs)}")
+    every = [v for pairs in copies.values() for v, _ in pairs]
     print(f"copies, every kind  max {max(every):.3f}  p99 {np.percentile(every, 99):.3f}")
     print(f"nearest other caption of the series  min {min(others):.3f}  p1 {np.percentile(others, 1):.3f}")
     print(f"one character more or another        min {min(one_char):.3f}  p1 {np.percentile(one_char, 1):.3f}  "

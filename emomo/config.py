@@ -281,6 +281,11 @@ class DedupeConfig(Section):
     #: measure 0-0.4 (95 in 100; the rest up to 0.8), another character in a long caption drawn
     #: small 0.45 and above (95 in 100: 0.75 and above)
     near_same: float = Field(0.4, gt=0, le=5)
+    #: ``near_same`` for two files at different scales (a side differs by more than 6%): reduced,
+    #: the stroke that tells two small characters apart is gone, and a long caption one character
+    #: apart came as near as 0.31 (at 0.4-0.9 or 1.1-2 times its size); resized copies measure
+    #: 0-0.6, those between the two bars go to the text
+    near_same_rescaled: float = Field(0.3, gt=0, le=5)
     #: fine distance at or above which two files are different memes; between the two, the text
     #: on both (OCR) decides
     near_different: float = Field(0.75, gt=0, le=5)
@@ -293,6 +298,9 @@ class DedupeConfig(Section):
     def _ordered(self) -> DedupeConfig:
         if self.near_different < self.near_same:
             raise ValueError(f"dedupe.near_different ({self.near_different}) must not be below "
+                             f"dedupe.near_same ({self.near_same})")
+        if self.near_same < self.near_same_rescaled:
+            raise ValueError(f"dedupe.near_same_rescaled ({self.near_same_rescaled}) must not be above "
                              f"dedupe.near_same ({self.near_same})")
         return self
 

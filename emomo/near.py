@@ -50,6 +50,9 @@ WORK_SIDE = 320
 #: how far a copy's frame may be from its original's: offset (a share of the side), scale
 MAX_OFFSET = 0.06
 SCALES = (0.9, 1.1)
+#: two files whose sides differ by more than this share are at two scales (``rescaled``): a crop
+#: of a few pixels leaves at most 5% (2-12 pixels of 240)
+RESCALED = 0.06
 #: z-scores are stored as bytes: z * QUANT + 128, clipped to 0-254 (255: no value)
 QUANT = 24.0
 NO_VALUE = 255
@@ -140,6 +143,9 @@ class Picture:
     pixels: np.ndarray
     #: its THUMB x THUMB thumbnail in its own frame: grey levels
     thumb: np.ndarray
+    #: the file's own size (width, height), before any reduction: whether another file is of the
+    #: same scale (``rescaled``)
+    source: tuple[int, int] = (0, 0)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -196,12 +202,14 @@ class NearCheck:
     shifted: bool = False
     #: the text OCR read on it, when something had to
     image_text: str | None = None
+    #: the file's size (Picture.source)
+    source: tuple[int, int] = (0, 0)
 
     @classmethod
     def of(cls, picture: Picture) -> NearCheck:
         vector = _ranking(picture.zscores)
         return cls(picture.phash, picture.thumb, picture.stored_thumb(), picture.zscores, vector,
-                   encode_blocks(vector))
+                   encode_blocks(vector), source=picture.source)
 
     def out_of_frame(self, series_vector: np.ndarray) -> None:
         """The picture is out of its series' frame; ``series_vector`` ranks it in that frame
@@ -216,6 +224,7 @@ def measure(data: bytes, grey: Image.Image | None = None) -> Picture:
     decoded already."""
     if grey is None:
         grey = _first_frame_grey(data)
+    source = grey.size
     phash = _dhash(grey)
     factor = -(-max(grey.size) // WORK_SIDE)
     if factor > 1:
@@ -223,7 +232,15 @@ def measure(data: bytes, grey: Image.Image | None = None) -> Picture:
     pixels = np.asarray(grey, dtype=np.uint8)
     h, w = pixels.shape
     thumb = np.asarray(_even_weights(h) @ pixels.astype(np.float32) @ _even_weights(w).T, dtype=np.float32)
-    return Picture(phash, pixels, thumb)
+    return Picture(phash, pixels, thumb, source)
+
+
+def rescaled(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two files' sizes (width, height) say one is the other resized: a side differs by
+    more than ``RESCALED``. An unknown size (0) says nothing."""
+    if not all(a) or not all(b):
+        return False
+    return any(max(x, y) / min(x, y) - 1 > RESCALED for x, y in zip(a, b, strict=True))
 
 
 def stored_thumb(data: bytes) -> np.ndarray:

@@ -25,6 +25,7 @@ from memegen import (
     copy_of,
     draw_template,
     meme_bytes,
+    resized,
     series_captions,
     template_bytes,
 )
@@ -373,6 +374,47 @@ def test_a_caption_one_character_longer_is_another_meme() -> None:
 
     assert not same_text("今天也要开心", "今天也要开心吗", DedupeConfig().near_text_similarity)
     assert same_text("今天也要开心吗？", "今天 也要开心吗", DedupeConfig().near_text_similarity)
+
+
+#: a long caption drawn small (14 px), and the same with its last character another: at 0.75 of
+#: its size the second comes at 0.33 of the first's thumbnail, below dedupe.near_same (0.4)
+LONG_CAPTION = "好运来锦鲤附我太难了摸鱼快真香告辞"
+ONE_CHARACTER_APART = "好运来锦鲤附我太难了摸鱼快真香告好"
+
+
+def test_a_reduced_file_of_a_long_caption_one_character_apart_is_another_meme(tmp_path: Path,
+                                                                                cjk_font: str) -> None:
+    """Reduced, the stroke that tells two small characters apart is gone from the thumbnail: a
+    file at another scale than its candidate is the same picture only when nearer than
+    ``near_same_rescaled``; between that and ``near_same`` the text decides. A reduced copy of
+    the caption itself still joins its meme."""
+    root = tmp_path / "ChineseBQB"
+    original = template_bytes(0, LONG_CAPTION, "png")
+    plant(root, CATEGORIES[0], "原图.png", original)
+    plant(root, CATEGORIES[1], "换字缩小.png", resized(template_bytes(0, ONE_CHARACTER_APART, "png"), 0.75,
+                                                     Image.Resampling.BICUBIC))
+    plant(root, CATEGORIES[2], "缩小副本.png", resized(original, 0.7, Image.Resampling.BILINEAR))
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
+    linked = sources(tmp_path)
+    assert linked[f"{CATEGORIES[1]}/换字缩小.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
+    assert linked[f"{CATEGORIES[2]}/缩小副本.png"] == linked[f"{CATEGORIES[0]}/原图.png"]
+    assert run.stat("emomo/dedupe/near_duplicate") == 1
+    assert len(read_state(tmp_path).memes) == 2
+    assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the reduced other caption
+
+
+def test_a_picture_at_another_scale_needs_a_nearer_thumbnail_to_be_the_same() -> None:
+    """``judge`` with the candidates' sizes: the same distance is a copy at one scale, and left
+    to the text at another."""
+    config = DedupeConfig()
+    reference = measure(template_bytes(0, LONG_CAPTION, "png"))
+    reduced = measure(resized(template_bytes(0, ONE_CHARACTER_APART, "png"), 0.75, Image.Resampling.BICUBIC))
+    [(unsized, distance)] = judge(reduced, [reference.thumb], [False], config).verdicts
+    assert config.near_same_rescaled < distance <= config.near_same
+    assert unsized is Verdict.SAME  # no size known: the one bar
+    [(sized, _)] = judge(reduced, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
+    assert sized is Verdict.MAYBE
+    assert reduced.source == (180, 180) and reference.source == (240, 240)
 
 
 def test_a_better_copy_becomes_the_memes_file_and_everything_follows(tmp_path: Path, cjk_font: str) -> None:

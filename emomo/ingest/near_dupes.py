@@ -46,6 +46,7 @@ from emomo.near import (
     nearest,
     quick_distances,
     rank_vector,
+    rescaled,
     rough_frame,
     same_text,
     stored_thumb,
@@ -105,7 +106,7 @@ class Judgement:
 
 def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[bool],
           config: DedupeConfig, series_cells: np.ndarray | None = None,
-          zscores: Sequence[np.ndarray] | None = None) -> Judgement:
+          zscores: Sequence[np.ndarray] | None = None, sizes: Sequence[tuple[int, int]] = ()) -> Judgement:
     """The quick distance (own frames) settles copies that are not cropped, for all candidates
     at once. Unless it did, the picture is put in the series' frame (that of the nearest
     candidate in it) and compared with all of them again: a crop needs it, and it costs a few
@@ -114,9 +115,14 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     caption's sit where the caption is: ``SPREAD``). ``series_cells``: the picture already put
     there (by the judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
     a crop recorded before its original) gets a fit of its own. ``zscores``: the references'
-    (NearCheck.zscores), when they are known. Blocking: run in a thread."""
+    (NearCheck.zscores), when they are known. ``sizes``: the references' files' (width, height):
+    one at another scale than the picture is the same only when nearer (``near_same_rescaled``).
+    Blocking: run in a thread."""
     if not references:
         return Judgement([])
+    # The bar under which each candidate is the same picture.
+    same = np.array([config.near_same_rescaled if rescaled(picture.source, size) else config.near_same
+                     for size in sizes] if sizes else [config.near_same] * len(references))
     stack: np.ndarray | None = None  # the thumbnails, stacked: for the framed distance too
     if zscores is None:
         stack = np.stack(references)
@@ -125,7 +131,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         theirs = np.stack(zscores)
     distances, differences = quick_distances(picture.zscores, theirs)
     reframed, cells, located, framed, refitted = None, series_cells, False, False, False
-    if distances.min() > config.near_same:
+    if (distances > same).all():
         # The series' frame: that of the candidate most alike, of those in it (none: the frame
         # of a crop, which the picture may be out of without being out of its series').
         inside = [i for i, s in enumerate(shifted) if not s]
@@ -156,13 +162,13 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
         others = [i for i in range(len(references)) if i != series and (out or shifted[i])]
         if others:
             best = min(others, key=lambda i: distances[i])
-            if config.near_same < distances[best]:
+            if same[best] < distances[best]:
                 refitted = True
                 distances[best] = min(distances[best], fine_distance(picture, references[best],
                                                                      rough_frame(picture, references[best])))
-    return Judgement([(Verdict.SAME if d <= config.near_same else
+    return Judgement([(Verdict.SAME if d <= bar else
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
-                      for d in distances], reframed, cells if reframed is not None else None, located, framed,
+                      for d, bar in zip(distances, same, strict=True)], reframed, cells if reframed is not None else None, located, framed,
                      refitted)
 
 
@@ -170,7 +176,7 @@ def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: 
                  series_cells: np.ndarray | None = None) -> Judgement:
     """``judge`` against recorded candidates, their thumbnails decompressed in the same thread."""
     return judge(picture, [stored_thumb(c.thumb or b"") for c in candidates], [c.shifted for c in candidates],
-                 config, series_cells)
+                 config, series_cells, sizes=[(c.file.width, c.file.height) for c in candidates])
 
 
 def measure_check(body: bytes, grey: Image.Image | None = None) -> tuple[Picture, NearCheck]:
@@ -361,7 +367,7 @@ def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flig
 
     def verdicts(order: list[int], series_cells: np.ndarray | None = None) -> Judgement:
         return judge(picture, [near[i].check.thumb for i in order], [near[i].check.shifted for i in order], config,
-                     series_cells, [near[i].check.zscores for i in order])
+                     series_cells, [near[i].check.zscores for i in order], [near[i].check.source for i in order])
 
     judgements = [verdicts(order)]
     found = [near[i] for i, (verdict, _) in zip(order, judgements[0].verdicts, strict=True)
@@ -588,11 +594,12 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
         found = [await with_thumb(runtime, candidate) for candidate in found]
         judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config,
                                                         series_cells))
-        for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
-            if verdict is Verdict.SAME:
-                return NearMatch(candidate, distance)
-            if verdict is Verdict.MAYBE:
-                undecided.append(candidate)
+        # The nearest of those it is the same picture as: a reduced copy can come within the bar
+        # of a reduced file of another caption too, and its own meme nearer.
+        same = [NearMatch(c, d) for c, (v, d) in zip(found, judgement.verdicts, strict=True) if v is Verdict.SAME]
+        if same:
+            return min(same, key=lambda match: match.distance)
+        undecided += [c for c, (v, _) in zip(found, judgement.verdicts, strict=True) if v is Verdict.MAYBE]
         if judgement.reframed is None:
             break
         # Out of the series' frame (a crop): kept ranked in that frame, and the nearest there.
