@@ -168,8 +168,8 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
                                                                      rough_frame(picture, references[best])))
     return Judgement([(Verdict.SAME if d <= bar else
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
-                      for d, bar in zip(distances, same, strict=True)], reframed, cells if reframed is not None else None, located, framed,
-                     refitted)
+                      for d, bar in zip(distances, same, strict=True)],
+                     reframed, cells if reframed is not None else None, located, framed, refitted)
 
 
 def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig,
