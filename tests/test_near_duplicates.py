@@ -52,6 +52,7 @@ from emomo.near import (
     nearest,
     perceptual_hash,
     quick_distances,
+    rescaled,
     same_text,
     zscored,
 )
@@ -401,6 +402,13 @@ def test_a_reduced_file_of_a_long_caption_one_character_apart_is_another_meme(tm
     assert run.stat("emomo/dedupe/near_duplicate") == 1
     assert len(read_state(tmp_path).memes) == 2
     assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the reduced other caption
+
+
+def test_two_sizes_are_two_scales_beyond_what_a_crop_of_a_few_pixels_leaves() -> None:
+    assert rescaled((240, 240), (180, 180)) and rescaled((180, 180), (240, 240))
+    assert rescaled((240, 240), (240, 300))  # one side is enough
+    assert not rescaled((240, 240), (228, 230))  # 6 and 5 pixels cropped on each side
+    assert not rescaled((240, 240), (0, 0))  # a size not known says nothing
 
 
 def test_a_picture_at_another_scale_needs_a_nearer_thumbnail_to_be_the_same() -> None:
