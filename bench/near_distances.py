@@ -7,8 +7,10 @@ For every fourth of ``--memes`` captions drawn on ``--templates`` faces: each ki
 (emomo's test generator: re-encoded, resized, converted, cropped, a GIF's first frame) against its
 original; the nearest three other members of its series (by the ranking blocks) against it; and
 its caption with one character more or another. Each distance is the crawl's own ``judge``
-against that one candidate. Then copies resized by Lanczos, bicubic and bilinear filters, and the
-hardest other caption: a long caption drawn small, one character apart, reduced.
+against that one candidate, with its size (two files at different scales have the stricter bar,
+``near_same_rescaled``). Then copies resized by Lanczos, bicubic and bilinear filters, and the
+hardest other caption: a long caption drawn small, one character apart, reduced (against the
+caption at its own size, and both reduced alike).
 """
 
 from __future__ import annotations
@@ -50,11 +52,11 @@ def main() -> None:
         [(verdict, value)] = judge(picture, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
         return value, verdict is Verdict.SAME
 
-    def distance(picture: near.Picture, i: int) -> float:
-        return distance_to(picture, pictures[i])[0]
-
     def verdict(picture: near.Picture, i: int) -> tuple[float, bool]:
         return distance_to(picture, pictures[i])
+
+    def distance(picture: near.Picture, i: int) -> float:
+        return verdict(picture, i)[0]
 
     copies: dict[str, list[tuple[float, bool]]] = {kind: [] for kind in COPY_KINDS}
     others, one_char = [], []
