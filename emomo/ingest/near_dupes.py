@@ -594,12 +594,16 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
         found = [await with_thumb(runtime, candidate) for candidate in found]
         judgement = count_steps(runtime, await measured(runtime, "recorded", judge_stored, picture, found, config,
                                                         series_cells))
-        # The nearest of those it is the same picture as: a reduced copy can come within the bar
-        # of a reduced file of another caption too, and its own meme nearer.
-        same = [NearMatch(c, d) for c, (v, d) in zip(found, judgement.verdicts, strict=True) if v is Verdict.SAME]
+        same: list[NearMatch] = []
+        for candidate, (verdict, distance) in zip(found, judgement.verdicts, strict=True):
+            if verdict is Verdict.SAME:
+                same.append(NearMatch(candidate, distance))
+            elif verdict is Verdict.MAYBE:
+                undecided.append(candidate)
         if same:
+            # The nearest: a reduced copy can come within the bar of a reduced file of another
+            # caption too, and its own meme nearer.
             return min(same, key=lambda match: match.distance)
-        undecided += [c for c, (v, _) in zip(found, judgement.verdicts, strict=True) if v is Verdict.MAYBE]
         if judgement.reframed is None:
             break
         # Out of the series' frame (a crop): kept ranked in that frame, and the nearest there.
