@@ -1,4 +1,4 @@
-"""End to end on the embedded defaults: a ChineseBQB-shaped tree of 150 memes, with the oddities
+"""End to end on the embedded defaults: a ChineseBQB-shaped tree of 80 memes, with the oddities
 of the real repository, crawled by ``scrapy crawl chinesebqb`` (the real command, once) into
 SQLite, the embedded index and the filesystem store; then searched, counted, crawled again and
 forced (in-process)."""
@@ -20,7 +20,9 @@ from memegen import CAPTIONS, CATEGORIES, Planted, build_tree, meme_bytes
 
 COLLECTION = "emomo-e5-small"
 
-pytestmark = pytest.mark.slow  # 150 memes through the real command
+pytestmark = pytest.mark.slow  # the memes go through the real command
+
+MEMES = 80  # enough for every category and oddity; each costs an OCR read of the suite's time
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -43,7 +45,7 @@ class Tree:
 
 
 def make_tree(root: Path) -> Tree:
-    planted = build_tree(root, CAPTIONS[:150], CATEGORIES)
+    planted = build_tree(root, CAPTIONS[:MEMES], CATEGORIES)
     cat = CATEGORIES[0]
     # Files a real clone holds that are no memes: skipped without a word.
     skipped = {
@@ -98,12 +100,12 @@ def first(tree: Tree, workdir: Path) -> tuple[Run, State]:
 def test_one_active_meme_point_row_and_object_per_distinct_image(tree: Tree, first: tuple[Run, State]) -> None:
     run, state = first
     expected = {p.md5 for p in tree.planted}
-    assert len(expected) == 150
+    assert len(expected) == MEMES
     assert state.active_md5s() == expected
-    assert len(state.memes) == 150
-    assert len(state.vectors) == 150
-    assert len(state.points[COLLECTION]) == 150
-    assert len(state.objects) == 150
+    assert len(state.memes) == MEMES
+    assert len(state.vectors) == MEMES
+    assert len(state.points[COLLECTION]) == MEMES
+    assert len(state.objects) == MEMES
     assert_consistent(state, COLLECTION)
     by_md5 = {m["md5_hash"]: m for m in state.memes}
     for p in tree.planted:
@@ -111,7 +113,7 @@ def test_one_active_meme_point_row_and_object_per_distinct_image(tree: Tree, fir
         assert meme["format"] == p.format  # from the bytes, whatever the file name says
         assert meme["storage_key"] == f"{p.md5[:2]}/{p.md5}.{p.format}"
         assert meme["is_animated"] == (p.format == "gif")
-    assert run.stat("emomo/ingest/processed") == 150
+    assert run.stat("emomo/ingest/processed") == MEMES
     assert run.stat("emomo/ingest/duplicate") == 1
     assert "emomo/ingest/failed" not in run.stats
     assert run.stat("finish_reason") == "finished"
@@ -152,7 +154,7 @@ def test_bad_files_are_reported_and_counted_skipped_files_are_silent(tree: Tree,
     for rel in tree.skipped:
         assert Path(rel).name not in run.log, rel
     assert "4 invalid" in run.summary()
-    assert run.stat("emomo/chinesebqb/yielded") == 150 + 4 + 1
+    assert run.stat("emomo/chinesebqb/yielded") == MEMES + 4 + 1
 
 
 def test_search_finds_captions_in_the_top_5(tree: Tree, first: tuple[Run, State], workdir: Path) -> None:
@@ -202,9 +204,9 @@ def test_scrapy_stats_command_json(first: tuple[Run, State], workdir: Path) -> N
     run = scrapy(workdir, "stats", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {
-        "memes": {"active": 150, "pending": 0, "failed": 0, "retired": 0},
-        "sources": {"total": 151, "near_duplicate": 0},  # one image under two names
-        "collections": {COLLECTION: {"points": 150, "vectors": 150}},
+        "memes": {"active": MEMES, "pending": 0, "failed": 0, "retired": 0},
+        "sources": {"total": MEMES + 1, "near_duplicate": 0},  # one image under two names
+        "collections": {COLLECTION: {"points": MEMES, "vectors": MEMES}},
     }
 
 
@@ -215,10 +217,10 @@ def test_second_crawl_changes_nothing_and_counts_duplicates(tree: Tree, first: t
     after = read_state(workdir)
     assert after.comparable() == before.comparable()
     assert [m["id"] for m in after.memes] == [m["id"] for m in before.memes]
-    assert run.stat("emomo/ingest/duplicate") == 151
+    assert run.stat("emomo/ingest/duplicate") == MEMES + 1
     assert "emomo/ingest/processed" not in run.stats
     assert "emomo/describe/items" not in run.stats  # nothing was described again
-    assert "0 processed, 0 pending, 151 skipped as duplicate, 4 invalid, 0 failed" in run.summary()
+    assert f"0 processed, 0 pending, {MEMES + 1} skipped as duplicate, 4 invalid, 0 failed" in run.summary()
 
 
 def test_force_embeds_again_without_describing_or_storing_again(tree: Tree, first: tuple[Run, State],
@@ -228,8 +230,8 @@ def test_force_embeds_again_without_describing_or_storing_again(tree: Tree, firs
     after = read_state(workdir)
     # the duplicate path may be in flight with its twin (skipped) or come after it (embedded again)
     processed = run.stat("emomo/ingest/processed")
-    assert processed + run.stats.get("emomo/ingest/duplicate", 0) == 151
-    assert processed >= 150
+    assert processed + run.stats.get("emomo/ingest/duplicate", 0) == MEMES + 1
+    assert processed >= MEMES
     assert run.stat("emomo/embed/ok") == processed
     assert run.stat("emomo/describe/reused") == processed
     assert "emomo/describe/described" not in run.stats

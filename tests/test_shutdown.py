@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # signals: only a real process shows them
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory, cjk_font: str) -> tuple[Path, list]:
     root = tmp_path_factory.mktemp("shutdown") / "ChineseBQB"
-    return root, build_tree(root, CAPTIONS[:40], CATEGORIES, seed=21)
+    return root, build_tree(root, CAPTIONS[:24], CATEGORIES, seed=21)
 
 
 @pytest.fixture
