@@ -116,7 +116,7 @@ def test_a_write_outage_stops_the_crawl_and_no_description_is_paid_twice(
     # while the first failing writes are still on their way.
     api.vlm_faults = Faults(delay=0.3)
     root = tmp_path / "ChineseBQB"
-    planted = build_tree(root, CAPTIONS[100:130], CATEGORIES, seed=33)
+    planted = build_tree(root, CAPTIONS[100:120], CATEGORIES, seed=33)
     migrate(tmp_path)
     block_store(tmp_path) if outage == "store" else block_database(tmp_path)
     run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings=args, env=env)
