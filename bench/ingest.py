@@ -141,11 +141,12 @@ def crawl(workdir: Path, tree: Path, env: dict[str, str],
     log_path = workdir / "crawl.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if os.environ.get("BENCH_PYSPY"):  # a flame profile of the crawl: BENCH_PYSPY=out.txt
-            # BENCH_PYSPY_GIL=1: only the thread holding the GIL (where the event loop's time goes)
+        if os.environ.get("BENCH_PYSPY"):  # a flame profile of the crawl, by thread: BENCH_PYSPY=out.txt
+            # BENCH_PYSPY_GIL=1: only the thread holding the GIL (where the event loop's time goes).
+            # Without --nonblocking py-spy stops the crawl at each sample (it ran at a fifth of its rate).
             gil = ["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []
             subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(proc.pid), "-f", "raw", "-o",
-                              os.environ["BENCH_PYSPY"], "-r", "50", *gil],
+                              os.environ["BENCH_PYSPY"], "-r", "100", "--threads", "--nonblocking", *gil],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rss = RSS(proc.pid)
         rss.start()

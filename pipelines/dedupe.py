@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from itemadapter import ItemAdapter
 
 from emomo.errors import DuplicateMeme
-from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measure_check, measured
+from emomo.ingest.near_dupes import find_near_duplicate, keep_better_file, measure_item
 from emomo.ingest.stage import Stage, item_locator
 from emomo.ingest.state import ItemState
 from emomo.repositories import SourceRecord
@@ -80,7 +80,7 @@ class DedupePipeline(Stage):
         """Drop the item as another source of a recorded meme it nearly duplicates, if any
         (``grey``: its first frame as the read stage decoded it)."""
         runtime = self.runtime
-        picture, state.near = await measured(runtime, "measure", measure_check, adapter["body"], grey)
+        picture, state.near = await measure_item(runtime, adapter["body"], grey)
         match = await find_near_duplicate(runtime, state, adapter["body"], picture)
         if match is None:
             return

@@ -174,14 +174,14 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
 
 def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig,
                  series_cells: np.ndarray | None = None) -> Judgement:
-    """``judge`` against recorded candidates, their thumbnails decompressed in the same thread."""
+    """``judge`` against recorded candidates, their thumbnails decompressed in the same call."""
     return judge(picture, [stored_thumb(c.thumb or b"") for c in candidates], [c.shifted for c in candidates],
                  config, series_cells, sizes=[(c.file.width, c.file.height) for c in candidates])
 
 
 def measure_check(body: bytes, grey: Image.Image | None = None) -> tuple[Picture, NearCheck]:
     """The file measured (``grey``: its first frame, decoded already) and what the check keeps
-    of it (blocking: run in a thread)."""
+    of it."""
     picture = measure(body, grey)
     return picture, NearCheck.of(picture)
 
@@ -357,7 +357,7 @@ class NearInFlight:
 def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flight],
                      config: DedupeConfig) -> tuple[list[_Flight], list[Judgement]]:
     """Of the items in flight, those ``picture`` may be a copy of, and the judgements that said
-    so (blocking: run in a thread). Out of its series' frame, ``check`` learns it."""
+    so. Out of its series' frame, ``check`` learns it."""
     hashes = np.fromiter((f.check.phash for f in flights), dtype=np.int64, count=len(flights))
     near = [flights[i] for i in np.flatnonzero(hamming_many(hashes, picture.phash) <= config.near_distance).tolist()]
     if not near:
@@ -385,7 +385,7 @@ def _possible_copies(picture: Picture, check: NearCheck, flights: Sequence[_Flig
 
 async def in_flight_copies(runtime: IngestRuntime, picture: Picture, check: NearCheck,
                            flights: Sequence[_Flight]) -> list[_Flight]:
-    """``_possible_copies`` in a thread, its costly steps counted (``emomo/near/in_flight/*``)."""
+    """``_possible_copies``, its costly steps counted (``emomo/near/in_flight/*``)."""
     found, judgements = await measured(runtime, "in_flight", _possible_copies, picture, check, flights,
                                        runtime.config.dedupe)
     for judgement in judgements:
@@ -405,9 +405,16 @@ def count_steps(runtime: IngestRuntime, judgement: Judgement, prefix: str = "emo
     return judgement
 
 
-async def measured(runtime: IngestRuntime, part: str, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` in a thread, its CPU time counted (``emomo/near/cpu_ms/<part>``: what the
-    check costs a crawl, beside the stage's wall time, which includes waiting for a thread)."""
+async def measured(runtime: IngestRuntime, part: str, work: Callable[..., T], *args: Any,
+                   in_thread: bool = False) -> T:
+    """``work(*args)``, its CPU time counted (``emomo/near/cpu_ms/<part>``: what the check costs a
+    crawl, beside the stage's wall time).
+
+    On the event loop unless ``in_thread``: the check's steps are a millisecond or so of numpy,
+    which gives up the GIL around every operation; in a thread each call then took it back from
+    the loop and the S3 and database threads 20-40 times, and the crawl spent about 15% more CPU
+    a file than with the steps on the loop (docs/near-duplicates.md). Work whose size the file
+    decides (decoding a stored object, measuring a large picture) goes to a thread."""
 
     def timed() -> tuple[T, float]:
         started = time.thread_time()
@@ -415,9 +422,23 @@ async def measured(runtime: IngestRuntime, part: str, work: Callable[..., T], *a
         return result, time.thread_time() - started
 
     with wall_ms(runtime.stats, f"emomo/near/wall_ms/{part}"):
-        result, seconds = await asyncio.to_thread(timed)
+        result, seconds = await asyncio.to_thread(timed) if in_thread else timed()
     runtime.stats.inc_value(f"emomo/near/cpu_ms/{part}", round(seconds * 1000))
     return result
+
+
+#: a first frame of more pixels than this is measured in a thread (``measure_item``): about 5 ms
+#: of the loop at a million pixels, 17 ms at four million; memes are mostly a few hundred pixels
+#: a side
+MEASURE_ON_LOOP_PIXELS = 1_000_000
+
+
+async def measure_item(runtime: IngestRuntime, body: bytes,
+                       grey: Image.Image | None) -> tuple[Picture, NearCheck]:
+    """``measure_check`` of an item's file, counted (``grey``: its first frame as the read stage
+    decoded it; without it the file is decoded, in a thread)."""
+    large = grey is None or grey.width * grey.height > MEASURE_ON_LOOP_PIXELS
+    return await measured(runtime, "measure", measure_check, body, grey, in_thread=large)
 
 
 @contextmanager
@@ -474,7 +495,8 @@ async def with_thumb(runtime: IngestRuntime, candidate: NearCandidate) -> NearCa
     from its object once, and the thumbnail kept."""
     if candidate.thumb is not None:
         return candidate
-    picture = await measured(runtime, "measure", measure, await runtime.store.get(candidate.file.storage_key))
+    picture = await measured(runtime, "measure", measure, await runtime.store.get(candidate.file.storage_key),
+                             in_thread=True)
     check = NearCheck.of(picture)
     await runtime.repo.set_near_signature(candidate.meme_id, check.stored_thumb, check.blocks)
     runtime.near_index.add(candidate.meme_id, candidate.phash, check.blocks)
