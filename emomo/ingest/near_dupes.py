@@ -117,7 +117,7 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     a crop recorded before its original) gets a fit of its own. ``zscores``: the references'
     (NearCheck.zscores), when they are known. ``sizes``: the references' files' (width, height):
     one at another scale than the picture is the same only when nearer (``near_same_rescaled``).
-    Blocking: run in a thread."""
+    A millisecond or so of numpy for ``near_candidates`` references: run on the loop (``measured``)."""
     if not references:
         return Judgement([])
     # The bar under which each candidate is the same picture.
