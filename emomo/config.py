@@ -286,6 +286,11 @@ class DedupeConfig(Section):
     #: apart came as near as 0.31 (at 0.4-0.9 or 1.1-2 times its size); resized copies measure
     #: 0-0.6, those between the two bars go to the text
     near_same_rescaled: float = Field(0.3, gt=0, le=5)
+    #: ``near_same`` for two files of one size (width and height): nothing was resampled, so a
+    #: copy differs only by its encoding (JPEG at quality 30: 0.21 at most, 50: 0.12), while a long
+    #: caption one character apart came as near as 0.23 at its own size (14 of 499 below 0.4);
+    #: between the two bars the text decides
+    near_same_same_size: float = Field(0.2, gt=0, le=5)
     #: fine distance at or above which two files are different memes; between the two, the text
     #: on both (OCR) decides
     near_different: float = Field(0.75, gt=0, le=5)
@@ -299,9 +304,10 @@ class DedupeConfig(Section):
         if self.near_different < self.near_same:
             raise ValueError(f"dedupe.near_different ({self.near_different}) must not be below "
                              f"dedupe.near_same ({self.near_same})")
-        if self.near_same < self.near_same_rescaled:
-            raise ValueError(f"dedupe.near_same_rescaled ({self.near_same_rescaled}) must not be above "
-                             f"dedupe.near_same ({self.near_same})")
+        for key in ("near_same_rescaled", "near_same_same_size"):
+            if self.near_same < getattr(self, key):
+                raise ValueError(f"dedupe.{key} ({getattr(self, key)}) must not be above "
+                                 f"dedupe.near_same ({self.near_same})")
         return self
 
 

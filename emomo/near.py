@@ -243,6 +243,12 @@ def rescaled(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return any(max(x, y) / min(x, y) - 1 > RESCALED for x, y in zip(a, b, strict=True))
 
 
+def same_size(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two files are of one size (width and height): neither was resampled nor cropped
+    from the other. An unknown size (0) says nothing."""
+    return all(a) and a == b
+
+
 def stored_thumb(data: bytes) -> np.ndarray:
     """A thumbnail as ``Picture.stored_thumb`` wrote it: grey levels."""
     return np.frombuffer(zlib.decompress(data), dtype=np.uint8).reshape(THUMB, THUMB).astype(np.float32)

@@ -412,6 +412,57 @@ def test_a_reduced_file_of_a_long_caption_one_character_apart_is_another_meme(tm
     assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the reduced other caption
 
 
+#: fourteen small characters on the panda, the sixth another: both fully on the picture, and at
+#: their own size only 0.32 apart (the one bar, 0.4, took them for one meme)
+CAPTION_14 = "都可以给大佬递茶仰天长啸我不"
+CAPTION_14_APART = "都可以给大美递茶仰天长啸我不"
+
+
+def jpeg(data: bytes, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_a_long_caption_one_character_apart_at_the_same_size_is_another_meme(tmp_path: Path,
+                                                                              cjk_font: str) -> None:
+    """Two files of one size were not resampled: a copy differs from its original only by its
+    encoding (a JPEG at quality 30: 0.21 at most), so ``near_same_same_size`` is the bar, and
+    between it and ``near_same`` the text decides. A heavily re-encoded copy still joins its
+    meme without a read."""
+    root = tmp_path / "ChineseBQB"
+    original = template_bytes(0, CAPTION_14, "png")
+    plant(root, CATEGORIES[0], "原图.png", original)
+    plant(root, CATEGORIES[1], "换一个字.png", template_bytes(0, CAPTION_14_APART, "png"))
+    plant(root, CATEGORIES[2], "压缩副本.jpg", jpeg(original, 30))
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
+    linked = sources(tmp_path)
+    assert linked[f"{CATEGORIES[1]}/换一个字.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
+    assert linked[f"{CATEGORIES[2]}/压缩副本.jpg"] == linked[f"{CATEGORIES[0]}/原图.png"]
+    assert run.stat("emomo/dedupe/near_duplicate") == 1
+    assert len(read_state(tmp_path).memes) == 2
+    assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the other caption
+
+
+def test_at_one_size_a_copy_is_nearer_than_at_two_scales_or_a_crop() -> None:
+    config = DedupeConfig()
+    reference = measure(template_bytes(0, CAPTION_14, "png"))
+    other = measure(template_bytes(0, CAPTION_14_APART, "png"))
+    [(unsized, distance)] = judge(other, [reference.thumb], [False], config).verdicts
+    assert config.near_same_same_size < distance <= config.near_same
+    assert unsized is Verdict.SAME  # no size known: the one bar
+    [(sized, _)] = judge(other, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
+    assert sized is Verdict.MAYBE
+    copy = measure(jpeg(template_bytes(0, CAPTION_14, "png"), 30))
+    [(verdict, near)] = judge(copy, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
+    assert verdict is Verdict.SAME and near <= config.near_same_same_size
+
+
+def test_the_bars_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match=r"dedupe.near_same_same_size \(0.5\) must not be above dedupe.near_same"):
+        DedupeConfig(near_same_same_size=0.5)
+
+
 def test_two_sizes_are_two_scales_beyond_what_a_crop_of_a_few_pixels_leaves() -> None:
     assert rescaled((240, 240), (180, 180)) and rescaled((180, 180), (240, 240))
     assert rescaled((240, 240), (240, 300))  # one side is enough
@@ -544,8 +595,9 @@ def _item(data: bytes, n: int) -> tuple[ItemState, Picture]:
 async def _recorded(runtime: SimpleNamespace, state: ItemState, size: int) -> str:
     """The item recorded and indexed as the record and index stages would: its meme's id."""
     assert state.near is not None
+    width, height = state.near.source  # the file's own size: the check's bar depends on it
     meme = MemeRecord(id=str(uuid.uuid4()), source_type="test", source_id=state.source, md5_hash=state.md5,
-                      storage_key=f"{state.md5[:2]}/{state.md5}.png", format="png", width=240, height=240,
+                      storage_key=f"{state.md5[:2]}/{state.md5}.png", format="png", width=width, height=height,
                       is_animated=False, file_size=size, status="active")
     await runtime.repo.insert_meme(meme, None, signature(state.near))
     await runtime.repo.record_vectors([VectorRecord(str(uuid.uuid4()), meme.id, state.md5, COLLECTION, "e5",

@@ -48,6 +48,7 @@ from emomo.near import (
     rank_vector,
     rescaled,
     rough_frame,
+    same_size,
     same_text,
     stored_thumb,
     zscored,
@@ -116,13 +117,13 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
     there (by the judgement of the candidates ranked first). A candidate itself out of the frame (``shifted``:
     a crop recorded before its original) gets a fit of its own. ``zscores``: the references'
     (NearCheck.zscores), when they are known. ``sizes``: the references' files' (width, height):
-    one at another scale than the picture is the same only when nearer (``near_same_rescaled``).
+    one at another scale or of the very same size is the same only when nearer (``same_bar``).
     A millisecond or so of numpy for ``near_candidates`` references: run on the loop (``measured``)."""
     if not references:
         return Judgement([])
     # The bar under which each candidate is the same picture.
-    same = np.array([config.near_same_rescaled if rescaled(picture.source, size) else config.near_same
-                     for size in sizes] if sizes else [config.near_same] * len(references))
+    same = np.array([same_bar(config, picture.source, size) for size in sizes] if sizes
+                    else [config.near_same] * len(references))
     stack: np.ndarray | None = None  # the thumbnails, stacked: for the framed distance too
     if zscores is None:
         stack = np.stack(references)
@@ -170,6 +171,15 @@ def judge(picture: Picture, references: Sequence[np.ndarray], shifted: Sequence[
                        Verdict.MAYBE if d < config.near_different else Verdict.DIFFERENT, float(d))
                       for d, bar in zip(distances, same, strict=True)],
                      reframed, cells if reframed is not None else None, located, framed, refitted)
+
+
+def same_bar(config: DedupeConfig, a: tuple[int, int], b: tuple[int, int]) -> float:
+    """The fine distance under which files of sizes ``a`` and ``b`` are one picture: stricter at
+    one size (only the encoding differs) and at two scales (small strokes are lost) than within
+    a few pixels of each other (a crop, which the frame fit leaves a little apart)."""
+    if same_size(a, b):
+        return config.near_same_same_size
+    return config.near_same_rescaled if rescaled(a, b) else config.near_same
 
 
 def judge_stored(picture: Picture, candidates: Sequence[NearCandidate], config: DedupeConfig,
