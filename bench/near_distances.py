@@ -9,13 +9,15 @@ original; the nearest three other members of its series (by the ranking blocks) 
 its caption with one character more or another. Each distance is the crawl's own ``judge``
 against that one candidate, with its size (two files at different scales have the stricter bar,
 ``near_same_rescaled``). Then copies resized by Lanczos, bicubic and bilinear filters, and the
-hardest other caption: a long caption drawn small, one character apart, reduced (against the
-caption at its own size, and both reduced alike).
+hardest other caption: a long caption drawn small, one character apart (the middle one) at its
+own size, reduced (the last one, against the caption at its own size), and both reduced alike;
+and that caption re-encoded as a JPEG at quality 30 and 50.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import sys
 from pathlib import Path
@@ -32,6 +34,12 @@ from PIL import Image  # noqa: E402
 from emomo import near  # noqa: E402
 from emomo.config import EmomoConfig  # noqa: E402
 from emomo.ingest.near_dupes import Verdict, judge  # noqa: E402
+
+
+def jpeg(data: bytes, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def main() -> None:
@@ -77,6 +85,8 @@ def main() -> None:
     resizes: dict[str, list[tuple[float, bool]]] = {f: [] for f in filters}
     reduced_one_char: list[tuple[float, bool]] = []
     both_reduced: list[tuple[float, bool]] = []
+    own_size: list[tuple[float, bool]] = []
+    heavy_jpeg: list[tuple[float, bool]] = []
     for i in range(0, a.memes, 4):
         template, caption = memes[i]
         factor = rnd.uniform(0.5, 1.5)
@@ -86,6 +96,13 @@ def main() -> None:
         data_long = template_bytes(template, long, "png")
         original = near.measure(data_long)
         other = template_bytes(template, long[:-1] + ("好" if long[-1] != "好" else "坏"), "png")
+        # at its own size, the middle character another (the ends may run off the picture);
+        # one size: only the encoding tells a copy from its original
+        middle = len(long) // 2
+        swapped = long[:middle] + ("好" if long[middle] != "好" else "坏") + long[middle + 1:]
+        own_size.append(distance_to(near.measure(template_bytes(template, swapped, "png")), original))
+        for quality in (30, 50):
+            heavy_jpeg.append(distance_to(near.measure(jpeg(data_long, quality)), original))
         if distance_to(near.measure(other), original)[0] > config.near_same:
             for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
                 factor = rnd.uniform(0.5, 0.75)
@@ -94,17 +111,22 @@ def main() -> None:
                 both_reduced.append(distance_to(near.measure(resized(other, factor, resample)),
                                                 near.measure(resized(data_long, factor, resample))))
     print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
-    print(f"dedupe.near_same_rescaled {config.near_same_rescaled} (files at two scales); undecided: left to "
-          f"the text")
+    print(f"dedupe.near_same_rescaled {config.near_same_rescaled} (files at two scales), near_same_same_size "
+          f"{config.near_same_same_size} (of one size); undecided: left to the text")
     for name, pairs in resizes.items():
         print(f"resized by {name:8} (0.5-1.5)  max {max(v for v, _ in pairs):.3f}  "
               f"undecided {sum(not same and v < config.near_different for v, same in pairs)}/{len(pairs)}")
-    for name, pairs in (("reduced", reduced_one_char), ("both reduced alike", both_reduced)):
+    for name, pairs in (("at its own size", own_size), ("reduced", reduced_one_char),
+                        ("both reduced alike", both_reduced)):
         print(f"a long caption one character apart, {name:18}  min {min(v for v, _ in pairs):.3f}  "
               f"taken for the same {sum(same for _, same in pairs)}/{len(pairs)}")
     for kind, pairs in copies.items():
         values = [v for v, _ in pairs]
         print(f"copy {kind:12} max {max(values):.3f}  p99 {np.percentile(values, 99):.3f}  "
+              f"undecided {sum(not same for _, same in pairs)}/{len(pairs)}")
+    for k, quality in enumerate((30, 50)):
+        pairs = heavy_jpeg[k::2]
+        print(f"a long caption as a JPEG at quality {quality}  max {max(v for v, _ in pairs):.3f}  "
               f"undecided {sum(not same for _, same in pairs)}/{len(pairs)}")
     every = [v for pairs in copies.values() for v, _ in pairs]
     print(f"copies, every kind  max {max(every):.3f}  p99 {np.percentile(every, 99):.3f}")
