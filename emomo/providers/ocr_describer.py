@@ -59,9 +59,10 @@ def _load(single_threaded: bool) -> Any:
 class TextReader:
     """The text drawn on an image, read by OCR on the process's shared engines."""
 
-    def __init__(self, ingest: IngestConfig) -> None:
+    def __init__(self, ingest: IngestConfig, threads: int = 0) -> None:
+        """``threads``: engines to read on (0: ``ingest.ocr_threads``, itself 0 for one per core)."""
         self.min_score = ingest.ocr_min_score
-        self.threads = engine_threads(ingest.ocr_threads)
+        self.threads = threads or engine_threads(ingest.ocr_threads)
         # One engine per thread (RapidOCR keeps per-call state on the object), loaded once per process.
         single = self.threads > 1
         self._pool = engine_pool(self.threads)
