@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import assert_consistent, read_state, scrapy
-from crawling import run_crawl
+from crawling import Crawl, run_crawl
 from memegen import (
     CAPTIONS,
     CATEGORIES,
@@ -397,19 +397,28 @@ def test_a_reduced_file_of_a_long_caption_one_character_apart_is_another_meme(tm
     file at another scale than its candidate is the same picture only when nearer than
     ``near_same_rescaled``; between that and ``near_same`` the text decides. A reduced copy of
     the caption itself still joins its meme."""
-    root = tmp_path / "ChineseBQB"
     original = template_bytes(0, LONG_CAPTION, "png")
+    other = resized(template_bytes(0, ONE_CHARACTER_APART, "png"), 0.75, Image.Resampling.BICUBIC)
+    run = crawl_caption_other_and_copy(tmp_path, original, ("换字缩小.png", other),
+                                       ("缩小副本.png", resized(original, 0.7, Image.Resampling.BILINEAR)))
+    assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the reduced other caption
+
+
+def crawl_caption_other_and_copy(tmp_path: Path, original: bytes, other: tuple[str, bytes],
+                                 copy: tuple[str, bytes]) -> Crawl:
+    """A caption, another caption (name, bytes) and a copy of the first, crawled one at a time:
+    two memes, the copy a source of the first."""
+    root = tmp_path / "ChineseBQB"
     plant(root, CATEGORIES[0], "原图.png", original)
-    plant(root, CATEGORIES[1], "换字缩小.png", resized(template_bytes(0, ONE_CHARACTER_APART, "png"), 0.75,
-                                                     Image.Resampling.BICUBIC))
-    plant(root, CATEGORIES[2], "缩小副本.png", resized(original, 0.7, Image.Resampling.BILINEAR))
+    plant(root, CATEGORIES[1], other[0], other[1])
+    plant(root, CATEGORIES[2], copy[0], copy[1])
     run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
     linked = sources(tmp_path)
-    assert linked[f"{CATEGORIES[1]}/换字缩小.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
-    assert linked[f"{CATEGORIES[2]}/缩小副本.png"] == linked[f"{CATEGORIES[0]}/原图.png"]
+    assert linked[f"{CATEGORIES[1]}/{other[0]}"] != linked[f"{CATEGORIES[0]}/原图.png"]
+    assert linked[f"{CATEGORIES[2]}/{copy[0]}"] == linked[f"{CATEGORIES[0]}/原图.png"]
     assert run.stat("emomo/dedupe/near_duplicate") == 1
     assert len(read_state(tmp_path).memes) == 2
-    assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the reduced other caption
+    return run
 
 
 #: fourteen small characters on the panda, the sixth another: both fully on the picture, and at
@@ -429,18 +438,10 @@ def test_a_long_caption_one_character_apart_at_the_same_size_is_another_meme(tmp
     """Two files of one size were not resampled: a copy differs from its original only by its
     encoding (a JPEG at quality 30: 0.21 at most), so ``near_same_same_size`` is the bar, and
     between it and ``near_same`` the text decides. A heavily re-encoded copy still joins its
-    meme without a read."""
-    root = tmp_path / "ChineseBQB"
+    meme."""
     original = template_bytes(0, CAPTION_14, "png")
-    plant(root, CATEGORIES[0], "原图.png", original)
-    plant(root, CATEGORIES[1], "换一个字.png", template_bytes(0, CAPTION_14_APART, "png"))
-    plant(root, CATEGORIES[2], "压缩副本.jpg", jpeg(original, 30))
-    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
-    linked = sources(tmp_path)
-    assert linked[f"{CATEGORIES[1]}/换一个字.png"] != linked[f"{CATEGORIES[0]}/原图.png"]
-    assert linked[f"{CATEGORIES[2]}/压缩副本.jpg"] == linked[f"{CATEGORIES[0]}/原图.png"]
-    assert run.stat("emomo/dedupe/near_duplicate") == 1
-    assert len(read_state(tmp_path).memes) == 2
+    run = crawl_caption_other_and_copy(tmp_path, original, ("换一个字.png", template_bytes(0, CAPTION_14_APART, "png")),
+                                       ("压缩副本.jpg", jpeg(original, 30)))
     assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the other caption
 
 
