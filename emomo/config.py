@@ -289,7 +289,7 @@ class DedupeConfig(Section):
     #: ``near_same`` for two files of one size (width and height): nothing was resampled, so a
     #: copy differs only by its encoding (JPEG at quality 30: 0.21 at most, 50: 0.12), while a long
     #: caption one character apart came as near as 0.23 at its own size (14 of 499 below 0.4);
-    #: between the two bars the text decides
+    #: between it and ``near_different`` the text decides
     near_same_same_size: float = Field(0.2, gt=0, le=5)
     #: fine distance at or above which two files are different memes; between the two, the text
     #: on both (OCR) decides
