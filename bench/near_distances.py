@@ -17,7 +17,6 @@ and that caption re-encoded as a JPEG at quality 30 and 50.
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import sys
 from pathlib import Path
@@ -28,18 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from memegen import COPY_KINDS, copy_of, resized, series_captions, template_bytes  # noqa: E402
+from memegen import COPY_KINDS, copy_of, reencoded, resized, series_captions, template_bytes  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from emomo import near  # noqa: E402
 from emomo.config import EmomoConfig  # noqa: E402
 from emomo.ingest.near_dupes import Verdict, judge  # noqa: E402
-
-
-def jpeg(data: bytes, quality: int) -> bytes:
-    buf = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def main() -> None:
@@ -102,14 +95,14 @@ def main() -> None:
         swapped = long[:middle] + ("好" if long[middle] != "好" else "坏") + long[middle + 1:]
         own_size.append(distance_to(near.measure(template_bytes(template, swapped, "png")), original))
         for quality in (30, 50):
-            heavy_jpeg.append(distance_to(near.measure(jpeg(data_long, quality)), original))
+            heavy_jpeg.append(distance_to(near.measure(reencoded(data_long, quality)), original))
         if distance_to(near.measure(other), original)[0] > config.near_same:
             for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
                 factor = rnd.uniform(0.5, 0.75)
-                reduced_one_char.append(distance_to(near.measure(resized(other, factor, resample)), original))
+                reduced = near.measure(resized(other, factor, resample))
+                reduced_one_char.append(distance_to(reduced, original))
                 # both passed on by one thumbnailer: one scale, both strokes gone
-                both_reduced.append(distance_to(near.measure(resized(other, factor, resample)),
-                                                near.measure(resized(data_long, factor, resample))))
+                both_reduced.append(distance_to(reduced, near.measure(resized(data_long, factor, resample))))
     print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
     print(f"dedupe.near_same_rescaled {config.near_same_rescaled} (files at two scales), near_same_same_size "
           f"{config.near_same_same_size} (of one size); undecided: left to the text")

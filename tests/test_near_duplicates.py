@@ -25,6 +25,7 @@ from memegen import (
     copy_of,
     draw_template,
     meme_bytes,
+    reencoded,
     resized,
     series_captions,
     template_bytes,
@@ -427,12 +428,6 @@ CAPTION_14 = "都可以给大佬递茶仰天长啸我不"
 CAPTION_14_APART = "都可以给大美递茶仰天长啸我不"
 
 
-def jpeg(data: bytes, quality: int) -> bytes:
-    buf = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def test_a_long_caption_one_character_apart_at_the_same_size_is_another_meme(tmp_path: Path,
                                                                               cjk_font: str) -> None:
     """Two files of one size were not resampled: a copy differs from its original only by its
@@ -441,7 +436,7 @@ def test_a_long_caption_one_character_apart_at_the_same_size_is_another_meme(tmp
     meme."""
     original = template_bytes(0, CAPTION_14, "png")
     run = crawl_caption_other_and_copy(tmp_path, original, ("换一个字.png", template_bytes(0, CAPTION_14_APART, "png")),
-                                       ("压缩副本.jpg", jpeg(original, 30)))
+                                       ("压缩副本.jpg", reencoded(original, 30)))
     assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the other caption
 
 
@@ -454,7 +449,7 @@ def test_at_one_size_a_copy_is_nearer_than_at_two_scales_or_a_crop() -> None:
     assert unsized is Verdict.SAME  # no size known: the one bar
     [(sized, _)] = judge(other, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
     assert sized is Verdict.MAYBE
-    copy = measure(jpeg(template_bytes(0, CAPTION_14, "png"), 30))
+    copy = measure(reencoded(template_bytes(0, CAPTION_14, "png"), 30))
     [(verdict, near)] = judge(copy, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
     assert verdict is Verdict.SAME and near <= config.near_same_same_size
 
