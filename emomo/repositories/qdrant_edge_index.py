@@ -13,6 +13,7 @@ is not shared between threads, and its calls block.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from emomo.blocking import DedicatedThread
 from emomo.config import QdrantConfig
@@ -92,6 +93,45 @@ def _holder(folder: Path, patience: float = 2.0) -> str:
         time.sleep(0.05)
 
 
+def _claim(folder: Path) -> IO[bytes] | None:
+    """This process's claim on the shard in ``folder``: a lock file beside it, ``flock``-ed
+    before Qdrant Edge touches the folder and held until the shard is closed (the kernel lets
+    go should the process die). Edge's own lock is taken too late to guard against another
+    opener: a refused ``load`` has already rewritten the holder's segment files, whose next
+    flush then fails, and two creations at one moment break each other. None when the folder
+    is read-only: Edge's lock is then all there is."""
+    try:
+        lock = open(folder.parent / f".{folder.name}.lock", "a+b")  # noqa: SIM115 - held until the shard is closed
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise _InUse from None
+    return lock
+
+
+def _log_held(folder: Path) -> bool:
+    """Whether another program holds the shard's write-ahead log (Edge ``flock``-s its folder):
+    asked, without harm, before opening a shard, which would harm it (see ``_claim``)."""
+    try:
+        fd = os.open(folder / "wal", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the lock, if it was had
+    return False
+
+
+class _InUse(Exception):
+    """The shard is held by another process."""
+
+
 def local_mode_folder(root: Path) -> bool:
     """A folder written by qdrant-client's local mode, the embedded index of earlier versions."""
     return (root / "meta.json").is_file() and (root / "collection").is_dir()
@@ -118,6 +158,7 @@ class EdgeIndex(PagedIndex):
         self.where = f"embedded index {self.root}"
         self._thread = DedicatedThread("emomo-qdrant-edge")
         self._shards: dict[str, Any] = {}
+        self._claims: dict[str, IO[bytes] | None] = {}
         #: collection -> whether it keeps BM25 terms
         self._text: dict[str, bool] = {}
 
@@ -144,6 +185,9 @@ class EdgeIndex(PagedIndex):
                 finally:
                     shard.close()
                     (self.folder(name) / HOLDER).unlink(missing_ok=True)
+                    claim = self._claims.pop(name, None)
+                    if claim is not None:
+                        claim.close()
         try:
             await self._thread.run(close_all)
         finally:
@@ -167,40 +211,54 @@ class EdgeIndex(PagedIndex):
         import qdrant_edge as edge
 
         folder = self.folder(collection)
-        exists = (folder / SHARD_MARKER).is_file()
-        if not exists and dimensions is None:
-            return None
-        size = dimensions or self._size_on_disk(collection)
+        if not (folder / SHARD_MARKER).is_file():
+            if dimensions is None:
+                return None
+            folder.parent.mkdir(parents=True, exist_ok=True)
+        claim = None
         try:
-            if size is None:
-                shard = edge.EdgeShard.load(str(folder))
-            else:
-                config = _shard_config(edge, size, text=not exists or self._has_text(collection))
-                if exists:
-                    shard = edge.EdgeShard.load(str(folder), config)
-                else:
-                    folder.parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        shard = edge.EdgeShard.create(str(folder), config)
-                    except Exception:
-                        # Another process created it at the same moment: open it (and so learn
-                        # that it is in use) rather than call a fresh shard damaged.
-                        if not (folder / "wal").is_dir():
-                            raise
-                        shard = edge.EdgeShard.load(str(folder), config)
-                    _write_holder(folder)  # at once: a process refused meanwhile names this one
-                    kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
-                    for name, kind in FILTER_FIELDS.items():
-                        shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
+            claim = _claim(folder)
+            if _log_held(folder):
+                raise _InUse
+            # looked at again once claimed: a process that was creating it has finished
+            shard = (self._open(edge, collection, dimensions)
+                     if (folder / SHARD_MARKER).is_file() or dimensions is None
+                     else self._create(edge, collection, dimensions))
         except Exception as exc:
+            if claim is not None:
+                claim.close()
             raise self._open_error(folder, exc) from None
         _write_holder(folder)
         self._shards[collection] = shard
+        self._claims[collection] = claim
+        return shard
+
+    def _open(self, edge: Any, collection: str, dimensions: int | None) -> Any:
+        folder = str(self.folder(collection))
+        size = dimensions or self._size_on_disk(collection)
+        if size is None:
+            return edge.EdgeShard.load(folder)
+        return edge.EdgeShard.load(folder, _shard_config(edge, size, text=self._has_text(collection)))
+
+    def _create(self, edge: Any, collection: str, dimensions: int) -> Any:
+        folder = self.folder(collection)
+        config = _shard_config(edge, dimensions, text=True)
+        try:
+            shard = edge.EdgeShard.create(str(folder), config)
+        except Exception:
+            # A creation that stopped half-way left its log: open what is there.
+            if not (folder / "wal").is_dir():
+                raise
+            shard = edge.EdgeShard.load(str(folder), config)
+        _write_holder(folder)  # at once: a process refused meanwhile names this one
+        kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
+        for name, kind in FILTER_FIELDS.items():
+            shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
         return shard
 
     def _open_error(self, folder: Path, exc: Exception) -> ConfigError:
         cause = _first_line(exc)
-        if "WouldBlock" in cause:
+        if isinstance(exc, _InUse) or "WouldBlock" in cause:
             return BackendUnavailable(
                 f"qdrant.path: the embedded index folder {folder} is in use by {_holder(folder)}; the embedded "
                 "index is single-process: wait for it to finish (or stop it), or set qdrant.url to a Qdrant "
