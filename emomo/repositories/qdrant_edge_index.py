@@ -251,9 +251,7 @@ class EdgeIndex(PagedIndex):
                 raise
             shard = edge.EdgeShard.load(str(folder), config)
         _write_holder(folder)  # at once: a process refused meanwhile names this one
-        kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
-        for name, kind in FILTER_FIELDS.items():
-            shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
+        _index_fields(edge, shard)
         return shard
 
     def _open_error(self, folder: Path, exc: Exception) -> ConfigError:
@@ -320,9 +318,7 @@ class EdgeIndex(PagedIndex):
             source = self._load(collection)
             shutil.rmtree(fresh, ignore_errors=True)
             target = edge.EdgeShard.create(str(fresh), _shard_config(edge, size))
-            kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
-            for name, kind in FILTER_FIELDS.items():
-                target.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
+            _index_fields(edge, target)
             copied, offset = 0, None
             while True:
                 page, offset = source.scroll(edge.ScrollRequest(offset=offset, limit=512, with_payload=True,
@@ -335,15 +331,15 @@ class EdgeIndex(PagedIndex):
             target.optimize()
             target.flush()
             target.close()
-            shard = self._shards.pop(collection)
-            shard.close()
-            (folder / HOLDER).unlink(missing_ok=True)
-            # Swapped by renames: a crash leaves either the old shard in place or both folders.
+            self._shards.pop(collection).close()
+            # Swapped by renames, still claimed: a crash leaves either the old shard in place or
+            # both folders.
             folder.rename(old)
             fresh.rename(folder)
             shutil.rmtree(old)
             self._text[collection] = True
-            self._load(collection)
+            self._shards[collection] = self._open(edge, collection, None)
+            _write_holder(folder)
             return copied
         return await self._thread.run(rebuild)
 
@@ -458,6 +454,13 @@ class EdgeIndex(PagedIndex):
                 shard.flush()
             return BuildReport(collection, built, points, max(unindexed, 0), time.monotonic() - started)
         return await self._with(collection, run, BuildReport(collection, False, 0, 0, 0.0))
+
+
+def _index_fields(edge: Any, shard: Any) -> None:
+    """Payload indexes on the fields searches filter by."""
+    kinds = {"keyword": edge.PayloadSchemaType.Keyword, "bool": edge.PayloadSchemaType.Bool}
+    for name, kind in FILTER_FIELDS.items():
+        shard.update(edge.UpdateOperation.create_field_index(name, kinds[kind]))
 
 
 def _point(edge: Any, pid: str, vector: list[float], payload: dict[str, Any], text: bool = True) -> Any:
