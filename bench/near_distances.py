@@ -11,7 +11,9 @@ against that one candidate, with its size (two files at different scales have th
 ``near_same_rescaled``). Then copies resized by Lanczos, bicubic and bilinear filters, and the
 hardest other caption: a long caption drawn small, one character apart (the middle one) at its
 own size, reduced (the last one, against the caption at its own size), and both reduced alike;
-and that caption re-encoded as a JPEG at quality 30 and 50.
+and that caption re-encoded as a JPEG at quality 30 and 50. What the thumbnails leave undecided
+between two scales is then compared at one (``at_one_scale``), as the crawl does before reading
+any text: the resized copies found the same there, and the other captions taken for the same.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from PIL import Image  # noqa: E402
 
 from emomo import near  # noqa: E402
 from emomo.config import EmomoConfig  # noqa: E402
-from emomo.ingest.near_dupes import Verdict, judge  # noqa: E402
+from emomo.ingest.near_dupes import Verdict, judge, one_scale_distance  # noqa: E402
 
 
 def main() -> None:
@@ -59,6 +61,16 @@ def main() -> None:
     def distance(picture: near.Picture, i: int) -> float:
         return verdict(picture, i)[0]
 
+    def at_one_scale(copy: bytes, original: bytes) -> tuple[float, bool] | None:
+        """What the crawl does with a file the thumbnails left undecided at two scales: the
+        distance at one, and whether it is the same there (None: decided, or of one scale)."""
+        picture, reference = near.measure(copy), near.measure(original)
+        [(first, _)] = judge(picture, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
+        if first is not Verdict.MAYBE or not near.rescaled(picture.source, reference.source):
+            return None
+        found, value = one_scale_distance(config, copy, original)
+        return value, found is Verdict.SAME
+
     copies: dict[str, list[tuple[float, bool]]] = {kind: [] for kind in COPY_KINDS}
     others, one_char = [], []
     for i in range(0, a.memes, 4):
@@ -76,6 +88,8 @@ def main() -> None:
     filters = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
                "bilinear": Image.Resampling.BILINEAR}
     resizes: dict[str, list[tuple[float, bool]]] = {f: [] for f in filters}
+    resizes_one: dict[str, list[tuple[float, bool] | None]] = {f: [] for f in filters}
+    reduced_one: list[tuple[float, bool] | None] = []
     reduced_one_char: list[tuple[float, bool]] = []
     both_reduced: list[tuple[float, bool]] = []
     own_size: list[tuple[float, bool]] = []
@@ -84,7 +98,9 @@ def main() -> None:
         template, caption = memes[i]
         factor = rnd.uniform(0.5, 1.5)
         for name, resample in filters.items():
-            resizes[name].append(verdict(near.measure(resized(data[i], factor, resample)), i))
+            copy = resized(data[i], factor, resample)
+            resizes[name].append(verdict(near.measure(copy), i))
+            resizes_one[name].append(at_one_scale(copy, data[i]))
         long = caption + memes[(i + 7) % a.memes][1] + memes[(i + 13) % a.memes][1]
         data_long = template_bytes(template, long, "png")
         original = near.measure(data_long)
@@ -93,14 +109,19 @@ def main() -> None:
         # one size: only the encoding tells a copy from its original
         middle = len(long) // 2
         swapped = long[:middle] + ("好" if long[middle] != "好" else "坏") + long[middle + 1:]
-        own_size.append(distance_to(near.measure(template_bytes(template, swapped, "png")), original))
+        swapped_bytes = template_bytes(template, swapped, "png")
+        own_size.append(distance_to(near.measure(swapped_bytes), original))
+        for resample in filters.values():  # and reduced: compared at one scale when undecided
+            reduced_one.append(at_one_scale(resized(swapped_bytes, rnd.uniform(0.5, 0.9), resample), data_long))
         for quality in (30, 50):
             heavy_jpeg.append(distance_to(near.measure(reencoded(data_long, quality)), original))
         if distance_to(near.measure(other), original)[0] > config.near_same:
             for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
                 factor = rnd.uniform(0.5, 0.75)
-                reduced = near.measure(resized(other, factor, resample))
+                reduced_bytes = resized(other, factor, resample)
+                reduced = near.measure(reduced_bytes)
                 reduced_one_char.append(distance_to(reduced, original))
+                reduced_one.append(at_one_scale(reduced_bytes, data_long))
                 # both passed on by one thumbnailer: one scale, both strokes gone
                 both_reduced.append(distance_to(reduced, near.measure(resized(data_long, factor, resample))))
     print(f"dedupe.near_same {config.near_same}, near_different {config.near_different}")
@@ -108,11 +129,14 @@ def main() -> None:
           f"{config.near_same_same_size} (of one size); undecided: left to the text")
     for name, pairs in resizes.items():
         print(f"resized by {name:8} (0.5-1.5)  max {max(v for v, _ in pairs):.3f}  "
-              f"undecided {sum(not same and v < config.near_different for v, same in pairs)}/{len(pairs)}")
+              f"undecided {sum(not same and v < config.near_different for v, same in pairs)}/{len(pairs)}, "
+              f"then the same at one scale {one_scale_same(resizes_one[name])}")
     for name, pairs in (("at its own size", own_size), ("reduced", reduced_one_char),
                         ("both reduced alike", both_reduced)):
         print(f"a long caption one character apart, {name:18}  min {min(v for v, _ in pairs):.3f}  "
               f"taken for the same {sum(same for _, same in pairs)}/{len(pairs)}")
+    print(f"a long caption one character apart, reduced, at one scale  min {one_scale_min(reduced_one)}  "
+          f"taken for the same {one_scale_same(reduced_one)}")
     for kind, pairs in copies.items():
         values = [v for v, _ in pairs]
         print(f"copy {kind:12} max {max(values):.3f}  p99 {np.percentile(values, 99):.3f}  "
@@ -126,6 +150,16 @@ def main() -> None:
     print(f"nearest other caption of the series  min {min(others):.3f}  p1 {np.percentile(others, 1):.3f}")
     print(f"one character more or another        min {min(one_char):.3f}  p1 {np.percentile(one_char, 1):.3f}  "
           f"below near_different {sum(v < config.near_different for v in one_char)}/{len(one_char)}")
+
+
+def one_scale_same(pairs: list[tuple[float, bool] | None]) -> str:
+    compared = [p for p in pairs if p is not None]
+    return f"{sum(same for _, same in compared)}/{len(compared)}"
+
+
+def one_scale_min(pairs: list[tuple[float, bool] | None]) -> str:
+    values = [v for p in pairs if p is not None for v in p[:1]]
+    return f"{min(values):.3f}" if values else "-"
 
 
 if __name__ == "__main__":

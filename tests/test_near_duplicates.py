@@ -41,6 +41,7 @@ from emomo.ingest.near_dupes import (
     Verdict,
     find_near_duplicate,
     judge,
+    one_scale_distance,
     signature,
 )
 from emomo.ingest.state import ItemState
@@ -403,6 +404,29 @@ def test_a_reduced_file_of_a_long_caption_one_character_apart_is_another_meme(tm
     run = crawl_caption_other_and_copy(tmp_path, original, ("换字缩小.png", other),
                                        ("缩小副本.png", resized(original, 0.7, Image.Resampling.BILINEAR)))
     assert run.stat("emomo/near/ocr_reads") >= 1  # the text decided the reduced other caption
+
+
+def test_a_resized_copy_is_compared_at_one_scale_before_any_text_is_read(tmp_path: Path, cjk_font: str) -> None:
+    """Halved by a bilinear filter, a copy of a long caption is too far from its original's
+    thumbnail for the bar of two scales: the two files are compared at one (the larger resized
+    to the smaller's size), where the copy is the same picture and no text is read. The other
+    caption, one character apart and reduced, is another meme there too, and the text decides it."""
+    original = template_bytes(0, LONG_CAPTION, "png")
+    copy = resized(original, 0.55, Image.Resampling.BILINEAR)
+    [(at_two_scales, _)] = judge(measure(copy), [measure(original).thumb], [False], DedupeConfig(),
+                                 sizes=[measure(original).source]).verdicts
+    assert at_two_scales is Verdict.MAYBE
+    root = tmp_path / "ChineseBQB"
+    plant(root, CATEGORIES[0], "原图.png", original)
+    plant(root, CATEGORIES[2], "缩小副本.png", copy)
+    run = run_crawl(tmp_path, "chinesebqb", repo_path=str(root), settings={"EMOMO_MAX_ITEMS_IN_FLIGHT": 1})
+    assert sources(tmp_path)[f"{CATEGORIES[2]}/缩小副本.png"] == sources(tmp_path)[f"{CATEGORIES[0]}/原图.png"]
+    assert (run.stat("emomo/near/one_scale"), run.stat("emomo/near/one_scale_same")) == (1, 1)
+    assert "emomo/near/ocr_reads" not in run.stats
+    # the other caption at one scale is not the same: left to the text, which tells them apart
+    other = resized(template_bytes(0, ONE_CHARACTER_APART, "png"), 0.75, Image.Resampling.BICUBIC)
+    verdict, distance = one_scale_distance(DedupeConfig(), other, original)
+    assert verdict is not Verdict.SAME and distance > DedupeConfig().near_same_same_size
 
 
 def crawl_caption_other_and_copy(tmp_path: Path, original: bytes, other: tuple[str, bytes],

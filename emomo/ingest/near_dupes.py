@@ -33,6 +33,7 @@ from emomo.near import (
     SPREAD,
     NearCheck,
     Picture,
+    at_one_scale,
     concentration,
     encode_blocks,
     fine_distance,
@@ -650,10 +651,38 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
                                            config.near_candidates) if i not in seen]
         if not ids:
             break
+    # Between the bars: a file at another scale is compared at one first (cheap, and OCR misreads
+    # small captions), then the text decides.
+    for candidate in undecided:
+        if rescaled(picture.source, (candidate.file.width, candidate.file.height)):
+            match = await _same_at_one_scale(runtime, body, candidate)
+            if match is not None:
+                return match
     for candidate in undecided:
         if await same_text_as(runtime, state, body, candidate):
             return NearMatch(candidate, math.nan)
     return None
+
+
+def one_scale_distance(config: DedupeConfig, body: bytes, stored: bytes) -> tuple[Verdict, float]:
+    """``judge`` of two files at two scales, at one (``at_one_scale``): of one size then, they
+    have the strictest bar, ``near_same_same_size``."""
+    ours, theirs = at_one_scale(body, stored)
+    [verdict] = judge(ours, [theirs.thumb], [False], config, sizes=[theirs.source]).verdicts
+    return verdict
+
+
+async def _same_at_one_scale(runtime: IngestRuntime, body: bytes, candidate: NearCandidate) -> NearMatch | None:
+    """The candidate, if the file is a resized copy of its file (``emomo/near/one_scale``: the
+    files compared so; ``…/one_scale_same``: found so)."""
+    runtime.stats.inc_value("emomo/near/one_scale")
+    stored = await runtime.store.get(candidate.file.storage_key)
+    verdict, distance = await measured(runtime, "one_scale", one_scale_distance, runtime.config.dedupe, body,
+                                       stored, in_thread=True)
+    if verdict is not Verdict.SAME:
+        return None
+    runtime.stats.inc_value("emomo/near/one_scale_same")
+    return NearMatch(candidate, distance)
 
 
 async def same_text_as(runtime: IngestRuntime, state: ItemState, body: bytes, candidate: NearCandidate) -> bool:
