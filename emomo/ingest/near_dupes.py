@@ -495,9 +495,9 @@ class IngestRuntime(Protocol):
 
 def text_reader(runtime: IngestRuntime) -> TextReader:
     """The local describer's OCR engines, or (on the VLM path) one engine of the process's,
-    loaded at its first read: the check reads a file in a hundred there (10 of 880 on
-    `bench/ingest.py`), and a second engine cost another load (0.35 s of CPU and 114 MB) for no
-    throughput."""
+    loaded at its first read: the check reads few files there (none of 880 on `bench/ingest.py`
+    since resized copies are compared at one scale first), and a second engine cost another load
+    (0.35 s of CPU and 114 MB) for no throughput."""
     if isinstance(runtime.describer, OCRDescriber):
         return runtime.describer.reader
     return TextReader(runtime.config.ingest, threads=1)
