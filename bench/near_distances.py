@@ -68,7 +68,7 @@ def main() -> None:
         [(first, _)] = judge(picture, [reference.thumb], [False], config, sizes=[reference.source]).verdicts
         if first is not Verdict.MAYBE or not near.rescaled(picture.source, reference.source):
             return None
-        found, value = one_scale_distance(config, copy, original)
+        found, value = one_scale_distance(config, near.first_frame_grey(copy), original)
         return value, found is Verdict.SAME
 
     copies: dict[str, list[tuple[float, bool]]] = {kind: [] for kind in COPY_KINDS}

@@ -68,7 +68,7 @@ def grey_frame(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", frame.size, (255, 255, 255, 255)), frame).convert("L")
 
 
-def _first_frame_grey(data: bytes) -> Image.Image:
+def first_frame_grey(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
         return grey_frame(im)
@@ -87,7 +87,7 @@ def _dhash(grey: Image.Image) -> int:
 
 def perceptual_hash(data: bytes) -> int:
     """The dHash of an image's first frame, as a signed 64-bit integer (what a BIGINT holds)."""
-    return _dhash(_first_frame_grey(data))
+    return _dhash(first_frame_grey(data))
 
 
 #: a hash with fewer set bits (or fewer unset ones) than this describes a flat picture: a plain
@@ -222,8 +222,11 @@ class NearCheck:
 def measure(data: bytes, grey: Image.Image | None = None) -> Picture:
     """The file's picture; ``grey``: its first frame as ``grey_frame`` gave it, when it was
     decoded already."""
-    if grey is None:
-        grey = _first_frame_grey(data)
+    return measure_grey(first_frame_grey(data) if grey is None else grey)
+
+
+def measure_grey(grey: Image.Image) -> Picture:
+    """The picture of a first frame as ``grey_frame`` gives it."""
     source = grey.size
     phash = _dhash(grey)
     factor = -(-max(grey.size) // WORK_SIDE)
@@ -249,16 +252,15 @@ def rescaled(a: tuple[int, int], b: tuple[int, int]) -> bool:
 ONE_SCALE_RESAMPLE = Image.Resampling.BICUBIC
 
 
-def at_one_scale(data: bytes, other: bytes) -> tuple[Picture, Picture]:
-    """Two files at two scales, measured at one: the larger's first frame resized to the
-    smaller's size. Resampled at one scale both, a resized copy and its original differ by
-    little more than a re-encoding, which thumbnails made from two scales do not."""
-    a, b = _first_frame_grey(data), _first_frame_grey(other)
+def at_one_scale(a: Image.Image, b: Image.Image) -> tuple[Picture, Picture]:
+    """Two first frames (``first_frame_grey``) at two scales, measured at one: the larger resized
+    to the smaller's size. Resampled at one scale both, a resized copy and its original differ
+    by little more than a re-encoding, which thumbnails made from two scales do not."""
     if a.width * a.height > b.width * b.height:
         a = a.resize(b.size, ONE_SCALE_RESAMPLE)
     else:
         b = b.resize(a.size, ONE_SCALE_RESAMPLE)
-    return measure(data, a), measure(other, b)
+    return measure_grey(a), measure_grey(b)
 
 
 def same_size(a: tuple[int, int], b: tuple[int, int]) -> bool:

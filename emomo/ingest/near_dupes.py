@@ -37,6 +37,7 @@ from emomo.near import (
     concentration,
     encode_blocks,
     fine_distance,
+    first_frame_grey,
     fits_frame,
     framed_blocks,
     framed_vector,
@@ -653,36 +654,40 @@ async def _nearest_copy(runtime: IngestRuntime, state: ItemState, body: bytes, p
             break
     # Between the bars: a file at another scale is compared at one first (cheap, and OCR misreads
     # small captions), then the text decides.
-    for candidate in undecided:
-        if rescaled(picture.source, (candidate.file.width, candidate.file.height)):
-            match = await _same_at_one_scale(runtime, body, candidate)
-            if match is not None:
-                return match
+    match = await _same_at_one_scale(runtime, body, [c for c in undecided
+                                                     if rescaled(picture.source, (c.file.width, c.file.height))])
+    if match is not None:
+        return match
     for candidate in undecided:
         if await same_text_as(runtime, state, body, candidate):
             return NearMatch(candidate, math.nan)
     return None
 
 
-def one_scale_distance(config: DedupeConfig, body: bytes, stored: bytes) -> tuple[Verdict, float]:
-    """``judge`` of two files at two scales, at one (``at_one_scale``): of one size then, they
-    have the strictest bar, ``near_same_same_size``."""
-    ours, theirs = at_one_scale(body, stored)
-    [verdict] = judge(ours, [theirs.thumb], [False], config, sizes=[theirs.source]).verdicts
+def one_scale_distance(config: DedupeConfig, ours: Image.Image, stored: bytes) -> tuple[Verdict, float]:
+    """``judge`` of a first frame (``first_frame_grey``) and a file at two scales, at one
+    (``at_one_scale``): of one size then, they have the strictest bar, ``near_same_same_size``."""
+    picture, theirs = at_one_scale(ours, first_frame_grey(stored))
+    [verdict] = judge(picture, [theirs.thumb], [False], config, sizes=[theirs.source]).verdicts
     return verdict
 
 
-async def _same_at_one_scale(runtime: IngestRuntime, body: bytes, candidate: NearCandidate) -> NearMatch | None:
-    """The candidate, if the file is a resized copy of its file (``emomo/near/one_scale``: the
-    files compared so; ``…/one_scale_same``: found so)."""
-    runtime.stats.inc_value("emomo/near/one_scale")
-    stored = await runtime.store.get(candidate.file.storage_key)
-    verdict, distance = await measured(runtime, "one_scale", one_scale_distance, runtime.config.dedupe, body,
-                                       stored, in_thread=True)
-    if verdict is not Verdict.SAME:
+async def _same_at_one_scale(runtime: IngestRuntime, body: bytes,
+                             candidates: Sequence[NearCandidate]) -> NearMatch | None:
+    """The first of ``candidates`` (files at another scale) the file is a resized copy of
+    (``emomo/near/one_scale``: the files compared so; ``…/one_scale_same``: found so)."""
+    if not candidates:
         return None
-    runtime.stats.inc_value("emomo/near/one_scale_same")
-    return NearMatch(candidate, distance)
+    ours = await measured(runtime, "one_scale", first_frame_grey, body, in_thread=True)  # once for all
+    for candidate in candidates:
+        runtime.stats.inc_value("emomo/near/one_scale")
+        stored = await runtime.store.get(candidate.file.storage_key)
+        verdict, distance = await measured(runtime, "one_scale", one_scale_distance, runtime.config.dedupe, ours,
+                                           stored, in_thread=True)
+        if verdict is Verdict.SAME:
+            runtime.stats.inc_value("emomo/near/one_scale_same")
+            return NearMatch(candidate, distance)
+    return None
 
 
 async def same_text_as(runtime: IngestRuntime, state: ItemState, body: bytes, candidate: NearCandidate) -> bool:
